@@ -1,0 +1,127 @@
+//! Every `MEMTRIM_` variable: its default, its meaning, and how its value is read. The table is
+//! the single source for `memtrim config` and for the library's defaults.
+use crate::units::parse_bool;
+
+pub struct Var {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+pub const VARS: &[Var] = &[
+    Var { name: "MEMTRIM_DISABLE", default: "0", meaning: "1: pure pass-through to the allocator, nothing counted, no thread, no page" },
+    Var { name: "MEMTRIM_ALLOCATOR", default: "glibc", meaning: "backend that serves the host's allocations: glibc" },
+    Var { name: "MEMTRIM_REPORT", default: "0", meaning: "1: one summary line on stderr at exit (live, peak, allocs, frees)" },
+    Var { name: "MEMTRIM_LOG", default: "warn", meaning: "stderr log level: off, error, warn, info, debug" },
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allocator {
+    Glibc,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub disable: bool,
+    pub allocator: Allocator,
+    pub report: bool,
+    pub log: LogLevel,
+}
+
+impl Config {
+    /// The configuration from name/value pairs (only `MEMTRIM_` names are looked at). Each bad
+    /// value or unknown name yields one line for `warn`; the affected setting keeps its default.
+    pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>, warn: &mut dyn FnMut(&str)) -> Config {
+        let mut cfg = Config::defaults();
+        for (name, value) in pairs {
+            if !name.starts_with("MEMTRIM_") {
+                continue;
+            }
+            match VARS.iter().find(|v| v.name == name) {
+                None => warn(&format!("memtrim: unknown variable {name} ignored (typo? `memtrim config` lists them all)")),
+                Some(var) => {
+                    if let Err(expected) = cfg.set(name, value) {
+                        warn(&format!("memtrim: {name}={value:?} is not {expected}; using the default {:?}", var.default));
+                    }
+                }
+            }
+        }
+        cfg
+    }
+
+    pub fn defaults() -> Config {
+        let mut cfg = Config { disable: false, allocator: Allocator::Glibc, report: false, log: LogLevel::Warn };
+        for v in VARS {
+            cfg.set(v.name, v.default).expect("defaults in the table parse");
+        }
+        cfg
+    }
+
+    /// Sets one variable; on a bad value returns what was expected.
+    fn set(&mut self, name: &str, value: &str) -> Result<(), &'static str> {
+        match name {
+            "MEMTRIM_DISABLE" => self.disable = parse_bool(value).ok_or("a boolean (0/1)")?,
+            "MEMTRIM_REPORT" => self.report = parse_bool(value).ok_or("a boolean (0/1)")?,
+            "MEMTRIM_ALLOCATOR" => {
+                self.allocator = match value.trim() {
+                    "glibc" => Allocator::Glibc,
+                    _ => return Err("a known allocator (glibc)"),
+                }
+            }
+            "MEMTRIM_LOG" => {
+                self.log = match value.trim() {
+                    "off" => LogLevel::Off,
+                    "error" => LogLevel::Error,
+                    "warn" => LogLevel::Warn,
+                    "info" => LogLevel::Info,
+                    "debug" => LogLevel::Debug,
+                    _ => return Err("a log level (off, error, warn, info, debug)"),
+                }
+            }
+            _ => unreachable!("{name} is in VARS but has no setter"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> (Config, Vec<String>) {
+        let mut warnings = Vec::new();
+        let cfg = Config::from_pairs(pairs.iter().copied(), &mut |w| warnings.push(w.to_string()));
+        (cfg, warnings)
+    }
+
+    #[test]
+    fn every_var_has_a_setter_and_a_parsable_default() {
+        let cfg = Config::defaults();
+        assert!(!cfg.disable);
+        assert_eq!(cfg.log, LogLevel::Warn);
+    }
+
+    #[test]
+    fn bad_value_warns_once_and_keeps_default() {
+        let (cfg, w) = parse(&[("MEMTRIM_REPORT", "maybe"), ("PATH", "/bin")]);
+        assert!(!cfg.report);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("MEMTRIM_REPORT") && w[0].contains("maybe") && w[0].contains("default"), "{}", w[0]);
+    }
+
+    #[test]
+    fn unknown_name_warns() {
+        let (_, w) = parse(&[("MEMTRIM_REPROT", "1")]);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("MEMTRIM_REPROT"));
+    }
+}

@@ -1,0 +1,187 @@
+//! Live-byte accounting. Each thread owns a slot (a cache line of plain counters that only it
+//! writes), found through its initial-exec TLS word; a reader sums the slots. A slot outlives its
+//! thread: the next thread to claim it adds to the same counters, so sums never lose a byte.
+//! Threads without a slot (before initialisation, while claiming, after their exit hook, when
+//! all slots are taken) count exactly, with atomic read-modify-writes, in the shared slot.
+use crate::{glibc, init, tls};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+
+#[repr(C, align(64))]
+pub struct Slot {
+    /// Sum of `glibc::counted_size` over the blocks this slot counted in, less those it counted out.
+    bytes: AtomicU64,
+    allocs: AtomicU64,
+    frees: AtomicU64,
+    owned: AtomicBool,
+}
+
+impl Slot {
+    const fn new() -> Slot {
+        Slot { bytes: AtomicU64::new(0), allocs: AtomicU64::new(0), frees: AtomicU64::new(0), owned: AtomicBool::new(false) }
+    }
+}
+
+const NSLOTS: usize = 1024;
+static SLOTS: [Slot; NSLOTS] = [const { Slot::new() }; NSLOTS];
+/// Slots ever claimed: readers sum `SLOTS[..USED]`.
+static USED: AtomicUsize = AtomicUsize::new(0);
+static SHARED: Slot = Slot::new();
+static PEAK: AtomicU64 = AtomicU64::new(0);
+static mut EXIT_KEY: libc::pthread_key_t = 0;
+/// Whether the exit key and fork hook exist; without them every thread counts in SHARED.
+static SLOTS_USABLE: AtomicBool = AtomicBool::new(false);
+
+// TLS word values below a slot address.
+const UNCLAIMED: usize = 0;
+pub const SHARED_WORD: usize = 1;
+const OFF: usize = 2;
+
+/// A plain add on a counter only this thread writes: no lock prefix on the hot path.
+#[inline(always)]
+fn bump(c: &AtomicU64, v: u64) {
+    c.store(c.load(Relaxed).wrapping_add(v), Relaxed);
+}
+
+#[inline(always)]
+pub fn on_alloc(bytes: usize) {
+    let w = tls::get();
+    if w > OFF {
+        // SAFETY: words above OFF are addresses of slots in SLOTS, owned by this thread.
+        let s = unsafe { &*(w as *const Slot) };
+        bump(&s.bytes, bytes as u64);
+        bump(&s.allocs, 1);
+    } else {
+        slow(w, bytes as u64, 1, 0);
+    }
+}
+
+/// Counts a free if this thread has a slot; otherwise the caller calls [`on_free_slow`] (split so
+/// that `free` can end in a tail call).
+#[inline(always)]
+pub fn on_free(bytes: usize) -> bool {
+    let w = tls::get();
+    if w > OFF {
+        // SAFETY: as in on_alloc.
+        let s = unsafe { &*(w as *const Slot) };
+        bump(&s.bytes, (bytes as u64).wrapping_neg());
+        bump(&s.frees, 1);
+        true
+    } else {
+        false
+    }
+}
+
+#[inline(always)]
+pub fn on_free_slow(bytes: usize) {
+    slow(tls::get(), (bytes as u64).wrapping_neg(), 0, 1);
+}
+
+/// A block replaced by another (realloc): one free and one allocation.
+#[inline(always)]
+pub fn on_move(old: usize, new: usize) {
+    let w = tls::get();
+    let delta = (new as u64).wrapping_sub(old as u64);
+    if w > OFF {
+        // SAFETY: as in on_alloc.
+        let s = unsafe { &*(w as *const Slot) };
+        bump(&s.bytes, delta);
+        bump(&s.allocs, 1);
+        bump(&s.frees, 1);
+    } else {
+        slow(w, delta, 1, 1);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn slow(w: usize, bytes: u64, allocs: u64, frees: u64) {
+    let s = match w {
+        OFF => return,
+        UNCLAIMED => match claim() {
+            Some(s) => s,
+            None => &SHARED,
+        },
+        _ => &SHARED,
+    };
+    s.bytes.fetch_add(bytes, Relaxed);
+    s.allocs.fetch_add(allocs, Relaxed);
+    s.frees.fetch_add(frees, Relaxed);
+}
+
+/// Gives this thread a slot once the library is initialised; `None` means count in SHARED.
+fn claim() -> Option<&'static Slot> {
+    match init::state() {
+        init::State::Off => {
+            tls::set(OFF);
+            return None;
+        }
+        init::State::Ready if SLOTS_USABLE.load(Relaxed) => {}
+        init::State::Ready => {
+            tls::set(SHARED_WORD);
+            return None;
+        }
+        _ => return None, // try again on a later call
+    }
+    tls::set(SHARED_WORD); // re-entrant allocations below (pthread_setspecific may calloc) use SHARED
+    let (i, slot) = SLOTS.iter().enumerate().find(|(_, s)| s.owned.compare_exchange(false, true, Acquire, Relaxed).is_ok())?;
+    USED.fetch_max(i + 1, Release);
+    // SAFETY: the key was created before the state became Ready.
+    if unsafe { libc::pthread_setspecific(EXIT_KEY, slot as *const Slot as *const libc::c_void) } != 0 {
+        slot.owned.store(false, Release);
+        return None;
+    }
+    tls::set(slot as *const Slot as usize);
+    Some(slot)
+}
+
+/// Thread-exit hook: later allocations of the exiting thread count in SHARED and the slot,
+/// counters intact, waits for another thread.
+extern "C" fn release(slot: *mut libc::c_void) {
+    tls::set(SHARED_WORD);
+    // SAFETY: the key's value is always a slot of SLOTS.
+    unsafe { (*(slot as *const Slot)).owned.store(false, Release) };
+}
+
+/// In a forked child only the forking thread lives on: free every other slot, keeping its
+/// counters, because the blocks they counted live on in the child's copy of the heap.
+extern "C" fn after_fork_in_child() {
+    let mine = tls::get();
+    for s in &SLOTS[..USED.load(Acquire)] {
+        if s as *const Slot as usize != mine {
+            s.owned.store(false, Release);
+        }
+    }
+}
+
+/// Creates the thread-exit key and the fork hook; called once, before the state is Ready.
+pub fn init() {
+    // SAFETY: plain libc calls with valid arguments; EXIT_KEY is written before Ready is published.
+    let ok = unsafe {
+        libc::pthread_key_create(&raw mut EXIT_KEY, Some(release)) == 0
+            && libc::pthread_atfork(None, None, Some(after_fork_in_child)) == 0
+    };
+    SLOTS_USABLE.store(ok, Relaxed);
+}
+
+pub struct Totals {
+    pub live: u64,
+    pub peak: u64,
+    pub allocs: u64,
+    pub frees: u64,
+}
+
+/// Sums every slot. Concurrent updates make this a moment's snapshot; a block allocated on one
+/// thread and freed on another between two slot reads can make the sum dip below zero for a
+/// moment, so it is clamped. The peak is the highest live total any read has seen.
+pub fn totals() -> Totals {
+    let (mut bytes, mut allocs, mut frees) = (0u64, 0u64, 0u64);
+    for s in core::iter::once(&SHARED).chain(&SLOTS[..USED.load(Acquire)]) {
+        bytes = bytes.wrapping_add(s.bytes.load(Relaxed));
+        allocs = allocs.wrapping_add(s.allocs.load(Relaxed));
+        frees = frees.wrapping_add(s.frees.load(Relaxed));
+    }
+    let blocks = allocs.wrapping_sub(frees);
+    let live = (bytes.wrapping_sub(blocks.wrapping_mul(glibc::HEADER)) as i64).max(0) as u64;
+    let peak = PEAK.fetch_max(live, Relaxed).max(live);
+    Totals { live, peak, allocs, frees }
+}

@@ -1,0 +1,37 @@
+//! The in-process C API of include/memtrim.h.
+use crate::{accounting, init, release};
+use core::ffi::c_int;
+
+/// Mirrors `struct memtrim_stats`; fields are only ever appended.
+#[repr(C)]
+pub struct MemtrimStats {
+    size: u32,
+    version: u32,
+    live_bytes: u64,
+    peak_live_bytes: u64,
+    allocs: u64,
+    frees: u64,
+}
+
+const VERSION: u32 = 1;
+
+#[no_mangle]
+pub unsafe extern "C" fn memtrim_get_stats(out: *mut MemtrimStats, out_size: usize) -> c_int {
+    if out.is_null() || out_size < 8 {
+        return -1;
+    }
+    let n = out_size.min(core::mem::size_of::<MemtrimStats>());
+    let mut s = MemtrimStats { size: n as u32, version: VERSION, live_bytes: 0, peak_live_bytes: 0, allocs: 0, frees: 0 };
+    // With MEMTRIM_DISABLE=1 nothing is counted: the figures stay zero.
+    if init::state() != init::State::Off {
+        let t = accounting::totals();
+        (s.live_bytes, s.peak_live_bytes, s.allocs, s.frees) = (t.live, t.peak, t.allocs, t.frees);
+    }
+    core::ptr::copy_nonoverlapping(&s as *const MemtrimStats as *const u8, out as *mut u8, n);
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn memtrim_trim() -> usize {
+    release::trim_now()
+}

@@ -1,0 +1,75 @@
+//! Initialisation as an atomic state machine. Allocations arrive before any constructor runs and
+//! count in the shared slot until the constructor has read the configuration and made the
+//! thread-exit key; a re-entrant or concurrent caller never waits (DESIGN.md trap 5).
+use crate::{accounting, environ, panic_hook, report, stderr};
+use core::sync::atomic::{AtomicU8, Ordering::*};
+use memtrim_common::config::{Config, LogLevel};
+use std::sync::OnceLock;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Uninit,
+    Busy,
+    Ready,
+    Off,
+}
+
+static STATE: AtomicU8 = AtomicU8::new(State::Uninit as u8);
+static CONFIG: OnceLock<Config> = OnceLock::new();
+
+#[inline]
+pub fn state() -> State {
+    match STATE.load(Acquire) {
+        0 => State::Uninit,
+        1 => State::Busy,
+        2 => State::Ready,
+        _ => State::Off,
+    }
+}
+
+/// The configuration, once the constructor has read it.
+pub fn config() -> Option<&'static Config> {
+    CONFIG.get()
+}
+
+#[used]
+#[link_section = ".init_array"]
+static CONSTRUCTOR: extern "C" fn() = constructor;
+
+#[used]
+#[link_section = ".fini_array"]
+static DESTRUCTOR: extern "C" fn() = destructor;
+
+extern "C" fn constructor() {
+    if STATE.compare_exchange(State::Uninit as u8, State::Busy as u8, AcqRel, Acquire).is_err() {
+        return;
+    }
+    panic_hook::install();
+    // Under AT_SECURE (setuid and the like) the environment belongs to a less trusted user.
+    // SAFETY: getauxval has no preconditions.
+    let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
+    let mut warnings = Vec::new();
+    let cfg = if secure {
+        Config::defaults()
+    } else {
+        Config::from_pairs(environ::pairs(), &mut |w| warnings.push(w.to_owned()))
+    };
+    if cfg.log >= LogLevel::Warn {
+        warnings.iter().for_each(|w| stderr::line(w));
+    }
+    let off = cfg.disable;
+    let _ = CONFIG.set(cfg);
+    if off {
+        STATE.store(State::Off as u8, Release);
+        return;
+    }
+    accounting::init();
+    STATE.store(State::Ready as u8, Release);
+}
+
+/// Runs from `exit` (and return from main) after the host's own exit handlers.
+extern "C" fn destructor() {
+    if state() == State::Ready && config().is_some_and(|c| c.report) {
+        report::at_exit();
+    }
+}

@@ -1,0 +1,47 @@
+//! The library's own Rust allocations go straight to glibc, never through the exports: they
+//! cannot recurse into the shim and are not counted as the host's (DESIGN.md trap 1).
+use crate::glibc;
+use core::alloc::{GlobalAlloc, Layout};
+
+/// glibc's malloc returns blocks aligned to 16 on 64-bit targets.
+const MALLOC_ALIGN: usize = 16;
+
+pub struct Private;
+
+unsafe impl GlobalAlloc for Private {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if l.align() <= MALLOC_ALIGN {
+            glibc::__libc_malloc(l.size()).cast()
+        } else {
+            glibc::__libc_memalign(l.align(), l.size()).cast()
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        if l.align() <= MALLOC_ALIGN {
+            glibc::__libc_calloc(1, l.size()).cast()
+        } else {
+            let p = self.alloc(l);
+            if !p.is_null() {
+                p.write_bytes(0, l.size());
+            }
+            p
+        }
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, _: Layout) {
+        glibc::__libc_free(p.cast())
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
+        if l.align() <= MALLOC_ALIGN {
+            return glibc::__libc_realloc(p.cast(), new_size).cast();
+        }
+        let q = self.alloc(Layout::from_size_align_unchecked(new_size, l.align()));
+        if !q.is_null() {
+            q.copy_from_nonoverlapping(p, l.size().min(new_size));
+            self.dealloc(p, l);
+        }
+        q
+    }
+}
