@@ -1,0 +1,66 @@
+//! `memtrim run [OPTIONS] -- CMD ARGS...`: replaces itself with CMD, libmemtrim.so prepended to
+//! LD_PRELOAD (what was there stays), so CMD keeps memtrim's pid and its exit status is CMD's.
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+const USAGE: &str = "\
+usage: memtrim run [OPTIONS] -- CMD ARGS...
+  --lib PATH        libmemtrim.so to preload (default: beside this binary, or ../lib/)
+  --set NAME=VALUE  set MEMTRIM_NAME=VALUE for CMD (repeatable), e.g. --set REPORT=1";
+
+pub fn main(args: &[String]) -> i32 {
+    let mut lib: Option<PathBuf> = None;
+    let mut sets: Vec<(String, String)> = Vec::new();
+    let mut it = args.iter();
+    let cmd: Vec<&String> = loop {
+        match it.next().map(String::as_str) {
+            Some("--") => break it.collect(),
+            Some("--lib") => lib = it.next().map(PathBuf::from),
+            Some("--set") => match it.next().and_then(|s| s.split_once('=')) {
+                Some((k, v)) => sets.push((format!("MEMTRIM_{}", k.trim_start_matches("MEMTRIM_")), v.to_string())),
+                None => return usage("--set takes NAME=VALUE"),
+            },
+            Some("-h" | "--help") => {
+                println!("{USAGE}");
+                return 0;
+            }
+            Some(other) if !other.starts_with('-') => break std::iter::once(&args[args.len() - it.len() - 1]).chain(it).collect(),
+            Some(other) => return usage(&format!("unknown option {other}")),
+            None => break Vec::new(),
+        }
+    };
+    let Some((prog, rest)) = cmd.split_first() else { return usage("no command given") };
+    let lib = match lib.or_else(find_lib) {
+        Some(l) if l.exists() => l,
+        _ => {
+            eprintln!("memtrim run: libmemtrim.so not found (beside the memtrim binary or in ../lib); pass --lib PATH");
+            return 2;
+        }
+    };
+    let lib = lib.canonicalize().unwrap_or(lib);
+    let preload = match std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
+        Some(old) => {
+            let mut p = lib.into_os_string();
+            p.push(":");
+            p.push(old);
+            p
+        }
+        None => lib.into_os_string(),
+    };
+    let err = Command::new(prog).args(rest).env("LD_PRELOAD", preload).envs(sets).exec();
+    eprintln!("memtrim run: cannot run {prog}: {err}");
+    if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }
+}
+
+fn usage(why: &str) -> i32 {
+    eprintln!("memtrim run: {why}\n{USAGE}");
+    2
+}
+
+/// libmemtrim.so beside the binary (a cargo build) or in ../lib (an installed tree).
+fn find_lib() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.join("libmemtrim.so"), dir.join("../lib/libmemtrim.so")].into_iter().find(|p| p.exists())
+}
