@@ -28,7 +28,7 @@ static USED: AtomicUsize = AtomicUsize::new(0);
 static SHARED: Slot = Slot::new();
 static PEAK: AtomicU64 = AtomicU64::new(0);
 static mut EXIT_KEY: libc::pthread_key_t = 0;
-/// Whether the exit key and fork hook exist; without them every thread counts in SHARED.
+/// Whether the exit key exists; without it every thread counts in SHARED.
 static SLOTS_USABLE: AtomicBool = AtomicBool::new(false);
 
 // TLS word values below a slot address.
@@ -144,7 +144,7 @@ extern "C" fn release(slot: *mut libc::c_void) {
 
 /// In a forked child only the forking thread lives on: free every other slot, keeping its
 /// counters, because the blocks they counted live on in the child's copy of the heap.
-extern "C" fn after_fork_in_child() {
+pub fn after_fork_in_child() {
     let mine = tls::get();
     for s in &SLOTS[..USED.load(Acquire)] {
         if s as *const Slot as usize != mine {
@@ -153,13 +153,10 @@ extern "C" fn after_fork_in_child() {
     }
 }
 
-/// Creates the thread-exit key and the fork hook; called once, before the state is Ready.
+/// Creates the thread-exit key; called once, before the state is Ready.
 pub fn init() {
-    // SAFETY: plain libc calls with valid arguments; EXIT_KEY is written before Ready is published.
-    let ok = unsafe {
-        libc::pthread_key_create(&raw mut EXIT_KEY, Some(release)) == 0
-            && libc::pthread_atfork(None, None, Some(after_fork_in_child)) == 0
-    };
+    // SAFETY: a valid out-pointer; EXIT_KEY is written before Ready is published.
+    let ok = unsafe { libc::pthread_key_create(&raw mut EXIT_KEY, Some(release)) == 0 };
     SLOTS_USABLE.store(ok, Relaxed);
 }
 

@@ -1,7 +1,8 @@
 //! Initialisation as an atomic state machine. Allocations arrive before any constructor runs and
 //! count in the shared slot until the constructor has read the configuration and made the
-//! thread-exit key; a re-entrant or concurrent caller never waits (DESIGN.md trap 5).
-use crate::{accounting, environ, panic_hook, report, stderr};
+//! thread-exit key; a re-entrant or concurrent caller never waits (DESIGN.md trap 5). Under
+//! AT_SECURE the environment is ignored and no file is created (DESIGN.md trap 12).
+use crate::{accounting, environ, panic_hook, release, report, stderr, worker};
 use core::sync::atomic::{AtomicU8, Ordering::*};
 use memtrim_common::config::{Config, LogLevel};
 use std::sync::OnceLock;
@@ -64,12 +65,27 @@ extern "C" fn constructor() {
         return;
     }
     accounting::init();
+    // SAFETY: registers a plain function.
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     STATE.store(State::Ready as u8, Release);
+    if !secure {
+        worker::start_if_selected();
+    }
+}
+
+extern "C" fn after_fork_in_child() {
+    accounting::after_fork_in_child();
+    release::after_fork_in_child();
+    worker::after_fork_in_child();
 }
 
 /// Runs from `exit` (and return from main) after the host's own exit handlers.
 extern "C" fn destructor() {
-    if state() == State::Ready && config().is_some_and(|c| c.report) {
+    if state() != State::Ready {
+        return;
+    }
+    worker::stop();
+    if config().is_some_and(|c| c.report) {
         report::at_exit();
     }
 }

@@ -2,16 +2,22 @@
 //! host's allocator, counts live bytes, and gives retained memory back. See DESIGN.md.
 mod accounting;
 mod capi;
+mod clock;
 mod environ;
 mod exports;
 mod glibc;
+mod heap_stats;
 mod init;
 mod panic_hook;
+mod page_file;
 mod private_alloc;
+mod procfs;
 mod release;
 mod report;
+mod sampler;
 mod stderr;
 mod tls;
+mod worker;
 
 #[global_allocator]
 static ALLOC: private_alloc::Private = private_alloc::Private;

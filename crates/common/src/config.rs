@@ -1,6 +1,6 @@
 //! Every `MEMTRIM_` variable: its default, its meaning, and how its value is read. The table is
 //! the single source for `memtrim config` and for the library's defaults.
-use crate::units::parse_bool;
+use crate::units::{parse_bool, parse_duration_ms};
 
 pub struct Var {
     pub name: &'static str,
@@ -13,6 +13,11 @@ pub const VARS: &[Var] = &[
     Var { name: "MEMTRIM_ALLOCATOR", default: "glibc", meaning: "backend that serves the host's allocations: glibc" },
     Var { name: "MEMTRIM_REPORT", default: "0", meaning: "1: one summary line on stderr at exit (live, peak, allocs, frees)" },
     Var { name: "MEMTRIM_LOG", default: "warn", meaning: "stderr log level: off, error, warn, info, debug" },
+    Var { name: "MEMTRIM_STATS", default: "1", meaning: "0: no worker thread and no stats page (counting and the C API remain)" },
+    Var { name: "MEMTRIM_SHM_DIR", default: "/dev/shm", meaning: "directory of the per-process stats pages" },
+    Var { name: "MEMTRIM_INTERVAL_MS", default: "1000", meaning: "how often the worker samples and publishes (duration: 250ms, 2s)" },
+    Var { name: "MEMTRIM_SMAPS_INTERVAL_MS", default: "5000", meaning: "how often PSS, USS and swap are read from smaps_rollup (costs ms on big processes)" },
+    Var { name: "MEMTRIM_ONLY", default: "", meaning: "comma list of process names; others get no thread and no page (empty: all)" },
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +40,11 @@ pub struct Config {
     pub allocator: Allocator,
     pub report: bool,
     pub log: LogLevel,
+    pub stats: bool,
+    pub shm_dir: String,
+    pub interval_ms: u64,
+    pub smaps_interval_ms: u64,
+    pub only: Vec<String>,
 }
 
 impl Config {
@@ -59,7 +69,17 @@ impl Config {
     }
 
     pub fn defaults() -> Config {
-        let mut cfg = Config { disable: false, allocator: Allocator::Glibc, report: false, log: LogLevel::Warn };
+        let mut cfg = Config {
+            disable: false,
+            allocator: Allocator::Glibc,
+            report: false,
+            log: LogLevel::Warn,
+            stats: true,
+            shm_dir: String::new(),
+            interval_ms: 0,
+            smaps_interval_ms: 0,
+            only: Vec::new(),
+        };
         for v in VARS {
             cfg.set(v.name, v.default).expect("defaults in the table parse");
         }
@@ -87,9 +107,31 @@ impl Config {
                     _ => return Err("a log level (off, error, warn, info, debug)"),
                 }
             }
+            "MEMTRIM_STATS" => self.stats = parse_bool(value).ok_or("a boolean (0/1)")?,
+            "MEMTRIM_SHM_DIR" => {
+                if !value.starts_with('/') {
+                    return Err("an absolute directory");
+                }
+                self.shm_dir = value.trim_end_matches('/').to_string();
+            }
+            "MEMTRIM_INTERVAL_MS" => self.interval_ms = duration_in(value, 10, 3_600_000)?,
+            "MEMTRIM_SMAPS_INTERVAL_MS" => self.smaps_interval_ms = duration_in(value, 100, 3_600_000)?,
+            "MEMTRIM_ONLY" => self.only = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
             _ => unreachable!("{name} is in VARS but has no setter"),
         }
         Ok(())
+    }
+}
+
+fn duration_in(value: &str, min_ms: u64, max_ms: u64) -> Result<u64, &'static str> {
+    parse_duration_ms(value).filter(|v| (min_ms..=max_ms).contains(v)).ok_or("a duration from 10ms to 1h (250ms, 2s)")
+}
+
+impl Config {
+    /// Whether a process with these names (its comm and the basenames of its first command-line
+    /// words) gets a worker thread and a page under MEMTRIM_ONLY.
+    pub fn selects(&self, names: &[&str]) -> bool {
+        self.only.is_empty() || names.iter().any(|n| self.only.iter().any(|o| o == n))
     }
 }
 
@@ -116,6 +158,18 @@ mod tests {
         assert!(!cfg.report);
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("MEMTRIM_REPORT") && w[0].contains("maybe") && w[0].contains("default"), "{}", w[0]);
+    }
+
+    #[test]
+    fn durations_lists_and_selection() {
+        let (cfg, w) = parse(&[("MEMTRIM_INTERVAL_MS", "250ms"), ("MEMTRIM_ONLY", "gunicorn, puma,")]);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(cfg.interval_ms, 250);
+        assert_eq!(cfg.only, ["gunicorn", "puma"]);
+        assert!(cfg.selects(&["python3", "gunicorn"]));
+        assert!(!cfg.selects(&["sh"]));
+        let (cfg, w) = parse(&[("MEMTRIM_INTERVAL_MS", "1ms"), ("MEMTRIM_SHM_DIR", "tmp")]);
+        assert_eq!((cfg.interval_ms, cfg.shm_dir.as_str(), w.len()), (1000, "/dev/shm", 2));
     }
 
     #[test]

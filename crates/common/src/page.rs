@@ -1,0 +1,197 @@
+//! The stats page: one file per process in MEMTRIM_SHM_DIR, written by the library's worker
+//! thread (the only writer, under a seqlock) and read by the CLI. Mirrored in include/memtrim.h;
+//! fields are only appended, and a reader rejects another layout version.
+use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
+
+pub const MAGIC: u64 = u64::from_le_bytes(*b"MEMTRIM\0");
+pub const LAYOUT_VERSION: u32 = 1;
+/// The file's length; the struct is smaller and the rest is reserved.
+pub const FILE_BYTES: usize = 4096;
+pub const FILE_PREFIX: &str = "memtrim.";
+
+/// `memtrim.PID.START`: the start time (clock ticks after boot) tells a reused pid apart.
+pub fn file_name(pid: u32, start_ticks: u64) -> String {
+    format!("{FILE_PREFIX}{pid}.{start_ticks}")
+}
+
+/// (pid, start ticks) from a page file name.
+pub fn parse_file_name(name: &str) -> Option<(u32, u64)> {
+    let (pid, start) = name.strip_prefix(FILE_PREFIX)?.split_once('.')?;
+    Some((pid.parse().ok()?, start.parse().ok()?))
+}
+
+#[repr(C)]
+pub struct Page {
+    pub magic: u64,
+    pub layout_version: u32,
+    /// size_of::<Page>() of the writer
+    pub header_size: u32,
+    /// Odd while the worker writes `stats`.
+    pub seq: AtomicU64,
+    pub control: Control,
+    pub stats: Stats,
+}
+
+/// Requests from outside. Not under the seqlock: each word is atomic on its own, and futex
+/// waits use the two counters.
+#[repr(C)]
+pub struct Control {
+    /// Incremented by `memtrim trim`; the worker waits on it.
+    pub trim_requested: AtomicU32,
+    /// Set by the worker to the request it has served; `memtrim trim` waits on it.
+    pub trim_served: AtomicU32,
+}
+
+pub const ALLOCATOR_GLIBC: u32 = 0;
+
+/// Everything the worker publishes. All words are u64 or pairs of u32 so that the check word
+/// can be computed over the struct as u64s.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stats {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub allocator: u32,
+    pub start_ticks: u64,
+    pub comm: [u8; 16],
+    /// Unix time of the last publication, milliseconds.
+    pub updated_at_ms: u64,
+    pub samples: u64,
+    pub live_bytes: u64,
+    pub peak_live_bytes: u64,
+    pub allocs: u64,
+    pub frees: u64,
+    /// What the allocator holds from the system for the heap (glibc: arenas plus mmapped blocks).
+    pub heap_bytes: u64,
+    /// heap_bytes - live_bytes: held by the allocator, not used by the host.
+    pub retained_bytes: u64,
+    pub rss_bytes: u64,
+    pub pss_bytes: u64,
+    pub uss_bytes: u64,
+    pub swap_bytes: u64,
+    /// Unix ms of the last smaps_rollup read (PSS, USS, swap).
+    pub smaps_at_ms: u64,
+    pub trims: u64,
+    pub released_bytes: u64,
+    pub last_trim_us: u64,
+    pub max_trim_us: u64,
+    pub last_trim_at_ms: u64,
+    /// What the last sample cost the worker, and the worker's CPU time so far.
+    pub sample_cost_us: u64,
+    pub worker_cpu_us: u64,
+    pub interval_ms: u64,
+    pub smaps_interval_ms: u64,
+    /// Sum of every other u64 word of this struct: a reader that sees it disagree has a torn or
+    /// corrupt page.
+    pub check: u64,
+}
+
+const WORDS: usize = core::mem::size_of::<Stats>() / 8;
+
+impl Stats {
+    fn words(&self) -> &[u64; WORDS] {
+        // SAFETY: Stats is repr(C), made of u64-aligned plain data, with a size multiple of 8.
+        unsafe { &*(self as *const Stats as *const [u64; WORDS]) }
+    }
+
+    pub fn checksum(&self) -> u64 {
+        let w = self.words();
+        w[..WORDS - 1].iter().fold(0x9e37_79b9_7f4a_7c15u64, |a, &x| a.rotate_left(5).wrapping_add(x))
+    }
+
+    pub fn seal(&mut self) {
+        self.check = self.checksum();
+    }
+
+    pub fn comm_str(&self) -> String {
+        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
+        String::from_utf8_lossy(&self.comm[..end]).into_owned()
+    }
+
+    pub fn frag_ratio(&self) -> f64 {
+        if self.heap_bytes == 0 { 0.0 } else { self.retained_bytes as f64 / self.heap_bytes as f64 }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadError {
+    NotAPage,
+    OtherLayout(u32),
+    /// The seqlock never settled, or the check word disagrees.
+    Torn,
+}
+
+impl Page {
+    /// A new page's header, for the writer.
+    pub fn init(&mut self) {
+        self.magic = MAGIC;
+        self.layout_version = LAYOUT_VERSION;
+        self.header_size = core::mem::size_of::<Page>() as u32;
+    }
+
+    /// Publishes `s` (sealed here). Only one thread may write a page.
+    pub fn publish(&mut self, mut s: Stats) {
+        s.seal();
+        let seq = self.seq.load(Relaxed);
+        self.seq.store(seq.wrapping_add(1), Relaxed);
+        fence(Release);
+        // SAFETY: the target is valid; readers detect a concurrent copy through the seqlock.
+        unsafe { core::ptr::write_volatile(&mut self.stats, s) };
+        self.seq.store(seq.wrapping_add(2), Release);
+    }
+
+    /// A consistent copy of the stats, or why there is none.
+    pub fn read(&self) -> Result<Stats, ReadError> {
+        if self.magic != MAGIC {
+            return Err(ReadError::NotAPage);
+        }
+        if self.layout_version != LAYOUT_VERSION {
+            return Err(ReadError::OtherLayout(self.layout_version));
+        }
+        for _ in 0..1000 {
+            let s1 = self.seq.load(Acquire);
+            if s1 & 1 == 1 {
+                std::thread::yield_now();
+                continue;
+            }
+            // SAFETY: valid memory; a torn copy is discarded below.
+            let copy = unsafe { core::ptr::read_volatile(&self.stats) };
+            fence(Acquire);
+            if self.seq.load(Relaxed) == s1 {
+                return if copy.check == copy.checksum() { Ok(copy) } else { Err(ReadError::Torn) };
+            }
+        }
+        Err(ReadError::Torn)
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<Page>() <= FILE_BYTES);
+const _: () = assert!(core::mem::size_of::<Stats>() % 8 == 0);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(parse_file_name(&file_name(42, 123456)), Some((42, 123456)));
+        assert_eq!(parse_file_name("memtrim.x.1"), None);
+        assert_eq!(parse_file_name("other.1.2"), None);
+    }
+
+    #[test]
+    fn publish_then_read() {
+        let mut page: Box<Page> = unsafe { Box::new(core::mem::zeroed()) };
+        page.init();
+        let s = Stats { pid: 7, live_bytes: 1 << 20, ..Default::default() };
+        page.publish(s);
+        let got = page.read().unwrap();
+        assert_eq!(got.pid, 7);
+        assert_eq!(got.live_bytes, 1 << 20);
+        page.stats.live_bytes += 1; // corruption outside the seqlock
+        assert_eq!(page.read(), Err(ReadError::Torn));
+        page.layout_version = 99;
+        assert_eq!(page.read(), Err(ReadError::OtherLayout(99)));
+    }
+}

@@ -1,0 +1,69 @@
+//! What the kernel says about this process: identity, resident set, PSS/USS/swap.
+
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
+}
+
+/// Resident bytes, from /proc/self/statm (cheap: no page-table walk).
+pub fn rss_bytes() -> u64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/statm") else { return 0 };
+    s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * page_size()
+}
+
+/// (ppid, start time in clock ticks after boot) from /proc/self/stat.
+pub fn ppid_and_start() -> (u32, u64) {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else { return (0, 0) };
+    // Fields after the command, which is in parentheses and may itself hold spaces.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (field(4) as u32, field(22))
+}
+
+pub fn comm() -> [u8; 16] {
+    let mut out = [0u8; 16];
+    if let Ok(s) = std::fs::read("/proc/self/comm") {
+        let s = s.strip_suffix(b"\n").unwrap_or(&s);
+        let n = s.len().min(15);
+        out[..n].copy_from_slice(&s[..n]);
+    }
+    out
+}
+
+/// The names MEMTRIM_ONLY is matched against: comm, and the basenames of the first two
+/// command-line words (`python3 app.py`, `ruby /usr/bin/puma`).
+pub fn names() -> Vec<String> {
+    let mut v = vec![String::from_utf8_lossy(&comm()).trim_end_matches('\0').to_string()];
+    if let Ok(cmd) = std::fs::read("/proc/self/cmdline") {
+        for w in cmd.split(|&b| b == 0).filter(|w| !w.is_empty()).take(2) {
+            let base = w.rsplit(|&b| b == b'/').next().unwrap_or(w);
+            v.push(String::from_utf8_lossy(base).into_owned());
+        }
+    }
+    v
+}
+
+pub struct Smaps {
+    pub pss: u64,
+    pub uss: u64,
+    pub swap: u64,
+}
+
+/// PSS, USS (private clean + dirty) and swap from /proc/self/smaps_rollup. Walks the page
+/// tables: milliseconds on a big process, so it runs on its own, slower cadence.
+pub fn smaps_rollup() -> Option<Smaps> {
+    let s = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let mut m = Smaps { pss: 0, uss: 0, swap: 0 };
+    for line in s.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(key), Some(kb)) = (it.next(), it.next().and_then(|v| v.parse::<u64>().ok())) else { continue };
+        match key {
+            "Pss:" => m.pss = kb << 10,
+            "Private_Clean:" | "Private_Dirty:" => m.uss += kb << 10,
+            "Swap:" => m.swap = kb << 10,
+            _ => {}
+        }
+    }
+    Some(m)
+}

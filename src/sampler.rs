@@ -1,0 +1,82 @@
+//! One sample of everything the page shows, taken on the worker thread.
+use crate::heap_stats::HeapStats;
+use crate::{accounting, clock, procfs, release};
+use memtrim_common::config::Config;
+use memtrim_common::page::{Stats, ALLOCATOR_GLIBC};
+use std::time::{Duration, Instant};
+
+pub struct Sampler {
+    cfg: &'static Config,
+    pid: u32,
+    start_ticks: u64,
+    uid: u32,
+    heap: HeapStats,
+    smaps: Option<procfs::Smaps>,
+    smaps_at_ms: u64,
+    next_smaps: Instant,
+    samples: u64,
+}
+
+impl Sampler {
+    pub fn new(cfg: &'static Config, pid: u32, start_ticks: u64) -> Sampler {
+        Sampler {
+            cfg,
+            pid,
+            start_ticks,
+            // SAFETY: getuid has no preconditions.
+            uid: unsafe { libc::getuid() },
+            heap: HeapStats::new(),
+            smaps: None,
+            smaps_at_ms: 0,
+            next_smaps: Instant::now(),
+            samples: 0,
+        }
+    }
+
+    pub fn sample(&mut self) -> Stats {
+        let t0 = Instant::now();
+        let interval = Duration::from_millis(self.cfg.interval_ms);
+        if t0 >= self.next_smaps {
+            self.smaps = procfs::smaps_rollup();
+            self.smaps_at_ms = clock::unix_ms();
+            self.next_smaps = t0 + Duration::from_millis(self.cfg.smaps_interval_ms);
+        }
+        let t = accounting::totals();
+        let heap_bytes = self.heap.heap_bytes(interval);
+        let r = release::record();
+        let (ppid, _) = procfs::ppid_and_start();
+        let smaps = self.smaps.as_ref();
+        self.samples += 1;
+        Stats {
+            pid: self.pid,
+            ppid,
+            uid: self.uid,
+            allocator: ALLOCATOR_GLIBC,
+            start_ticks: self.start_ticks,
+            comm: procfs::comm(),
+            updated_at_ms: clock::unix_ms(),
+            samples: self.samples,
+            live_bytes: t.live,
+            peak_live_bytes: t.peak,
+            allocs: t.allocs,
+            frees: t.frees,
+            heap_bytes,
+            retained_bytes: heap_bytes.saturating_sub(t.live),
+            rss_bytes: procfs::rss_bytes(),
+            pss_bytes: smaps.map_or(0, |s| s.pss),
+            uss_bytes: smaps.map_or(0, |s| s.uss),
+            swap_bytes: smaps.map_or(0, |s| s.swap),
+            smaps_at_ms: self.smaps_at_ms,
+            trims: r.trims,
+            released_bytes: r.released,
+            last_trim_us: r.last_us,
+            max_trim_us: r.max_us,
+            last_trim_at_ms: r.last_at_ms,
+            sample_cost_us: t0.elapsed().as_micros() as u64,
+            worker_cpu_us: clock::thread_cpu_us(),
+            interval_ms: self.cfg.interval_ms,
+            smaps_interval_ms: self.cfg.smaps_interval_ms,
+            check: 0,
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The worker thread: one per process, started again in a forked child. It samples, publishes
+//! the page and answers trim requests. Created with every signal blocked (signals belong to the
+//! host); holds nothing the allocation path needs (DESIGN.md trap 8).
+use crate::page_file::{self, PageFile};
+use crate::sampler::Sampler;
+use crate::{init, procfs, release, stderr};
+use core::sync::atomic::{AtomicBool, Ordering::*};
+use memtrim_common::futex;
+use std::time::Duration;
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Starts the worker if the configuration and MEMTRIM_ONLY select this process.
+pub fn start_if_selected() {
+    let Some(cfg) = init::config() else { return };
+    let names = procfs::names();
+    if cfg.stats && cfg.selects(&names.iter().map(String::as_str).collect::<Vec<_>>()) {
+        ENABLED.store(true, Relaxed);
+        spawn();
+    }
+}
+
+fn spawn() {
+    // SAFETY: plain pthread calls; the old mask is restored before returning.
+    unsafe {
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let mut t: libc::pthread_t = 0;
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        libc::pthread_attr_setstacksize(&mut attr, 256 << 10);
+        if libc::pthread_create(&mut t, &attr, main, core::ptr::null_mut()) != 0 {
+            stderr::line("memtrim: cannot start the worker thread; counting goes on, nothing is published");
+        }
+        libc::pthread_attr_destroy(&mut attr);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+    }
+}
+
+extern "C" fn main(_: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: names the calling thread; the name fits in 16 bytes.
+    unsafe { libc::pthread_setname_np(libc::pthread_self(), c"memtrim".as_ptr()) };
+    run();
+    core::ptr::null_mut()
+}
+
+fn run() {
+    let Some(cfg) = init::config() else { return };
+    let pid = std::process::id();
+    let (_, start_ticks) = procfs::ppid_and_start();
+    let page = match PageFile::create(&cfg.shm_dir, pid, start_ticks) {
+        Ok(p) => p.page(),
+        Err(e) => {
+            stderr::line(&format!("memtrim: no stats page: {e}"));
+            return;
+        }
+    };
+    let mut sampler = Sampler::new(cfg, pid, start_ticks);
+    let interval = Duration::from_millis(cfg.interval_ms);
+    let mut served = page.control.trim_served.load(Acquire);
+    while !STOP.load(Acquire) {
+        let requested = page.control.trim_requested.load(Acquire);
+        if requested != served {
+            release::trim_now();
+            served = requested;
+        }
+        page.publish(sampler.sample());
+        if page.control.trim_served.swap(served, Release) != served {
+            futex::wake_all(&page.control.trim_served);
+        }
+        futex::wait(&page.control.trim_requested, requested, interval);
+    }
+}
+
+/// At exit: the worker stops at its next wake-up and the page's name goes now.
+pub fn stop() {
+    STOP.store(true, Release);
+    page_file::unlink_current();
+}
+
+/// The child of a fork has no worker: it gets its own page and its own worker.
+pub fn after_fork_in_child() {
+    page_file::forget_in_child();
+    if ENABLED.load(Relaxed) {
+        STOP.store(false, Relaxed);
+        spawn();
+    }
+}
