@@ -1,6 +1,7 @@
 //! The in-process C API of include/memtrim.h.
 use crate::{accounting, init, release};
 use core::ffi::c_int;
+use memtrim_common::page::Reason;
 
 /// Mirrors `struct memtrim_stats`; fields are only ever appended.
 #[repr(C)]
@@ -33,5 +34,5 @@ pub unsafe extern "C" fn memtrim_get_stats(out: *mut MemtrimStats, out_size: usi
 
 #[no_mangle]
 pub extern "C" fn memtrim_trim() -> usize {
-    release::trim_now()
+    release::release(Reason::Api).map_or(0, |o| o.released as usize)
 }

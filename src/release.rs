@@ -1,52 +1,87 @@
 //! Giving retained memory back to the kernel, measured by the resident set before and after,
 //! and the record of every release.
-use crate::{clock, procfs};
+use crate::{clock, init, procfs, stderr};
+use memtrim_common::config::LogLevel;
+use memtrim_common::units::format_size;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use memtrim_common::page::{Reason, REASONS};
 use std::time::Instant;
 
 static BUSY: AtomicBool = AtomicBool::new(false);
-static TRIMS: AtomicU64 = AtomicU64::new(0);
+static BY_REASON: [AtomicU64; REASONS] = [const { AtomicU64::new(0) }; REASONS];
 static RELEASED: AtomicU64 = AtomicU64::new(0);
 static LAST_US: AtomicU64 = AtomicU64::new(0);
 static MAX_US: AtomicU64 = AtomicU64::new(0);
 static LAST_AT_MS: AtomicU64 = AtomicU64::new(0);
+static LAST_REASON: AtomicU64 = AtomicU64::new(0);
+static LAST_BEFORE: AtomicU64 = AtomicU64::new(0);
+static LAST_AFTER: AtomicU64 = AtomicU64::new(0);
 
+/// Every release so far, for the page.
 pub struct Record {
-    pub trims: u64,
+    pub by_reason: [u64; REASONS],
     pub released: u64,
     pub last_us: u64,
     pub max_us: u64,
     pub last_at_ms: u64,
+    pub last_reason: u64,
+    pub last_before: u64,
+    pub last_after: u64,
 }
 
-/// `malloc_trim(0)` on every arena; returns how much the resident set shrank. A release
-/// already running elsewhere makes this one return 0 at once instead of queueing behind it.
-pub fn trim_now() -> usize {
+/// One release that ran: resident bytes before and after, and its duration.
+pub struct Outcome {
+    pub released: u64,
+    pub before: u64,
+    pub after: u64,
+    pub us: u64,
+}
+
+/// `malloc_trim(0)` on every arena. A release already running elsewhere makes this one return
+/// `None` at once instead of queueing behind it.
+pub fn release(reason: Reason) -> Option<Outcome> {
     if BUSY.swap(true, Acquire) {
-        return 0;
+        return None;
     }
     let t0 = Instant::now();
     let before = procfs::rss_bytes();
     // SAFETY: malloc_trim may be called from any thread at any time.
     unsafe { libc::malloc_trim(0) };
-    let released = before.saturating_sub(procfs::rss_bytes());
-    let us = t0.elapsed().as_micros() as u64;
-    TRIMS.fetch_add(1, Relaxed);
-    RELEASED.fetch_add(released, Relaxed);
-    LAST_US.store(us, Relaxed);
-    MAX_US.fetch_max(us, Relaxed);
+    let after = procfs::rss_bytes();
+    let out = Outcome { released: before.saturating_sub(after), before, after, us: t0.elapsed().as_micros() as u64 };
+    BY_REASON[reason as usize].fetch_add(1, Relaxed);
+    RELEASED.fetch_add(out.released, Relaxed);
+    LAST_US.store(out.us, Relaxed);
+    MAX_US.fetch_max(out.us, Relaxed);
     LAST_AT_MS.store(clock::unix_ms(), Relaxed);
+    LAST_REASON.store(reason as u64, Relaxed);
+    LAST_BEFORE.store(before, Relaxed);
+    LAST_AFTER.store(after, Relaxed);
     BUSY.store(false, Release);
-    released as usize
+    if init::config().is_some_and(|c| c.log >= LogLevel::Info) {
+        stderr::line(&format!(
+            "memtrim: pid {} release ({}): rss {} -> {} ({} released) in {:.1} ms",
+            std::process::id(),
+            reason.name(),
+            format_size(out.before),
+            format_size(out.after),
+            format_size(out.released),
+            out.us as f64 / 1000.0
+        ));
+    }
+    Some(out)
 }
 
 pub fn record() -> Record {
     Record {
-        trims: TRIMS.load(Relaxed),
+        by_reason: core::array::from_fn(|i| BY_REASON[i].load(Relaxed)),
         released: RELEASED.load(Relaxed),
         last_us: LAST_US.load(Relaxed),
         max_us: MAX_US.load(Relaxed),
         last_at_ms: LAST_AT_MS.load(Relaxed),
+        last_reason: LAST_REASON.load(Relaxed),
+        last_before: LAST_BEFORE.load(Relaxed),
+        last_after: LAST_AFTER.load(Relaxed),
     }
 }
 

@@ -67,7 +67,7 @@ impl Sampler {
             uss_bytes: smaps.map_or(0, |s| s.uss),
             swap_bytes: smaps.map_or(0, |s| s.swap),
             smaps_at_ms: self.smaps_at_ms,
-            trims: r.trims,
+            trims: r.by_reason.iter().sum(),
             released_bytes: r.released,
             last_trim_us: r.last_us,
             max_trim_us: r.max_us,
@@ -76,6 +76,10 @@ impl Sampler {
             worker_cpu_us: clock::thread_cpu_us(),
             interval_ms: self.cfg.interval_ms,
             smaps_interval_ms: self.cfg.smaps_interval_ms,
+            releases_by_reason: r.by_reason,
+            last_reason: r.last_reason,
+            last_rss_before: r.last_before,
+            last_rss_after: r.last_after,
             check: 0,
         }
     }

@@ -6,6 +6,7 @@ use crate::sampler::Sampler;
 use crate::{init, procfs, release, stderr};
 use core::sync::atomic::{AtomicBool, Ordering::*};
 use memtrim_common::futex;
+use memtrim_common::page::Reason;
 use std::time::Duration;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -65,7 +66,7 @@ fn run() {
     while !STOP.load(Acquire) {
         let requested = page.control.trim_requested.load(Acquire);
         if requested != served {
-            release::trim_now();
+            release::release(Reason::Request);
             served = requested;
         }
         page.publish(sampler.sample());

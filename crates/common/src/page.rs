@@ -49,6 +49,9 @@ pub const ALLOCATOR_GLIBC: u32 = 0;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Stats {
+    /// Checksum of every later word of this struct: a reader that sees it disagree has a torn
+    /// or corrupt page. First, so that fields can be appended after it.
+    pub check: u64,
     pub pid: u32,
     pub ppid: u32,
     pub uid: u32,
@@ -82,9 +85,46 @@ pub struct Stats {
     pub worker_cpu_us: u64,
     pub interval_ms: u64,
     pub smaps_interval_ms: u64,
-    /// Sum of every other u64 word of this struct: a reader that sees it disagree has a torn or
-    /// corrupt page.
-    pub check: u64,
+    /// Releases per reason, indexed by [`Reason`].
+    pub releases_by_reason: [u64; REASONS],
+    pub last_reason: u64,
+    pub last_rss_before: u64,
+    pub last_rss_after: u64,
+}
+
+/// Why a release ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Reason {
+    /// `memtrim trim` from outside
+    Request,
+    /// `memtrim_trim()` in the process
+    Api,
+    /// retained bytes over MEMTRIM_MIN_RETAINED and fragmentation over MEMTRIM_FRAG_THRESHOLD
+    Retained,
+    /// the allocation rate fell for MEMTRIM_IDLE_MS
+    Idle,
+    /// memory pressure (PSI)
+    Pressure,
+    /// a memory limit was crossed
+    Limit,
+}
+
+pub const REASONS: usize = 6;
+
+impl Reason {
+    pub const ALL: [Reason; REASONS] = [Reason::Request, Reason::Api, Reason::Retained, Reason::Idle, Reason::Pressure, Reason::Limit];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Request => "request",
+            Reason::Api => "api",
+            Reason::Retained => "retained",
+            Reason::Idle => "idle",
+            Reason::Pressure => "pressure",
+            Reason::Limit => "limit",
+        }
+    }
 }
 
 const WORDS: usize = core::mem::size_of::<Stats>() / 8;
@@ -97,7 +137,7 @@ impl Stats {
 
     pub fn checksum(&self) -> u64 {
         let w = self.words();
-        w[..WORDS - 1].iter().fold(0x9e37_79b9_7f4a_7c15u64, |a, &x| a.rotate_left(5).wrapping_add(x))
+        w[1..].iter().fold(0x9e37_79b9_7f4a_7c15u64, |a, &x| a.rotate_left(5).wrapping_add(x))
     }
 
     pub fn seal(&mut self) {
