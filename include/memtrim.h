@@ -36,12 +36,97 @@ size_t memtrim_trim(void);
 }
 #endif
 
+/* ---- The stats page -------------------------------------------------------------------------
+ * One file per process, MEMTRIM_SHM_DIR/memtrim.PID.START (START: start time in clock ticks
+ * after boot, so a reused pid is told apart), mode 0600, FILE_BYTES long. The library's worker
+ * thread is the only writer of `stats`, under the seqlock `seq` (odd while writing); a reader
+ * copies `stats` between two equal even reads of `seq` and checks `stats.check`. Layout owned
+ * by crates/common/src/page.rs; fields are only appended. */
+
+#define MEMTRIM_PAGE_MAGIC 0x004d4952544d454dull /* "MEMTRIM\0" little-endian */
+#define MEMTRIM_PAGE_LAYOUT_VERSION 1
+#define MEMTRIM_PAGE_FILE_BYTES 4096
+#define MEMTRIM_REASONS 6 /* request, api, retained, idle, pressure, limit */
+
+struct memtrim_page_stats {
+  uint64_t check;              /* checksum of every later word */
+  uint32_t pid, ppid, uid, allocator; /* allocator: 0 glibc, 1 jemalloc */
+  uint64_t start_ticks;
+  char comm[16];
+  uint64_t updated_at_ms;      /* unix ms of the last publication */
+  uint64_t samples;
+  uint64_t live_bytes, peak_live_bytes, allocs, frees;
+  uint64_t heap_bytes;         /* what the allocator holds from the system */
+  uint64_t retained_bytes;     /* heap_bytes - live_bytes */
+  uint64_t rss_bytes, pss_bytes, uss_bytes, swap_bytes;
+  uint64_t smaps_at_ms;        /* unix ms of the last smaps_rollup read */
+  uint64_t trims, released_bytes, last_trim_us, max_trim_us, last_trim_at_ms;
+  uint64_t sample_cost_us, worker_cpu_us;
+  uint64_t interval_ms, smaps_interval_ms;
+  uint64_t releases_by_reason[MEMTRIM_REASONS];
+  uint64_t last_reason, last_rss_before, last_rss_after;
+};
+
+struct memtrim_page {
+  uint64_t magic;
+  uint32_t layout_version;
+  uint32_t header_size;        /* sizeof(struct memtrim_page) of the writer */
+  uint64_t seq;
+  uint32_t trim_requested;     /* futex word: incremented by `memtrim trim` */
+  uint32_t trim_served;        /* futex word: the request the worker served last */
+  struct memtrim_page_stats stats;
+};
+
+#define MEMTRIM_ASSERT_OFFSET(T, F, N) MEMTRIM_STATIC_ASSERT(offsetof(struct T, F) == N, #T "." #F)
 #ifdef __cplusplus
-static_assert(sizeof(struct memtrim_stats) == 40, "memtrim_stats layout");
+#define MEMTRIM_STATIC_ASSERT static_assert
 #else
-_Static_assert(sizeof(struct memtrim_stats) == 40, "memtrim_stats layout");
-_Static_assert(offsetof(struct memtrim_stats, live_bytes) == 8, "memtrim_stats layout");
-_Static_assert(offsetof(struct memtrim_stats, frees) == 32, "memtrim_stats layout");
+#define MEMTRIM_STATIC_ASSERT _Static_assert
 #endif
+MEMTRIM_ASSERT_OFFSET(memtrim_page, magic, 0);
+MEMTRIM_ASSERT_OFFSET(memtrim_page, layout_version, 8);
+MEMTRIM_ASSERT_OFFSET(memtrim_page, header_size, 12);
+MEMTRIM_ASSERT_OFFSET(memtrim_page, seq, 16);
+MEMTRIM_ASSERT_OFFSET(memtrim_page, trim_requested, 24);
+MEMTRIM_ASSERT_OFFSET(memtrim_page, trim_served, 28);
+MEMTRIM_ASSERT_OFFSET(memtrim_page, stats, 32);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, check, 0);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, pid, 8);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, ppid, 12);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, uid, 16);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, allocator, 20);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, start_ticks, 24);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, comm, 32);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, updated_at_ms, 48);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, samples, 56);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, live_bytes, 64);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, peak_live_bytes, 72);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, allocs, 80);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, frees, 88);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, heap_bytes, 96);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, retained_bytes, 104);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, rss_bytes, 112);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, pss_bytes, 120);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, uss_bytes, 128);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, swap_bytes, 136);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, smaps_at_ms, 144);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, trims, 152);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, released_bytes, 160);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, last_trim_us, 168);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, max_trim_us, 176);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, last_trim_at_ms, 184);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, sample_cost_us, 192);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, worker_cpu_us, 200);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, interval_ms, 208);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, smaps_interval_ms, 216);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, releases_by_reason, 224);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, last_reason, 272);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, last_rss_before, 280);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, last_rss_after, 288);
+MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page_stats) == 296, "memtrim_page_stats size");
+MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page) == 328, "memtrim_page size");
+MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_stats) == 40, "memtrim_stats size");
+MEMTRIM_ASSERT_OFFSET(memtrim_stats, live_bytes, 8);
+MEMTRIM_ASSERT_OFFSET(memtrim_stats, frees, 32);
 
 #endif /* MEMTRIM_H */
