@@ -13,10 +13,11 @@ impl HeapStats {
         HeapStats { bytes: 0, next: Instant::now() }
     }
 
-    /// Arena bytes plus mmapped blocks, refreshed when due.
-    pub fn heap_bytes(&mut self, interval: Duration) -> u64 {
+    /// Arena bytes plus mmapped blocks, refreshed when due or when `now` is asked for (after a
+    /// release).
+    pub fn heap_bytes(&mut self, interval: Duration, fresh: bool) -> u64 {
         let now = Instant::now();
-        if now >= self.next {
+        if fresh || now >= self.next {
             // SAFETY: mallinfo2 has no preconditions.
             let m = unsafe { libc::mallinfo2() };
             self.bytes = (m.arena + m.hblkhd) as u64;

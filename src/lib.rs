@@ -9,6 +9,8 @@ mod glibc;
 mod heap_stats;
 mod init;
 mod panic_hook;
+mod policy;
+mod pressure;
 mod page_file;
 mod private_alloc;
 mod procfs;

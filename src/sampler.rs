@@ -33,7 +33,8 @@ impl Sampler {
         }
     }
 
-    pub fn sample(&mut self) -> Stats {
+    /// A sample; `fresh` re-reads the allocator's figures even if not due (after a release).
+    pub fn sample(&mut self, fresh: bool) -> Stats {
         let t0 = Instant::now();
         let interval = Duration::from_millis(self.cfg.interval_ms);
         if t0 >= self.next_smaps {
@@ -42,7 +43,7 @@ impl Sampler {
             self.next_smaps = t0 + Duration::from_millis(self.cfg.smaps_interval_ms);
         }
         let t = accounting::totals();
-        let heap_bytes = self.heap.heap_bytes(interval);
+        let heap_bytes = self.heap.heap_bytes(interval, fresh);
         let r = release::record();
         let (ppid, _) = procfs::ppid_and_start();
         let smaps = self.smaps.as_ref();
@@ -80,7 +81,7 @@ impl Sampler {
             last_reason: r.last_reason,
             last_rss_before: r.last_before,
             last_rss_after: r.last_after,
-            check: 0,
+            ..Default::default()
         }
     }
 }

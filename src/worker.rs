@@ -1,13 +1,14 @@
-//! The worker thread: one per process, started again in a forked child. It samples, publishes
-//! the page and answers trim requests. Created with every signal blocked (signals belong to the
+//! The worker thread: one per process, started again in a forked child. It samples, runs the
+//! release policy, publishes the page and answers trim requests. Created with every signal blocked (signals belong to the
 //! host); holds nothing the allocation path needs (DESIGN.md trap 8).
 use crate::page_file::{self, PageFile};
+use crate::policy::Policy;
 use crate::sampler::Sampler;
 use crate::{init, procfs, release, stderr};
 use core::sync::atomic::{AtomicBool, Ordering::*};
 use memtrim_common::futex;
 use memtrim_common::page::Reason;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -61,15 +62,24 @@ fn run() {
         }
     };
     let mut sampler = Sampler::new(cfg, pid, start_ticks);
+    let mut policy = Policy::new(cfg);
     let interval = Duration::from_millis(cfg.interval_ms);
     let mut served = page.control.trim_served.load(Acquire);
     while !STOP.load(Acquire) {
         let requested = page.control.trim_requested.load(Acquire);
-        if requested != served {
-            release::release(Reason::Request);
-            served = requested;
+        let asked = requested != served;
+        served = requested;
+        let mut stats = sampler.sample(false);
+        let now = Instant::now();
+        let decided = policy.decide(&stats, now);
+        if let Some(reason) = if asked { Some(Reason::Request) } else { decided } {
+            if let Some(out) = release::release(reason) {
+                stats = sampler.sample(true);
+                policy.released(reason, &out, stats.retained_bytes, now);
+            }
         }
-        page.publish(sampler.sample());
+        policy.fill(&mut stats);
+        page.publish(stats);
         if page.control.trim_served.swap(served, Release) != served {
             futex::wake_all(&page.control.trim_served);
         }

@@ -1,6 +1,6 @@
 //! Every `MEMTRIM_` variable: its default, its meaning, and how its value is read. The table is
 //! the single source for `memtrim config` and for the library's defaults.
-use crate::units::{parse_bool, parse_duration_ms};
+use crate::units::{parse_bool, parse_duration_ms, parse_fraction, parse_size};
 
 pub struct Var {
     pub name: &'static str,
@@ -17,6 +17,10 @@ pub const VARS: &[Var] = &[
     Var { name: "MEMTRIM_SHM_DIR", default: "/dev/shm", meaning: "directory of the per-process stats pages" },
     Var { name: "MEMTRIM_INTERVAL_MS", default: "1000", meaning: "how often the worker samples and publishes (duration: 250ms, 2s)" },
     Var { name: "MEMTRIM_SMAPS_INTERVAL_MS", default: "5000", meaning: "how often PSS, USS and swap are read from smaps_rollup (costs ms on big processes)" },
+    Var { name: "MEMTRIM_MIN_RETAINED", default: "8MiB", meaning: "no automatic release unless this much is retained beyond what the last release left" },
+    Var { name: "MEMTRIM_FRAG_THRESHOLD", default: "0.5", meaning: "while busy, release when retained/heap reaches this fraction (0.5, 50%; off: only when idle)" },
+    Var { name: "MEMTRIM_IDLE_MS", default: "1000", meaning: "release once the allocation rate has stayed low this long (0: never on idle)" },
+    Var { name: "MEMTRIM_PSI_STALL_MS", default: "100", meaning: "release when memory pressure stalls tasks this long per second (PSI; 0: off)" },
     Var { name: "MEMTRIM_ONLY", default: "", meaning: "comma list of process names; others get no thread and no page (empty: all)" },
 ];
 
@@ -45,6 +49,11 @@ pub struct Config {
     pub interval_ms: u64,
     pub smaps_interval_ms: u64,
     pub only: Vec<String>,
+    pub min_retained: u64,
+    /// None: no release while busy.
+    pub frag_threshold: Option<f64>,
+    pub idle_ms: u64,
+    pub psi_stall_ms: u64,
 }
 
 impl Config {
@@ -79,6 +88,10 @@ impl Config {
             interval_ms: 0,
             smaps_interval_ms: 0,
             only: Vec::new(),
+            min_retained: 0,
+            frag_threshold: None,
+            idle_ms: 0,
+            psi_stall_ms: 0,
         };
         for v in VARS {
             cfg.set(v.name, v.default).expect("defaults in the table parse");
@@ -117,9 +130,25 @@ impl Config {
             "MEMTRIM_INTERVAL_MS" => self.interval_ms = duration_in(value, 10, 3_600_000)?,
             "MEMTRIM_SMAPS_INTERVAL_MS" => self.smaps_interval_ms = duration_in(value, 100, 3_600_000)?,
             "MEMTRIM_ONLY" => self.only = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+            "MEMTRIM_MIN_RETAINED" => self.min_retained = parse_size(value).ok_or("a size (8M, 64MiB)")?,
+            "MEMTRIM_FRAG_THRESHOLD" => {
+                self.frag_threshold = match value.trim() {
+                    "off" => None,
+                    v => Some(parse_fraction(v).ok_or("a fraction (0.5, 50%) or off")?),
+                }
+            }
+            "MEMTRIM_IDLE_MS" => self.idle_ms = duration_or_zero(value)?,
+            "MEMTRIM_PSI_STALL_MS" => self.psi_stall_ms = duration_in(value, 0, 1000).map_err(|_| "a stall from 0 to 1000ms per second")?,
             _ => unreachable!("{name} is in VARS but has no setter"),
         }
         Ok(())
+    }
+}
+
+fn duration_or_zero(value: &str) -> Result<u64, &'static str> {
+    match parse_duration_ms(value) {
+        Some(0) => Ok(0),
+        _ => duration_in(value, 10, 3_600_000),
     }
 }
 

@@ -90,6 +90,24 @@ pub struct Stats {
     pub last_reason: u64,
     pub last_rss_before: u64,
     pub last_rss_after: u64,
+    /// Release policy: samples it looked at, and those where a trigger held but was held back
+    /// because too little was retained beyond the last release's floor, or by the back-off.
+    pub policy_checks: u64,
+    pub skipped_small: u64,
+    pub skipped_backoff: u64,
+    /// Allocations plus frees per second over the last interval.
+    pub alloc_rate: u64,
+    /// 1 while the policy sees the process as idle.
+    pub idle: u64,
+    /// Retained bytes the last release left (retained_bytes above it counts as new).
+    pub retained_floor: u64,
+    pub min_retained: u64,
+    /// MEMTRIM_FRAG_THRESHOLD in thousandths; u64::MAX when off.
+    pub frag_threshold_permille: u64,
+    pub idle_ms: u64,
+    pub psi_stall_ms: u64,
+    /// 1 when a PSI trigger is armed.
+    pub psi_armed: u64,
 }
 
 /// Why a release ran.

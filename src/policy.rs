@@ -1,0 +1,124 @@
+//! When to release, decided on the worker thread from each sample: memory pressure; the process
+//! going idle (its allocation rate falls, as when a worker finishes its requests); or, while
+//! busy, fragmentation over MEMTRIM_FRAG_THRESHOLD. Each needs MEMTRIM_MIN_RETAINED retained
+//! beyond the floor the last release left (pressure excepted), and a cost model spaces releases:
+//! one that took long waits a hundredfold, one that yielded little doubles a back-off.
+use crate::pressure::Pressure;
+use crate::release::Outcome;
+use memtrim_common::config::Config;
+use memtrim_common::page::{Reason, Stats};
+use std::time::{Duration, Instant};
+
+/// Below this many allocations and frees per second a process is quiet whatever its past.
+const QUIET_OPS: f64 = 50.0;
+/// A process is quiet when its rate falls under this fraction of its recent busy rate.
+const QUIET_FRACTION: f64 = 0.05;
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+pub struct Policy {
+    cfg: &'static Config,
+    pressure: Option<Pressure>,
+    floor: u64,
+    next_allowed: Instant,
+    backoff: Duration,
+    last_ops: u64,
+    last_at: Instant,
+    rate: f64,
+    busy_rate: f64,
+    quiet_since: Option<Instant>,
+    released_this_idle: bool,
+    checks: u64,
+    skipped_small: u64,
+    skipped_backoff: u64,
+}
+
+impl Policy {
+    pub fn new(cfg: &'static Config) -> Policy {
+        let now = Instant::now();
+        Policy {
+            cfg,
+            pressure: Pressure::open(cfg.psi_stall_ms),
+            floor: 0,
+            next_allowed: now,
+            backoff: Duration::ZERO,
+            last_ops: 0,
+            last_at: now,
+            rate: 0.0,
+            busy_rate: 0.0,
+            quiet_since: None,
+            released_this_idle: false,
+            checks: 0,
+            skipped_small: 0,
+            skipped_backoff: 0,
+        }
+    }
+
+    /// The reason to release now, if any.
+    pub fn decide(&mut self, s: &Stats, now: Instant) -> Option<Reason> {
+        self.checks += 1;
+        let ops = s.allocs.wrapping_add(s.frees);
+        let dt = now.duration_since(self.last_at).as_secs_f64().max(1e-3);
+        self.rate = ops.wrapping_sub(self.last_ops) as f64 / dt;
+        (self.last_ops, self.last_at) = (ops, now);
+        self.busy_rate = self.rate.max(self.busy_rate * 0.9);
+        if self.rate <= QUIET_OPS.max(self.busy_rate * QUIET_FRACTION) {
+            self.quiet_since.get_or_insert(now);
+        } else {
+            self.quiet_since = None;
+            self.released_this_idle = false;
+        }
+        self.floor = self.floor.min(s.retained_bytes);
+
+        let pressure = self.pressure.as_ref().is_some_and(|p| p.fired());
+        let idle = self.cfg.idle_ms > 0
+            && !self.released_this_idle
+            && self.quiet_since.is_some_and(|q| now.duration_since(q) >= Duration::from_millis(self.cfg.idle_ms));
+        let fragmented = self.cfg.frag_threshold.is_some_and(|t| s.frag_ratio() >= t);
+        let reason = match (pressure, idle, fragmented) {
+            (true, _, _) => Reason::Pressure,
+            (_, true, _) => Reason::Idle,
+            (_, _, true) => Reason::Retained,
+            _ => return None,
+        };
+        if reason != Reason::Pressure && s.retained_bytes - self.floor < self.cfg.min_retained {
+            self.skipped_small += 1;
+            return None;
+        }
+        if now < self.next_allowed {
+            self.skipped_backoff += 1;
+            return None;
+        }
+        Some(reason)
+    }
+
+    /// Books a release that ran: the retained bytes it left become the floor.
+    pub fn released(&mut self, reason: Reason, out: &Outcome, retained_after: u64, now: Instant) {
+        if reason == Reason::Idle {
+            self.released_this_idle = true;
+        }
+        let interval = Duration::from_millis(self.cfg.interval_ms);
+        self.backoff = if out.released < self.cfg.min_retained / 2 {
+            (self.backoff * 2).clamp(interval * 2, MAX_BACKOFF)
+        } else {
+            Duration::ZERO
+        };
+        let spacing = interval.max(Duration::from_micros(out.us) * 100);
+        self.next_allowed = now + spacing.max(self.backoff);
+        self.floor = retained_after;
+    }
+
+    /// The policy's state, for the page.
+    pub fn fill(&self, s: &mut Stats) {
+        s.policy_checks = self.checks;
+        s.skipped_small = self.skipped_small;
+        s.skipped_backoff = self.skipped_backoff;
+        s.alloc_rate = self.rate as u64;
+        s.idle = self.quiet_since.is_some() as u64;
+        s.retained_floor = self.floor;
+        s.min_retained = self.cfg.min_retained;
+        s.frag_threshold_permille = self.cfg.frag_threshold.map_or(u64::MAX, |t| (t * 1000.0).round() as u64);
+        s.idle_ms = self.cfg.idle_ms;
+        s.psi_stall_ms = self.cfg.psi_stall_ms;
+        s.psi_armed = self.pressure.is_some() as u64;
+    }
+}
