@@ -1,14 +1,18 @@
 //! The malloc family, as the host sees it. Each export forwards to the backend with glibc's
 //! exact semantics (DESIGN.md traps 9-11) and counts the usable size of what changed hands.
-//! Nothing else happens here: no locks, no syscalls, no allocation, no logging.
+//! Nothing else happens on the common path: no locks, no syscalls, no allocation, no logging.
+//! While a release runs, malloc, calloc and realloc are served by the side pool and frees of
+//! glibc blocks are deferred (divert.rs); side-pool blocks look like mmapped chunks, so they cost
+//! nothing until that branch.
 use crate::accounting::{self, on_alloc, on_move};
-use crate::glibc::{self, counted_size as usable};
+use crate::glibc::{self, counted_size};
+use crate::{divert, side_pool};
 use core::ffi::{c_int, c_void};
 
 #[inline(always)]
 unsafe fn counted(p: *mut c_void) -> *mut c_void {
     if !p.is_null() {
-        on_alloc(usable(p));
+        on_alloc(counted_size(p));
     }
     p
 }
@@ -20,7 +24,17 @@ unsafe fn set_errno(e: c_int) {
 
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    if divert::active() {
+        return diverted_malloc(size);
+    }
     counted(glibc::__libc_malloc(size))
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn diverted_malloc(size: usize) -> *mut c_void {
+    let p = side_pool::alloc(size);
+    counted(if p.is_null() { glibc::__libc_malloc(size) } else { p })
 }
 
 #[no_mangle]
@@ -28,9 +42,16 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
     if p.is_null() {
         return;
     }
-    let n = usable(p);
+    let h = glibc::header(p);
+    if glibc::is_mmapped(h) {
+        return free_mmapped(p);
+    }
+    let n = glibc::counted_from_header(h);
     if !accounting::on_free(n) {
         return free_slow(p, n);
+    }
+    if divert::active() {
+        return divert::defer(p);
     }
     glibc::__libc_free(p)
 }
@@ -40,7 +61,25 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 #[inline(never)]
 unsafe fn free_slow(p: *mut c_void, n: usize) {
     accounting::on_free_slow(n);
+    if divert::active() {
+        return divert::defer(p);
+    }
     glibc::__libc_free(p)
+}
+
+/// A side-pool block, or a glibc mmapped chunk (its free takes no arena lock).
+#[cold]
+#[inline(never)]
+unsafe fn free_mmapped(p: *mut c_void) {
+    let n = counted_size(p);
+    if !accounting::on_free(n) {
+        accounting::on_free_slow(n);
+    }
+    if side_pool::contains(p) {
+        side_pool::free(p)
+    } else {
+        glibc::__libc_free(p)
+    }
 }
 
 #[no_mangle]
@@ -50,7 +89,26 @@ pub unsafe extern "C" fn cfree(p: *mut c_void) {
 
 #[no_mangle]
 pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    if divert::active() {
+        return diverted_calloc(n, size);
+    }
     counted(glibc::__libc_calloc(n, size))
+}
+
+#[cold]
+#[inline(never)]
+unsafe fn diverted_calloc(n: usize, size: usize) -> *mut c_void {
+    let Some(bytes) = n.checked_mul(size) else {
+        set_errno(libc::ENOMEM);
+        return core::ptr::null_mut();
+    };
+    let p = side_pool::alloc(bytes);
+    if p.is_null() {
+        return counted(glibc::__libc_calloc(n, size));
+    }
+    // Recycled side-pool memory is not zero.
+    (p as *mut u8).write_bytes(0, bytes);
+    counted(p)
 }
 
 #[no_mangle]
@@ -63,10 +121,27 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         free(p);
         return core::ptr::null_mut();
     }
-    let old = usable(p);
+    if divert::active() || side_pool::contains(p) {
+        return moved_realloc(p, size);
+    }
+    let old = counted_size(p);
     let q = glibc::__libc_realloc(p, size);
     if !q.is_null() {
-        on_move(old, usable(q));
+        on_move(old, counted_size(q));
+    }
+    q
+}
+
+/// realloc by copy: of a side-pool block, or of a glibc block while a release runs (the new
+/// block then comes from the side pool and the old one's free is deferred).
+#[cold]
+#[inline(never)]
+unsafe fn moved_realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    let old_usable = if side_pool::contains(p) { side_pool::usable(p) } else { glibc::usable_checked(p) };
+    let q = malloc(size);
+    if !q.is_null() {
+        core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, old_usable.min(size));
+        free(p);
     }
     q
 }

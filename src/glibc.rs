@@ -17,20 +17,41 @@ const PREV_INUSE: usize = 1;
 const IS_MMAPPED: usize = 2;
 const FLAGS: usize = 7;
 
-/// What the hot path counts for a live block: its usable size plus one header word. The word
-/// is taken off per live block when the counters are read ([`HEADER`]), which saves the hot
-/// path three instructions. Mmapped chunks carry a second word, taken off here, off the likely path.
+/// The chunk header word before a block.
+///
+/// # Safety
+/// `p` is a live block of this backend.
+#[inline(always)]
+pub unsafe fn header(p: *mut c_void) -> usize {
+    *(p as *const usize).sub(1)
+}
+
+#[inline(always)]
+pub fn is_mmapped(h: usize) -> bool {
+    h & IS_MMAPPED != 0
+}
+
+/// What the hot path counts for a live block that is not mmapped: its chunk size, that is its
+/// usable size plus one header word. The word is taken off per live block when the counters are
+/// read ([`HEADER`]), which saves the hot path three instructions.
+#[inline(always)]
+pub fn counted_from_header(h: usize) -> usize {
+    h & !FLAGS
+}
+
+/// What the hot path counts for any live block: mmapped chunks carry a second header word,
+/// taken off here, off the likely path.
 ///
 /// # Safety
 /// `p` is a live block of this backend.
 #[inline(always)]
 pub unsafe fn counted_size(p: *mut c_void) -> usize {
-    let h = *(p as *const usize).sub(1);
-    if h & IS_MMAPPED != 0 {
+    let h = header(p);
+    if is_mmapped(h) {
         core::hint::cold_path();
         return (h - SIZE_SZ) & !FLAGS;
     }
-    h & !FLAGS
+    counted_from_header(h)
 }
 
 /// The per-block difference between [`counted_size`] and `malloc_usable_size`.

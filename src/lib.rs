@@ -3,6 +3,7 @@
 mod accounting;
 mod capi;
 mod clock;
+mod divert;
 mod environ;
 mod exports;
 mod glibc;
@@ -17,6 +18,7 @@ mod procfs;
 mod release;
 mod report;
 mod sampler;
+mod side_pool;
 mod stderr;
 mod tls;
 mod worker;

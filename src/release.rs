@@ -1,6 +1,6 @@
 //! Giving retained memory back to the kernel, measured by the resident set before and after,
 //! and the record of every release.
-use crate::{clock, init, procfs, stderr};
+use crate::{clock, divert, init, procfs, stderr};
 use memtrim_common::config::LogLevel;
 use memtrim_common::units::format_size;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
@@ -46,7 +46,7 @@ pub fn release(reason: Reason) -> Option<Outcome> {
     let t0 = Instant::now();
     let before = procfs::rss_bytes();
     // SAFETY: malloc_trim may be called from any thread at any time.
-    unsafe { libc::malloc_trim(0) };
+    divert::run(|| unsafe { libc::malloc_trim(0) });
     let after = procfs::rss_bytes();
     let out = Outcome { released: before.saturating_sub(after), before, after, us: t0.elapsed().as_micros() as u64 };
     BY_REASON[reason as usize].fetch_add(1, Relaxed);

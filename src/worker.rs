@@ -4,7 +4,7 @@
 use crate::page_file::{self, PageFile};
 use crate::policy::Policy;
 use crate::sampler::Sampler;
-use crate::{init, procfs, release, stderr};
+use crate::{divert, init, procfs, release, stderr};
 use core::sync::atomic::{AtomicBool, Ordering::*};
 use memtrim_common::futex;
 use memtrim_common::page::Reason;
@@ -67,6 +67,7 @@ fn run() {
     let mut served = page.control.trim_served.load(Acquire);
     while !STOP.load(Acquire) {
         let requested = page.control.trim_requested.load(Acquire);
+        divert::drain();
         let asked = requested != served;
         served = requested;
         let mut stats = sampler.sample(false);

@@ -1,6 +1,14 @@
 //! memtrim: runs programs under libmemtrim.so and reads what the library publishes.
+mod clean;
 mod config_cmd;
+mod json;
+mod ls;
+mod pages;
 mod run;
+mod stat;
+mod top;
+mod trim;
+mod view;
 
 const USAGE: &str = "\
 usage: memtrim COMMAND [ARGS]
@@ -8,6 +16,14 @@ usage: memtrim COMMAND [ARGS]
 commands:
   run [OPTIONS] -- CMD ARGS...   run CMD with libmemtrim.so preloaded
   config                         list every MEMTRIM_ variable, its default and meaning
+  ls [--json] [--sort KEY]       one row per live process with a stats page, as a tree
+  stat PID [--json] [--watch [SECS]]
+                                 every field of one process's page, with units and meaning
+  top                            full-screen refreshing view (sort keys, q quits)
+  trim PID|--all [--timeout SECS]
+                                 ask processes to release retained memory now; print the result
+  clean                          remove the pages of processes that are gone
+  (ls, stat, top, trim and clean take --dir DIR; default $MEMTRIM_SHM_DIR, else /dev/shm)
   help                           this text";
 
 fn main() {
@@ -15,6 +31,11 @@ fn main() {
     let code = match args.first().map(String::as_str) {
         Some("run") => run::main(&args[1..]),
         Some("config") => config_cmd::main(),
+        Some("ls") => ls::main(&args[1..]),
+        Some("stat") => stat::main(&args[1..]),
+        Some("top") => top::main(&args[1..]),
+        Some("trim") => trim::main(&args[1..]),
+        Some("clean") => clean::main(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             0

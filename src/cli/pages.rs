@@ -127,7 +127,6 @@ impl Scan {
 /// What /proc says about a pid.
 pub struct ProcInfo {
     pub state: char,
-    pub ppid: u32,
     pub start_ticks: u64,
 }
 
@@ -138,7 +137,6 @@ pub fn proc_info(pid: u32) -> Option<ProcInfo> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     Some(ProcInfo {
         state: f.first()?.chars().next()?,
-        ppid: f.get(1)?.parse().ok()?,
         start_ticks: f.get(19)?.parse().ok()?,
     })
 }
@@ -315,24 +313,28 @@ pub fn scan(dir: &Path, include_gone: bool) -> std::io::Result<Scan> {
     Ok(scan)
 }
 
-/// The live page of `pid` in `dir`, or a sentence saying why there is none.
-pub fn find(dir: &Path, pid: u32) -> Result<Entry, String> {
+/// The page file of the live process `pid` in `dir` (judged by its name only), or a sentence
+/// saying why there is none.
+pub fn locate(dir: &Path, pid: u32) -> Result<(PathBuf, u64), String> {
     let cands = candidates(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let mine: Vec<_> = cands.into_iter().filter(|c| c.1 == pid).collect();
+    if let Some((path, _, start)) = mine.iter().find(|c| is_live(c.1, c.2)) {
+        return Ok((path.clone(), *start));
+    }
     if mine.is_empty() {
         return Err(format!(
             "no page for pid {pid} in {} (is it running under libmemtrim.so with MEMTRIM_STATS=1, and with this MEMTRIM_SHM_DIR? --dir DIR)",
             dir.display()
         ));
     }
-    let mut why = Vec::new();
-    for (path, pid, start) in &mine {
-        match load(path, *pid, *start, false) {
-            Ok(e) => return Ok(e),
-            Err(s) => why.push(format!("{}: {}", path.display(), s.describe())),
-        }
-    }
-    Err(format!("no readable live page for pid {pid}: {}", why.join("; ")))
+    let names: Vec<String> = mine.iter().map(|c| c.0.display().to_string()).collect();
+    Err(format!("process {pid} is gone: stale page {} (`memtrim clean` removes it)", names.join(", ")))
+}
+
+/// The live page of `pid` in `dir`, read, or a sentence saying why there is none.
+pub fn find(dir: &Path, pid: u32) -> Result<Entry, String> {
+    let (path, start) = locate(dir, pid)?;
+    load(&path, pid, start, false).map_err(|s| format!("cannot use {}: {}", path.display(), s.describe()))
 }
 
 /// Terminal-safe text: control characters (an escape sequence in a process name) become '?'.

@@ -1,0 +1,89 @@
+//! `memtrim clean [--dry-run] [--dir DIR]`: removes the pages of processes that are gone
+//! (killed before they could unlink them). A live process's page is never touched; a symlink
+//! or other non-regular file with a page's name is reported and left alone (unlink would not
+//! follow it, but it is not ours to judge); without root only your own pages go.
+use crate::pages;
+use std::os::unix::fs::MetadataExt;
+
+const USAGE: &str = "\
+usage: memtrim clean [--dry-run] [--dir DIR]
+  removes the stats pages whose process is gone
+  --dry-run  only list them
+  --dir DIR  the page directory (default: $MEMTRIM_SHM_DIR, else /dev/shm)";
+
+pub fn main(args: &[String]) -> i32 {
+    let mut dry = false;
+    let mut dir: Option<String> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--dry-run" | "-n" => dry = true,
+            "--dir" => match it.next() {
+                Some(d) => dir = Some(d.clone()),
+                None => return usage("--dir takes a directory"),
+            },
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return 0;
+            }
+            other => return usage(&format!("unknown argument {other}")),
+        }
+    }
+    let dir = pages::dir(dir.as_deref());
+    let cands = match pages::candidates(&dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("memtrim clean: cannot read {}: {e}", dir.display());
+            return 1;
+        }
+    };
+    let me = pages::euid();
+    let (mut removed, mut live, mut failed) = (0usize, 0usize, 0usize);
+    let mut left = Vec::new();
+    for (path, pid, start) in cands {
+        if pages::is_live(pid, start) {
+            live += 1;
+            continue;
+        }
+        let md = match std::fs::symlink_metadata(&path) {
+            Ok(md) => md,
+            Err(_) => continue, // removed meanwhile
+        };
+        if !md.file_type().is_file() {
+            left.push(format!("{}: not a regular file, left alone", path.display()));
+            continue;
+        }
+        if me != 0 && md.uid() != me {
+            left.push(format!("{}: belongs to uid {}, left alone", path.display(), md.uid()));
+            continue;
+        }
+        if dry {
+            println!("would remove {} (process {pid} is gone)", path.display());
+            removed += 1;
+            continue;
+        }
+        // Judged gone by name: a process cannot come back with the same pid and start time.
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                println!("removed {} (process {pid} is gone)", path.display());
+                removed += 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                eprintln!("memtrim clean: cannot remove {}: {e}", path.display());
+                failed += 1;
+            }
+        }
+    }
+    for l in &left {
+        eprintln!("memtrim clean: {l}");
+    }
+    let verb = if dry { "would remove" } else { "removed" };
+    println!("{verb} {removed} stale page{} from {} ({live} live kept)", if removed == 1 { "" } else { "s" }, dir.display());
+    if failed > 0 { 1 } else { 0 }
+}
+
+fn usage(why: &str) -> i32 {
+    eprintln!("memtrim clean: {why}\n{USAGE}");
+    2
+}

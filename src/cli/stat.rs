@@ -1,0 +1,199 @@
+//! `memtrim stat PID [--json] [--watch [SECS]] [--dir DIR]`: every field of one process's page,
+//! with its unit and meaning.
+use crate::pages::{self, Entry};
+use crate::{json, ls::print_or_quiet, view};
+use memtrim_common::page::Stats;
+use std::time::Duration;
+
+const USAGE: &str = "\
+usage: memtrim stat PID [--json] [--watch [SECS]] [--dir DIR]
+  every field of the process's stats page, with units and meaning
+  --json          one JSON object (the same as a row of `memtrim ls --json`)
+  --watch [SECS]  print again every SECS seconds (default 1) until interrupted
+                  (with --json: one object per line)
+  --dir DIR       the page directory (default: $MEMTRIM_SHM_DIR, else /dev/shm)";
+
+pub fn main(args: &[String]) -> i32 {
+    let mut as_json = false;
+    let mut watch: Option<f64> = None;
+    let mut dir: Option<String> = None;
+    let mut pid: Option<u32> = None;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--json" => as_json = true,
+            "--watch" | "-w" => {
+                watch = Some(1.0);
+                // `stat --watch 1234` means pid 1234: a number after --watch is SECS only if
+                // the pid is given elsewhere.
+                let pid_elsewhere = pid.is_some() || args[(i + 2).min(args.len())..].iter().any(|a| !a.starts_with('-'));
+                if let Some(secs) = args.get(i + 1).filter(|_| pid_elsewhere).and_then(|s| s.parse::<f64>().ok()) {
+                    if !(secs.is_finite() && secs >= 0.05 && secs <= 86400.0) {
+                        return usage("--watch takes seconds from 0.05 to 86400");
+                    }
+                    watch = Some(secs);
+                    i += 1;
+                }
+            }
+            "--dir" => match args.get(i + 1) {
+                Some(d) => {
+                    dir = Some(d.clone());
+                    i += 1;
+                }
+                None => return usage("--dir takes a directory"),
+            },
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return 0;
+            }
+            p if pid.is_none() && !p.starts_with('-') => match p.parse::<u32>() {
+                Ok(n) if n > 0 => pid = Some(n),
+                _ => return usage(&format!("{p:?} is not a pid")),
+            },
+            other => return usage(&format!("unknown argument {other}")),
+        }
+        i += 1;
+    }
+    let Some(pid) = pid else { return usage("which PID?") };
+    let dir = pages::dir(dir.as_deref());
+    let Some(every) = watch else {
+        return match pages::find(&dir, pid) {
+            Ok(e) => print_or_quiet(&if as_json { json::object(&e, pages::now_ms()) } else { describe(&e) }),
+            Err(why) => {
+                eprintln!("memtrim stat: {why}");
+                1
+            }
+        };
+    };
+    let tty = unsafe { libc::isatty(1) } == 1;
+    loop {
+        match pages::find(&dir, pid) {
+            Ok(e) => {
+                let text = if as_json {
+                    json::object(&e, pages::now_ms())
+                } else if tty {
+                    format!("\x1b[H\x1b[2J{}\n\n(every {every} s; Ctrl-C stops)", describe(&e))
+                } else {
+                    format!("{}\n", describe(&e))
+                };
+                if print_or_quiet(&text) != 0 {
+                    return 1;
+                }
+            }
+            Err(why) => {
+                if pages::proc_info(pid).is_none() {
+                    eprintln!("memtrim stat: process {pid} has exited");
+                    return 0;
+                }
+                eprintln!("memtrim stat: {why}");
+                return 1;
+            }
+        }
+        std::thread::sleep(Duration::from_secs_f64(every));
+    }
+}
+
+fn usage(why: &str) -> i32 {
+    eprintln!("memtrim stat: {why}\n{USAGE}");
+    2
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+fn uptime_ms() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = s.split_whitespace().next()?.parse().ok()?;
+    Some((secs * 1000.0) as u64)
+}
+
+/// `3.2 s`, `4 min 10 s`, `2 h 5 min`, `3 d 4 h`.
+pub fn human_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if s < 60 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else if s < 3600 {
+        format!("{} min {} s", s / 60, s % 60)
+    } else if s < 86400 {
+        format!("{} h {} min", s / 3600, s % 3600 / 60)
+    } else {
+        format!("{} d {} h", s / 86400, s % 86400 / 3600)
+    }
+}
+
+fn us(v: u64) -> String {
+    if v < 1000 {
+        format!("{v} µs")
+    } else {
+        format!("{} ms", json::ms_from_us(v))
+    }
+}
+
+fn bytes(v: u64) -> String {
+    if v < 1024 {
+        format!("{v} B")
+    } else {
+        format!("{} ({v} B)", view::size(v))
+    }
+}
+
+fn ago(now: u64, at: u64) -> String {
+    if at == 0 { "never".into() } else { format!("{} ago", human_ms(now.saturating_sub(at))) }
+}
+
+/// The page as text: a title line, then one line per field: name, value, meaning.
+pub fn describe(e: &Entry) -> String {
+    let s: &Stats = &e.stats;
+    let now = pages::now_ms();
+    let running = uptime_ms().map(|up| up.saturating_sub(s.start_ticks * 1000 / clock_ticks()));
+    let cpu_share = match running {
+        Some(r) if r > 0 => format!(" = {:.4} % of a core since start", s.worker_cpu_us as f64 / 10.0 / r as f64),
+        _ => String::new(),
+    };
+    let rows: Vec<(&str, String, &str)> = vec![
+        ("pid", s.pid.to_string(), "process id"),
+        ("ppid", s.ppid.to_string(), "parent process id"),
+        ("command", pages::printable(&s.comm_str()), "process name (/proc/PID/comm)"),
+        ("uid", s.uid.to_string(), "real user id of the process"),
+        ("allocator", json::allocator_name(s.allocator), "backend that serves the host's allocations"),
+        ("running", running.map_or("?".into(), human_ms), "time since the process started"),
+        ("updated", ago(now, s.updated_at_ms), "last publication by the worker thread"),
+        ("samples", s.samples.to_string(), "publications so far"),
+        ("live", bytes(s.live_bytes), "bytes in blocks the host holds now (usable sizes)"),
+        ("peak live", bytes(s.peak_live_bytes), "highest live seen"),
+        ("heap", bytes(s.heap_bytes), "what the allocator holds from the system (arenas + mmapped blocks)"),
+        ("retained", bytes(s.retained_bytes), "heap - live: held by the allocator, unused by the host"),
+        ("fragmentation", if s.heap_bytes == 0 { "-".into() } else { format!("{:.1} %", s.frag_ratio() * 100.0) }, "retained / heap"),
+        ("rss", bytes(s.rss_bytes), "resident set size"),
+        ("pss", bytes(s.pss_bytes), "proportional set size: shared pages divided among their users"),
+        ("uss", bytes(s.uss_bytes), "private resident bytes: what exiting would free"),
+        ("swap", bytes(s.swap_bytes), "bytes swapped out"),
+        ("pss measured", ago(now, s.smaps_at_ms), "PSS, USS and swap come from smaps_rollup, read less often"),
+        ("allocs", s.allocs.to_string(), "blocks handed out (a moving realloc is a free and an alloc)"),
+        ("frees", s.frees.to_string(), "blocks given back"),
+        ("live blocks", s.allocs.saturating_sub(s.frees).to_string(), "allocs - frees"),
+        ("releases", s.trims.to_string(), "times retained memory was given back to the system"),
+        ("released", bytes(s.released_bytes), "resident bytes given back by all releases"),
+        ("last release", if s.last_trim_at_ms == 0 { "never".into() } else { format!("{} took {}", ago(now, s.last_trim_at_ms), us(s.last_trim_us)) }, "when, and how long it held the allocator"),
+        ("longest release", us(s.max_trim_us), "the longest a release ran"),
+        ("sample cost", us(s.sample_cost_us), "what the last sample cost the worker"),
+        ("worker cpu", format!("{}{cpu_share}", us(s.worker_cpu_us)), "CPU time of the worker thread so far"),
+        ("interval", format!("{} ms", s.interval_ms), "sampling period (MEMTRIM_INTERVAL_MS)"),
+        ("smaps interval", format!("{} ms", s.smaps_interval_ms), "PSS/USS/swap period (MEMTRIM_SMAPS_INTERVAL_MS)"),
+        ("page", e.path.display().to_string(), "this process's stats page"),
+    ];
+    let w0 = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+    let w1 = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0).min(36);
+    let mut out = format!("memtrim stat {} ({})", s.pid, pages::printable(&s.comm_str()));
+    for (name, value, meaning) in rows {
+        let pad0 = w0 - name.chars().count();
+        let pad1 = w1.saturating_sub(value.chars().count());
+        out.push_str(&format!("\n  {name}{}  {value}{}  {meaning}", " ".repeat(pad0), " ".repeat(pad1)));
+    }
+    out
+}

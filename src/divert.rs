@@ -1,0 +1,69 @@
+//! Releases without stalls. `malloc_trim` holds each arena's lock while it walks the arena
+//! (hundreds of milliseconds on a big fragmented heap). For that long, host allocations are
+//! served by the side pool and host frees of glibc blocks are deferred to a lock-free list that
+//! is handed back to glibc afterwards, so no host thread waits on a lock the release holds.
+use crate::{glibc, side_pool};
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering::*};
+use std::time::Duration;
+
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+static DEFERRED: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+
+/// A thread that read ACTIVE as false just before it was set may still be on its way into
+/// glibc; the release starts after this grace.
+const GRACE: Duration = Duration::from_millis(2);
+
+#[inline(always)]
+pub fn active() -> bool {
+    ACTIVE.load(Relaxed)
+}
+
+/// Runs `release` with the host diverted; without a side pool, runs it as it is.
+pub fn run<T>(release: impl FnOnce() -> T) -> T {
+    if !side_pool::reserve() {
+        return release();
+    }
+    ACTIVE.store(true, SeqCst);
+    std::thread::sleep(GRACE);
+    let r = release();
+    ACTIVE.store(false, SeqCst);
+    drain();
+    r
+}
+
+/// Defers a free of a glibc block; the block's first word links the list.
+///
+/// # Safety
+/// `p` is a live glibc block, already counted out.
+pub unsafe fn defer(p: *mut c_void) {
+    let mut head = DEFERRED.load(Relaxed);
+    loop {
+        *(p as *mut *mut c_void) = head;
+        match DEFERRED.compare_exchange_weak(head, p, Release, Relaxed) {
+            Ok(_) => return,
+            Err(h) => head = h,
+        }
+    }
+}
+
+/// Hands deferred frees to glibc; also called on every worker wake-up for frees that raced
+/// with the end of a release.
+pub fn drain() {
+    let mut p = DEFERRED.swap(core::ptr::null_mut(), Acquire);
+    while !p.is_null() {
+        // SAFETY: every node is a glibc block pushed by `defer`.
+        unsafe {
+            let next = *(p as *mut *mut c_void);
+            glibc::__libc_free(p);
+            p = next;
+        }
+    }
+}
+
+/// A fork during a release: the releasing thread is gone in the child.
+pub fn after_fork_in_child() {
+    ACTIVE.store(false, Relaxed);
+    side_pool::after_fork_in_child();
+    drain();
+}
