@@ -3,6 +3,8 @@
 //! thread: the next thread to claim it adds to the same counters, so sums never lose a byte.
 //! Threads without a slot (before initialisation, while claiming, after their exit hook, when
 //! all slots are taken) count exactly, with atomic read-modify-writes, in the shared slot.
+//! Under MEMTRIM_HARD_LIMIT every thread counts in the shared slot, where each allocation is
+//! checked against the limit: slower, and opt-in.
 use crate::{glibc, init, tls};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 
@@ -27,6 +29,9 @@ static SLOTS: [Slot; NSLOTS] = [const { Slot::new() }; NSLOTS];
 static USED: AtomicUsize = AtomicUsize::new(0);
 static SHARED: Slot = Slot::new();
 static PEAK: AtomicU64 = AtomicU64::new(0);
+/// MEMTRIM_HARD_LIMIT in bytes (0: none), and the allocations it refused.
+static HARD_LIMIT: AtomicU64 = AtomicU64::new(0);
+static REFUSED: AtomicU64 = AtomicU64::new(0);
 static mut EXIT_KEY: libc::pthread_key_t = 0;
 /// Whether the exit key exists; without it every thread counts in SHARED.
 static SLOTS_USABLE: AtomicBool = AtomicBool::new(false);
@@ -42,16 +47,18 @@ fn bump(c: &AtomicU64, v: u64) {
     c.store(c.load(Relaxed).wrapping_add(v), Relaxed);
 }
 
+/// Counts an allocation; false when the hard limit refuses it (the caller frees the block).
 #[inline(always)]
-pub fn on_alloc(bytes: usize) {
+pub fn on_alloc(bytes: usize) -> bool {
     let w = tls::get();
     if w > OFF {
         // SAFETY: words above OFF are addresses of slots in SLOTS, owned by this thread.
         let s = unsafe { &*(w as *const Slot) };
         bump(&s.bytes, bytes as u64);
         bump(&s.allocs, 1);
+        true
     } else {
-        slow(w, bytes as u64, 1, 0);
+        slow(w, bytes as u64, 1, 0)
     }
 }
 
@@ -94,18 +101,26 @@ pub fn on_move(old: usize, new: usize) {
 
 #[cold]
 #[inline(never)]
-fn slow(w: usize, bytes: u64, allocs: u64, frees: u64) {
+fn slow(w: usize, bytes: u64, allocs: u64, frees: u64) -> bool {
     let s = match w {
-        OFF => return,
+        OFF => return true,
         UNCLAIMED => match claim() {
             Some(s) => s,
             None => &SHARED,
         },
         _ => &SHARED,
     };
-    s.bytes.fetch_add(bytes, Relaxed);
-    s.allocs.fetch_add(allocs, Relaxed);
-    s.frees.fetch_add(frees, Relaxed);
+    let limit = HARD_LIMIT.load(Relaxed);
+    let before = s.bytes.fetch_add(bytes, Relaxed);
+    let blocks = s.allocs.fetch_add(allocs, Relaxed).wrapping_add(allocs).wrapping_sub(s.frees.fetch_add(frees, Relaxed) + frees);
+    // Only SHARED counts under a hard limit, so its figures are the process's.
+    if limit != 0 && frees == 0 && before.wrapping_add(bytes).wrapping_sub(blocks.wrapping_mul(glibc::HEADER)) > limit {
+        s.bytes.fetch_sub(bytes, Relaxed);
+        s.allocs.fetch_sub(allocs, Relaxed);
+        REFUSED.fetch_add(1, Relaxed);
+        return false;
+    }
+    true
 }
 
 /// Gives this thread a slot once the library is initialised; `None` means count in SHARED.
@@ -115,7 +130,7 @@ fn claim() -> Option<&'static Slot> {
             tls::set(OFF);
             return None;
         }
-        init::State::Ready if SLOTS_USABLE.load(Relaxed) => {}
+        init::State::Ready if SLOTS_USABLE.load(Relaxed) && !strict() => {}
         init::State::Ready => {
             tls::set(SHARED_WORD);
             return None;
@@ -153,8 +168,20 @@ pub fn after_fork_in_child() {
     }
 }
 
-/// Creates the thread-exit key; called once, before the state is Ready.
-pub fn init() {
+/// Under a hard limit every allocation is checked, and realloc goes by copy so that a refused
+/// growth leaves the old block live.
+#[inline]
+pub fn strict() -> bool {
+    HARD_LIMIT.load(Relaxed) != 0
+}
+
+pub fn refused() -> u64 {
+    REFUSED.load(Relaxed)
+}
+
+/// Creates the thread-exit key and sets the hard limit; called once, before the state is Ready.
+pub fn init(hard_limit: Option<u64>) {
+    HARD_LIMIT.store(hard_limit.unwrap_or(0), Relaxed);
     // SAFETY: a valid out-pointer; EXIT_KEY is written before Ready is published.
     let ok = unsafe { libc::pthread_key_create(&raw mut EXIT_KEY, Some(release)) == 0 };
     SLOTS_USABLE.store(ok, Relaxed);

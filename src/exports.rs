@@ -11,10 +11,23 @@ use core::ffi::{c_int, c_void};
 
 #[inline(always)]
 unsafe fn counted(p: *mut c_void) -> *mut c_void {
-    if !p.is_null() {
-        on_alloc(counted_size(p));
+    if !p.is_null() && !on_alloc(counted_size(p)) {
+        return refused(p);
     }
     p
+}
+
+/// MEMTRIM_HARD_LIMIT said no: the block goes back and the host sees ENOMEM.
+#[cold]
+#[inline(never)]
+unsafe fn refused(p: *mut c_void) -> *mut c_void {
+    if side_pool::contains(p) {
+        side_pool::free(p)
+    } else {
+        glibc::__libc_free(p)
+    }
+    set_errno(libc::ENOMEM);
+    core::ptr::null_mut()
 }
 
 #[inline(always)]
@@ -121,7 +134,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         free(p);
         return core::ptr::null_mut();
     }
-    if divert::active() || side_pool::contains(p) {
+    if divert::active() || accounting::strict() || side_pool::contains(p) {
         return moved_realloc(p, size);
     }
     let old = counted_size(p);
@@ -132,8 +145,8 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     q
 }
 
-/// realloc by copy: of a side-pool block, or of a glibc block while a release runs (the new
-/// block then comes from the side pool and the old one's free is deferred).
+/// realloc by copy: of a side-pool block, of a glibc block while a release runs (the new block
+/// then comes from the side pool and the old one's free is deferred), or under a hard limit.
 #[cold]
 #[inline(never)]
 unsafe fn moved_realloc(p: *mut c_void, size: usize) -> *mut c_void {

@@ -58,13 +58,13 @@ extern "C" fn constructor() {
     if cfg.log >= LogLevel::Warn {
         warnings.iter().for_each(|w| stderr::line(w));
     }
-    let off = cfg.disable;
+    let (off, hard_limit) = (cfg.disable, cfg.hard_limit);
     let _ = CONFIG.set(cfg);
     if off {
         STATE.store(State::Off as u8, Release);
         return;
     }
-    accounting::init();
+    accounting::init(hard_limit);
     // SAFETY: registers a plain function.
     unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     STATE.store(State::Ready as u8, Release);

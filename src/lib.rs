@@ -2,6 +2,7 @@
 //! host's allocator, counts live bytes, and gives retained memory back. See DESIGN.md.
 mod accounting;
 mod capi;
+mod cgroup;
 mod clock;
 mod divert;
 mod environ;
@@ -9,6 +10,7 @@ mod exports;
 mod glibc;
 mod heap_stats;
 mod init;
+mod limits;
 mod panic_hook;
 mod policy;
 mod pressure;

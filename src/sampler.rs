@@ -12,13 +12,15 @@ pub struct Sampler {
     uid: u32,
     heap: HeapStats,
     smaps: Option<procfs::Smaps>,
+    smaps_every_sample: bool,
     smaps_at_ms: u64,
     next_smaps: Instant,
     samples: u64,
 }
 
 impl Sampler {
-    pub fn new(cfg: &'static Config, pid: u32, start_ticks: u64) -> Sampler {
+    /// `smaps_every_sample`: PSS and USS on every sample (a limit is set on one of them).
+    pub fn new(cfg: &'static Config, pid: u32, start_ticks: u64, smaps_every_sample: bool) -> Sampler {
         Sampler {
             cfg,
             pid,
@@ -27,6 +29,7 @@ impl Sampler {
             uid: unsafe { libc::getuid() },
             heap: HeapStats::new(),
             smaps: None,
+            smaps_every_sample,
             smaps_at_ms: 0,
             next_smaps: Instant::now(),
             samples: 0,
@@ -37,7 +40,7 @@ impl Sampler {
     pub fn sample(&mut self, fresh: bool) -> Stats {
         let t0 = Instant::now();
         let interval = Duration::from_millis(self.cfg.interval_ms);
-        if t0 >= self.next_smaps {
+        if t0 >= self.next_smaps || self.smaps_every_sample {
             self.smaps = procfs::smaps_rollup();
             self.smaps_at_ms = clock::unix_ms();
             self.next_smaps = t0 + Duration::from_millis(self.cfg.smaps_interval_ms);

@@ -4,10 +4,11 @@
 use crate::page_file::{self, PageFile};
 use crate::policy::Policy;
 use crate::sampler::Sampler;
-use crate::{divert, init, procfs, release, stderr};
+use crate::limits::{self, LimitWatch};
+use crate::{accounting, divert, init, procfs, release, stderr};
 use core::sync::atomic::{AtomicBool, Ordering::*};
 use memtrim_common::futex;
-use memtrim_common::page::Reason;
+use memtrim_common::page::{Reason, Stats};
 use std::time::{Duration, Instant};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -61,7 +62,8 @@ fn run() {
             return;
         }
     };
-    let mut sampler = Sampler::new(cfg, pid, start_ticks);
+    let mut limit = LimitWatch::new(cfg, accounting::totals().live);
+    let mut sampler = Sampler::new(cfg, pid, start_ticks, limit.needs_smaps());
     let mut policy = Policy::new(cfg);
     let interval = Duration::from_millis(cfg.interval_ms);
     let mut served = page.control.trim_served.load(Acquire);
@@ -73,13 +75,23 @@ fn run() {
         let mut stats = sampler.sample(false);
         let now = Instant::now();
         let decided = policy.decide(&stats, now);
-        if let Some(reason) = if asked { Some(Reason::Request) } else { decided } {
+        let mut release_for = |reason: Reason, stats: &mut Stats| {
             if let Some(out) = release::release(reason) {
-                stats = sampler.sample(true);
+                *stats = sampler.sample(true);
                 policy.released(reason, &out, stats.retained_bytes, now);
             }
+        };
+        if let Some(reason) = if asked { Some(Reason::Request) } else { decided } {
+            release_for(reason, &mut stats);
+        }
+        if let limits::Action::Release = limit.check(&stats, now) {
+            release_for(Reason::Limit, &mut stats);
+            limit.check(&stats, now);
         }
         policy.fill(&mut stats);
+        limit.fill(&mut stats);
+        stats.hard_limit = cfg.hard_limit.unwrap_or(0);
+        stats.refused_allocs = accounting::refused();
         page.publish(stats);
         if page.control.trim_served.swap(served, Release) != served {
             futex::wake_all(&page.control.trim_served);

@@ -1,5 +1,6 @@
 //! Every `MEMTRIM_` variable: its default, its meaning, and how its value is read. The table is
 //! the single source for `memtrim config` and for the library's defaults.
+use crate::limit::{parse_limit, parse_signal, Limit};
 use crate::units::{parse_bool, parse_duration_ms, parse_fraction, parse_size};
 
 pub struct Var {
@@ -21,6 +22,11 @@ pub const VARS: &[Var] = &[
     Var { name: "MEMTRIM_FRAG_THRESHOLD", default: "0.5", meaning: "while busy, release when retained/heap reaches this fraction (0.5, 50%; off: only when idle)" },
     Var { name: "MEMTRIM_IDLE_MS", default: "1000", meaning: "release once the allocation rate has stayed low this long (0: never on idle)" },
     Var { name: "MEMTRIM_PSI_STALL_MS", default: "100", meaning: "release when memory pressure stalls tasks this long per second (PSI; 0: off)" },
+    Var { name: "MEMTRIM_LIMIT", default: "", meaning: "memory limit: pss:600MiB, rss:1GiB, uss:70% (of the cgroup limit), a bare size is PSS (empty: none)" },
+    Var { name: "MEMTRIM_LIMIT_STRIKES", default: "3", meaning: "consecutive samples over the limit, after a release, before the signal" },
+    Var { name: "MEMTRIM_LIMIT_SIGNAL", default: "TERM", meaning: "signal the process sends itself over the limit (TERM: gunicorn and puma workers finish their requests and exit)" },
+    Var { name: "MEMTRIM_LIMIT_COOLDOWN_MS", default: "60s", meaning: "after a signal, none again for this long" },
+    Var { name: "MEMTRIM_HARD_LIMIT", default: "", meaning: "allocations that would take live bytes over this size fail with ENOMEM (empty: none)" },
     Var { name: "MEMTRIM_ONLY", default: "", meaning: "comma list of process names; others get no thread and no page (empty: all)" },
 ];
 
@@ -54,6 +60,11 @@ pub struct Config {
     pub frag_threshold: Option<f64>,
     pub idle_ms: u64,
     pub psi_stall_ms: u64,
+    pub limit: Option<Limit>,
+    pub limit_strikes: u64,
+    pub limit_signal: i32,
+    pub limit_cooldown_ms: u64,
+    pub hard_limit: Option<u64>,
 }
 
 impl Config {
@@ -92,6 +103,11 @@ impl Config {
             frag_threshold: None,
             idle_ms: 0,
             psi_stall_ms: 0,
+            limit: None,
+            limit_strikes: 0,
+            limit_signal: 0,
+            limit_cooldown_ms: 0,
+            hard_limit: None,
         };
         for v in VARS {
             cfg.set(v.name, v.default).expect("defaults in the table parse");
@@ -139,6 +155,21 @@ impl Config {
             }
             "MEMTRIM_IDLE_MS" => self.idle_ms = duration_or_zero(value)?,
             "MEMTRIM_PSI_STALL_MS" => self.psi_stall_ms = duration_in(value, 0, 1000).map_err(|_| "a stall from 0 to 1000ms per second")?,
+            "MEMTRIM_LIMIT" => {
+                self.limit = match value.trim() {
+                    "" => None,
+                    v => Some(parse_limit(v).ok_or("a limit (pss:600MiB, rss:1GiB, uss:70%)")?),
+                }
+            }
+            "MEMTRIM_LIMIT_STRIKES" => self.limit_strikes = value.trim().parse().ok().filter(|n| (1..=1000).contains(n)).ok_or("a count from 1 to 1000")?,
+            "MEMTRIM_LIMIT_SIGNAL" => self.limit_signal = parse_signal(value).ok_or("a signal (TERM, INT, HUP, QUIT, USR1, USR2, KILL)")?,
+            "MEMTRIM_LIMIT_COOLDOWN_MS" => self.limit_cooldown_ms = duration_in(value, 10, 3_600_000 * 24)?,
+            "MEMTRIM_HARD_LIMIT" => {
+                self.hard_limit = match value.trim() {
+                    "" => None,
+                    v => Some(parse_size(v).filter(|b| *b > 0).ok_or("a size (2GiB)")?),
+                }
+            }
             _ => unreachable!("{name} is in VARS but has no setter"),
         }
         Ok(())

@@ -2,5 +2,6 @@
 //! speaks. Nothing here touches the process environment; callers hand in name/value pairs.
 pub mod config;
 pub mod futex;
+pub mod limit;
 pub mod page;
 pub mod units;

@@ -108,6 +108,19 @@ pub struct Stats {
     pub psi_stall_ms: u64,
     /// 1 when a PSI trigger is armed.
     pub psi_armed: u64,
+    /// Soft limit (MEMTRIM_LIMIT): the metric (limit::Metric code, 0 none), its bound in bytes,
+    /// the last value measured, consecutive samples over it, samples over it in all, signals sent.
+    pub limit_metric: u64,
+    pub limit_bytes: u64,
+    pub limit_value: u64,
+    pub limit_strikes: u64,
+    pub limit_violations: u64,
+    pub limit_signals: u64,
+    /// The memory limit of the process's cgroup (0: none found).
+    pub cgroup_limit_bytes: u64,
+    /// MEMTRIM_HARD_LIMIT (0: none) and the allocations it refused.
+    pub hard_limit: u64,
+    pub refused_allocs: u64,
 }
 
 /// Why a release ran.

@@ -1,0 +1,129 @@
+//! Soft memory limit (MEMTRIM_LIMIT), on the worker thread: over the bound, release first; still
+//! over for MEMTRIM_LIMIT_STRIKES consecutive samples, send MEMTRIM_LIMIT_SIGNAL to this process
+//! once (a gunicorn or puma worker then finishes its requests and exits, and its master starts a
+//! fresh one), then wait out the cool-down.
+use crate::{cgroup, stderr};
+use memtrim_common::config::Config;
+use memtrim_common::limit::{signal_name, Bound, Limit, Metric};
+use memtrim_common::page::Stats;
+use memtrim_common::units::format_size;
+use std::time::{Duration, Instant};
+
+pub enum Action {
+    None,
+    Release,
+    Signalled,
+}
+
+pub struct LimitWatch {
+    cfg: &'static Config,
+    limit: Option<Limit>,
+    bytes: u64,
+    cgroup_bytes: u64,
+    next_cgroup_read: Instant,
+    strikes: u64,
+    violations: u64,
+    signals: u64,
+    last_value: u64,
+    released_this_episode: bool,
+    quiet_until: Option<Instant>,
+}
+
+const CGROUP_REREAD: Duration = Duration::from_secs(10);
+
+impl LimitWatch {
+    /// `live` is the live size at start: a bound below it is a mistake, not a reason to kill.
+    pub fn new(cfg: &'static Config, live: u64) -> LimitWatch {
+        let mut w = LimitWatch {
+            cfg,
+            limit: cfg.limit,
+            bytes: 0,
+            cgroup_bytes: 0,
+            next_cgroup_read: Instant::now(),
+            strikes: 0,
+            violations: 0,
+            signals: 0,
+            last_value: 0,
+            released_this_episode: false,
+            quiet_until: None,
+        };
+        w.resolve(Instant::now());
+        if w.limit.is_some() && w.bytes == 0 {
+            stderr::line("memtrim: MEMTRIM_LIMIT is relative to the cgroup's memory limit, and this process's cgroup has none; no limit");
+            w.limit = None;
+        } else if w.limit.is_some() && w.bytes <= live {
+            stderr::line(&format!("memtrim: MEMTRIM_LIMIT bound {} is below the live size at start ({}); no limit", format_size(w.bytes), format_size(live)));
+            w.limit = None;
+        }
+        w
+    }
+
+    /// Whether the limit needs PSS or USS on every sample.
+    pub fn needs_smaps(&self) -> bool {
+        self.limit.is_some_and(|l| matches!(l.metric, Metric::Pss | Metric::Uss))
+    }
+
+    fn resolve(&mut self, now: Instant) {
+        if now < self.next_cgroup_read {
+            return;
+        }
+        self.next_cgroup_read = now + CGROUP_REREAD;
+        self.cgroup_bytes = cgroup::memory_limit().unwrap_or(0);
+        self.bytes = match self.limit.map(|l| l.bound) {
+            Some(Bound::Bytes(b)) => b,
+            Some(Bound::OfCgroup(f)) => (self.cgroup_bytes as f64 * f) as u64,
+            None => 0,
+        };
+    }
+
+    /// Looks at one sample. After `Action::Release` the caller releases and calls again with a
+    /// fresh sample.
+    pub fn check(&mut self, s: &Stats, now: Instant) -> Action {
+        self.resolve(now);
+        let Some(limit) = self.limit else { return Action::None };
+        self.last_value = match limit.metric {
+            Metric::Rss => s.rss_bytes,
+            Metric::Pss => s.pss_bytes,
+            Metric::Uss => s.uss_bytes,
+            Metric::Live => s.live_bytes,
+        };
+        if self.last_value <= self.bytes {
+            self.strikes = 0;
+            self.released_this_episode = false;
+            return Action::None;
+        }
+        if !self.released_this_episode {
+            self.released_this_episode = true;
+            return Action::Release;
+        }
+        self.strikes += 1;
+        self.violations += 1;
+        if self.strikes < self.cfg.limit_strikes || self.quiet_until.is_some_and(|q| now < q) {
+            return Action::None;
+        }
+        self.signals += 1;
+        self.quiet_until = Some(now + Duration::from_millis(self.cfg.limit_cooldown_ms));
+        stderr::line(&format!(
+            "memtrim: pid {} over its limit: {} {} > {} for {} samples after a release; sending SIG{}",
+            std::process::id(),
+            limit.metric.name(),
+            format_size(self.last_value),
+            format_size(self.bytes),
+            self.strikes,
+            signal_name(self.cfg.limit_signal)
+        ));
+        // SAFETY: signals this very process, as configured.
+        unsafe { libc::kill(libc::getpid(), self.cfg.limit_signal) };
+        Action::Signalled
+    }
+
+    pub fn fill(&self, s: &mut Stats) {
+        s.limit_metric = self.limit.map_or(0, |l| l.metric as u64);
+        s.limit_bytes = self.bytes;
+        s.limit_value = self.last_value;
+        s.limit_strikes = self.strikes;
+        s.limit_violations = self.violations;
+        s.limit_signals = self.signals;
+        s.cgroup_limit_bytes = self.cgroup_bytes;
+    }
+}
