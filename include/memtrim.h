@@ -65,6 +65,18 @@ struct memtrim_page_stats {
   uint64_t interval_ms, smaps_interval_ms;
   uint64_t releases_by_reason[MEMTRIM_REASONS];
   uint64_t last_reason, last_rss_before, last_rss_after;
+  /* release policy */
+  uint64_t policy_checks, skipped_small, skipped_backoff;
+  uint64_t alloc_rate;         /* allocations + frees per second over the last interval */
+  uint64_t idle;               /* 1 while the process is seen as idle */
+  uint64_t retained_floor;     /* retained bytes the last release left */
+  uint64_t min_retained, frag_threshold_permille /* UINT64_MAX: off */, idle_ms, psi_stall_ms;
+  uint64_t psi_armed;
+  /* memory limits */
+  uint64_t limit_metric;       /* 0 none, 1 rss, 2 pss, 3 uss, 4 live */
+  uint64_t limit_bytes, limit_value, limit_strikes, limit_violations, limit_signals;
+  uint64_t cgroup_limit_bytes;
+  uint64_t hard_limit, refused_allocs;
 };
 
 struct memtrim_page {
@@ -123,8 +135,28 @@ MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, releases_by_reason, 224);
 MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, last_reason, 272);
 MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, last_rss_before, 280);
 MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, last_rss_after, 288);
-MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page_stats) == 296, "memtrim_page_stats size");
-MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page) == 328, "memtrim_page size");
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, policy_checks, 296);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, skipped_small, 304);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, skipped_backoff, 312);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, alloc_rate, 320);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, idle, 328);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, retained_floor, 336);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, min_retained, 344);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, frag_threshold_permille, 352);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, idle_ms, 360);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, psi_stall_ms, 368);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, psi_armed, 376);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, limit_metric, 384);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, limit_bytes, 392);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, limit_value, 400);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, limit_strikes, 408);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, limit_violations, 416);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, limit_signals, 424);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, cgroup_limit_bytes, 432);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, hard_limit, 440);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, refused_allocs, 448);
+MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page_stats) == 456, "memtrim_page_stats size");
+MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page) == 488, "memtrim_page size");
 MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_stats) == 40, "memtrim_stats size");
 MEMTRIM_ASSERT_OFFSET(memtrim_stats, live_bytes, 8);
 MEMTRIM_ASSERT_OFFSET(memtrim_stats, frees, 32);
