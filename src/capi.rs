@@ -32,7 +32,11 @@ pub unsafe extern "C" fn memtrim_get_stats(out: *mut MemtrimStats, out_size: usi
     0
 }
 
+/// With MEMTRIM_DISABLE=1 the library is a pure pass-through: nothing is released.
 #[no_mangle]
 pub extern "C" fn memtrim_trim() -> usize {
+    if init::state() == init::State::Off {
+        return 0;
+    }
     release::release(Reason::Api).map_or(0, |o| o.released as usize)
 }

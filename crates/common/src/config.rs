@@ -184,7 +184,7 @@ fn duration_or_zero(value: &str) -> Result<u64, &'static str> {
 }
 
 fn duration_in(value: &str, min_ms: u64, max_ms: u64) -> Result<u64, &'static str> {
-    parse_duration_ms(value).filter(|v| (min_ms..=max_ms).contains(v)).ok_or("a duration from 10ms to 1h (250ms, 2s)")
+    parse_duration_ms(value).filter(|v| (min_ms..=max_ms).contains(v)).ok_or("a duration in range (250ms, 2s; `memtrim config` shows the defaults)")
 }
 
 impl Config {

@@ -80,6 +80,10 @@ fn reader_never_gets_an_inconsistent_snapshot() {
     let page = unsafe { &*(r as *const Page) };
     let (mut ok, mut torn, mut bad, mut naive_torn, mut distinct) = (0u64, 0u64, Vec::new(), 0u64, 0u64);
     let mut last_n = 0;
+    // from the first publication on (before it the page is all zeros, which read() rejects)
+    while page.seq.load(Acquire) == 0 {
+        std::hint::spin_loop();
+    }
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(3) {
         match page.read() {
