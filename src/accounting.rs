@@ -5,7 +5,7 @@
 //! all slots are taken) count exactly, with atomic read-modify-writes, in the shared slot.
 //! Under MEMTRIM_HARD_LIMIT every thread counts in the shared slot, where each allocation is
 //! checked against the limit: slower, and opt-in.
-use crate::{glibc, init, tls};
+use crate::{backend, init, tls};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 
 #[repr(C, align(64))]
@@ -114,7 +114,7 @@ fn slow(w: usize, bytes: u64, allocs: u64, frees: u64) -> bool {
     let before = s.bytes.fetch_add(bytes, Relaxed);
     let blocks = s.allocs.fetch_add(allocs, Relaxed).wrapping_add(allocs).wrapping_sub(s.frees.fetch_add(frees, Relaxed) + frees);
     // Only SHARED counts under a hard limit, so its figures are the process's.
-    if limit != 0 && frees == 0 && before.wrapping_add(bytes).wrapping_sub(blocks.wrapping_mul(glibc::HEADER)) > limit {
+    if limit != 0 && frees == 0 && before.wrapping_add(bytes).wrapping_sub(blocks.wrapping_mul(backend::header())) > limit {
         s.bytes.fetch_sub(bytes, Relaxed);
         s.allocs.fetch_sub(allocs, Relaxed);
         REFUSED.fetch_add(1, Relaxed);
@@ -205,7 +205,7 @@ pub fn totals() -> Totals {
         frees = frees.wrapping_add(s.frees.load(Relaxed));
     }
     let blocks = allocs.wrapping_sub(frees);
-    let live = (bytes.wrapping_sub(blocks.wrapping_mul(glibc::HEADER)) as i64).max(0) as u64;
+    let live = (bytes.wrapping_sub(blocks.wrapping_mul(backend::header())) as i64).max(0) as u64;
     let peak = PEAK.fetch_max(live, Relaxed).max(live);
     Totals { live, peak, allocs, frees }
 }

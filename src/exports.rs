@@ -1,98 +1,31 @@
-//! The malloc family, as the host sees it. Each export forwards to the backend with glibc's
-//! exact semantics (DESIGN.md traps 9-11) and counts the usable size of what changed hands.
-//! Nothing else happens on the common path: no locks, no syscalls, no allocation, no logging.
-//! While a release runs, malloc, calloc and realloc are served by the side pool and frees of
-//! glibc blocks are deferred (divert.rs); side-pool blocks look like mmapped chunks, so they cost
-//! nothing until that branch.
-use crate::accounting::{self, on_alloc, on_move};
-use crate::glibc::{self, counted_size};
-use crate::{divert, side_pool};
+//! The malloc family, as the host sees it (DESIGN.md trap 11: the whole family, so every
+//! pointer reaching free belongs to the active backend). Each export jumps to the chosen
+//! backend's function; the few defined by the others are written once, here, with glibc's
+//! exact semantics (traps 9-10).
+use crate::backend::{self, CallocFn, FreeFn, MallocFn, MemalignFn, ReallocFn, UsableFn};
 use core::ffi::{c_int, c_void};
+use core::sync::atomic::Ordering::Relaxed;
 
 #[inline(always)]
-unsafe fn counted(p: *mut c_void) -> *mut c_void {
-    if !p.is_null() && !on_alloc(counted_size(p)) {
-        return refused(p);
-    }
-    p
-}
-
-/// MEMTRIM_HARD_LIMIT said no: the block goes back and the host sees ENOMEM.
-#[cold]
-#[inline(never)]
-unsafe fn refused(p: *mut c_void) -> *mut c_void {
-    if side_pool::contains(p) {
-        side_pool::free(p)
-    } else {
-        glibc::__libc_free(p)
-    }
-    set_errno(libc::ENOMEM);
-    core::ptr::null_mut()
-}
-
-#[inline(always)]
-unsafe fn set_errno(e: c_int) {
+pub unsafe fn set_errno(e: c_int) {
     *libc::__errno_location() = e;
+}
+
+macro_rules! jump {
+    ($slot:ident as $ty:ty) => {
+        // SAFETY: the slot always holds a function of this type (backend.rs).
+        core::mem::transmute::<*mut (), $ty>(backend::$slot.load(Relaxed))
+    };
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    if divert::active() {
-        return diverted_malloc(size);
-    }
-    counted(glibc::__libc_malloc(size))
-}
-
-#[cold]
-#[inline(never)]
-unsafe fn diverted_malloc(size: usize) -> *mut c_void {
-    let p = side_pool::alloc(size);
-    counted(if p.is_null() { glibc::__libc_malloc(size) } else { p })
+    jump!(MALLOC as MallocFn)(size)
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn free(p: *mut c_void) {
-    if p.is_null() {
-        return;
-    }
-    let h = glibc::header(p);
-    if glibc::is_mmapped(h) {
-        return free_mmapped(p);
-    }
-    let n = glibc::counted_from_header(h);
-    if !accounting::on_free(n) {
-        return free_slow(p, n);
-    }
-    if divert::active() {
-        return divert::defer(p);
-    }
-    glibc::__libc_free(p)
-}
-
-/// Out of line so that the fast path of `free` ends in a jump to glibc with no frame of its own.
-#[cold]
-#[inline(never)]
-unsafe fn free_slow(p: *mut c_void, n: usize) {
-    accounting::on_free_slow(n);
-    if divert::active() {
-        return divert::defer(p);
-    }
-    glibc::__libc_free(p)
-}
-
-/// A side-pool block, or a glibc mmapped chunk (its free takes no arena lock).
-#[cold]
-#[inline(never)]
-unsafe fn free_mmapped(p: *mut c_void) {
-    let n = counted_size(p);
-    if !accounting::on_free(n) {
-        accounting::on_free_slow(n);
-    }
-    if side_pool::contains(p) {
-        side_pool::free(p)
-    } else {
-        glibc::__libc_free(p)
-    }
+    jump!(FREE as FreeFn)(p)
 }
 
 #[no_mangle]
@@ -102,61 +35,12 @@ pub unsafe extern "C" fn cfree(p: *mut c_void) {
 
 #[no_mangle]
 pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
-    if divert::active() {
-        return diverted_calloc(n, size);
-    }
-    counted(glibc::__libc_calloc(n, size))
-}
-
-#[cold]
-#[inline(never)]
-unsafe fn diverted_calloc(n: usize, size: usize) -> *mut c_void {
-    let Some(bytes) = n.checked_mul(size) else {
-        set_errno(libc::ENOMEM);
-        return core::ptr::null_mut();
-    };
-    let p = side_pool::alloc(bytes);
-    if p.is_null() {
-        return counted(glibc::__libc_calloc(n, size));
-    }
-    // Recycled side-pool memory is not zero.
-    (p as *mut u8).write_bytes(0, bytes);
-    counted(p)
+    jump!(CALLOC as CallocFn)(n, size)
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    if p.is_null() {
-        return malloc(size);
-    }
-    if size == 0 {
-        // glibc frees and returns NULL (REALLOC_ZERO_BYTES_FREES).
-        free(p);
-        return core::ptr::null_mut();
-    }
-    if divert::active() || accounting::strict() || side_pool::contains(p) {
-        return moved_realloc(p, size);
-    }
-    let old = counted_size(p);
-    let q = glibc::__libc_realloc(p, size);
-    if !q.is_null() {
-        on_move(old, counted_size(q));
-    }
-    q
-}
-
-/// realloc by copy: of a side-pool block, of a glibc block while a release runs (the new block
-/// then comes from the side pool and the old one's free is deferred), or under a hard limit.
-#[cold]
-#[inline(never)]
-unsafe fn moved_realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    let old_usable = if side_pool::contains(p) { side_pool::usable(p) } else { glibc::usable_checked(p) };
-    let q = malloc(size);
-    if !q.is_null() {
-        core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, old_usable.min(size));
-        free(p);
-    }
-    q
+    jump!(REALLOC as ReallocFn)(p, size)
 }
 
 #[no_mangle]
@@ -172,7 +56,7 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
 
 #[no_mangle]
 pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    counted(glibc::__libc_memalign(align, size))
+    jump!(MEMALIGN as MemalignFn)(align, size)
 }
 
 /// glibc 2.36 exports aligned_alloc as an alias of memalign: same rounding, no size check.
@@ -197,15 +81,15 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
 
 #[no_mangle]
 pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
-    counted(glibc::__libc_valloc(size))
+    jump!(VALLOC as MallocFn)(size)
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    counted(glibc::__libc_pvalloc(size))
+    jump!(PVALLOC as MallocFn)(size)
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
-    glibc::usable_checked(p)
+    jump!(USABLE as UsableFn)(p)
 }

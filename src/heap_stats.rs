@@ -1,6 +1,8 @@
-//! What the allocator holds from the system. glibc's mallinfo2 locks each arena in turn and
+//! What the allocator holds from the system. jemalloc's figures are cheap; glibc's mallinfo2 locks each arena in turn and
 //! walks its free lists, so its cost grows with fragmentation: the sampler times it and spaces
 //! the calls out so that it never takes more than a thousandth of the worker's time.
+use crate::{backend, jemalloc_ctl};
+use memtrim_common::config::Allocator;
 use std::time::{Duration, Instant};
 
 pub struct HeapStats {
@@ -13,14 +15,19 @@ impl HeapStats {
         HeapStats { bytes: 0, next: Instant::now() }
     }
 
-    /// Arena bytes plus mmapped blocks, refreshed when due or when `now` is asked for (after a
+    /// glibc: arena bytes plus mmapped blocks; jemalloc: resident bytes. Refreshed when due or when `now` is asked for (after a
     /// release).
     pub fn heap_bytes(&mut self, interval: Duration, fresh: bool) -> u64 {
         let now = Instant::now();
         if fresh || now >= self.next {
-            // SAFETY: mallinfo2 has no preconditions.
-            let m = unsafe { libc::mallinfo2() };
-            self.bytes = (m.arena + m.hblkhd) as u64;
+            self.bytes = match backend::active() {
+                Allocator::Glibc => {
+                    // SAFETY: mallinfo2 has no preconditions.
+                    let m = unsafe { libc::mallinfo2() };
+                    (m.arena + m.hblkhd) as u64
+                }
+                Allocator::Jemalloc => jemalloc_ctl::resident(),
+            };
             self.next = now + interval.max(now.elapsed() * 1000);
         }
         self.bytes

@@ -2,9 +2,9 @@
 //! count in the shared slot until the constructor has read the configuration and made the
 //! thread-exit key; a re-entrant or concurrent caller never waits (DESIGN.md trap 5). Under
 //! AT_SECURE the environment is ignored and no file is created (DESIGN.md trap 12).
-use crate::{accounting, divert, environ, panic_hook, release, report, stderr, worker};
+use crate::{accounting, backend, divert, environ, jemalloc_ctl, panic_hook, release, report, stderr, worker};
 use core::sync::atomic::{AtomicU8, Ordering::*};
-use memtrim_common::config::{Config, LogLevel};
+use memtrim_common::config::{Allocator, Config, LogLevel};
 use std::sync::OnceLock;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -59,6 +59,9 @@ extern "C" fn constructor() {
         warnings.iter().for_each(|w| stderr::line(w));
     }
     let (off, hard_limit) = (cfg.disable, cfg.hard_limit);
+    if backend::active() == Allocator::Jemalloc {
+        jemalloc_ctl::set_decay(cfg.dirty_decay_ms, cfg.muzzy_decay_ms);
+    }
     let _ = CONFIG.set(cfg);
     if off {
         STATE.store(State::Off as u8, Release);

@@ -1,6 +1,7 @@
 //! libmemtrim.so: preloaded into a host process, it serves the host's malloc family from the
 //! host's allocator, counts live bytes, and gives retained memory back. See DESIGN.md.
 mod accounting;
+mod backend;
 mod capi;
 mod cgroup;
 mod clock;
@@ -8,8 +9,11 @@ mod divert;
 mod environ;
 mod exports;
 mod glibc;
+mod glibc_family;
 mod heap_stats;
 mod init;
+mod jemalloc_ctl;
+mod jemalloc_family;
 mod limits;
 mod panic_hook;
 mod policy;

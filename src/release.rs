@@ -1,6 +1,7 @@
 //! Giving retained memory back to the kernel, measured by the resident set before and after,
 //! and the record of every release.
-use crate::{clock, divert, init, procfs, stderr};
+use crate::{backend, clock, divert, init, jemalloc_ctl, procfs, stderr};
+use memtrim_common::config::Allocator;
 use memtrim_common::config::LogLevel;
 use memtrim_common::units::format_size;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
@@ -37,7 +38,7 @@ pub struct Outcome {
     pub us: u64,
 }
 
-/// `malloc_trim(0)` on every arena. A release already running elsewhere makes this one return
+/// `malloc_trim(0)` on every arena (glibc) or a purge of every arena (jemalloc). A release already running elsewhere makes this one return
 /// `None` at once instead of queueing behind it.
 pub fn release(reason: Reason) -> Option<Outcome> {
     if BUSY.swap(true, Acquire) {
@@ -45,8 +46,13 @@ pub fn release(reason: Reason) -> Option<Outcome> {
     }
     let t0 = Instant::now();
     let before = procfs::rss_bytes();
-    // SAFETY: malloc_trim may be called from any thread at any time.
-    divert::run(|| unsafe { libc::malloc_trim(0) });
+    match backend::active() {
+        // SAFETY: malloc_trim may be called from any thread at any time.
+        Allocator::Glibc => {
+            divert::run(|| unsafe { libc::malloc_trim(0) });
+        }
+        Allocator::Jemalloc => jemalloc_ctl::purge(),
+    }
     let after = procfs::rss_bytes();
     let out = Outcome { released: before.saturating_sub(after), before, after, us: t0.elapsed().as_micros() as u64 };
     BY_REASON[reason as usize].fetch_add(1, Relaxed);

@@ -1,8 +1,8 @@
 //! One sample of everything the page shows, taken on the worker thread.
 use crate::heap_stats::HeapStats;
-use crate::{accounting, clock, procfs, release};
-use memtrim_common::config::Config;
-use memtrim_common::page::{Stats, ALLOCATOR_GLIBC};
+use crate::{accounting, backend, clock, procfs, release};
+use memtrim_common::config::{Allocator, Config};
+use memtrim_common::page::{Stats, ALLOCATOR_GLIBC, ALLOCATOR_JEMALLOC};
 use std::time::{Duration, Instant};
 
 pub struct Sampler {
@@ -55,7 +55,10 @@ impl Sampler {
             pid: self.pid,
             ppid,
             uid: self.uid,
-            allocator: ALLOCATOR_GLIBC,
+            allocator: match backend::active() {
+                Allocator::Glibc => ALLOCATOR_GLIBC,
+                Allocator::Jemalloc => ALLOCATOR_JEMALLOC,
+            },
             start_ticks: self.start_ticks,
             comm: procfs::comm(),
             updated_at_ms: clock::unix_ms(),

@@ -1,7 +1,8 @@
 //! The JSON that `ls --json` and `stat --json` print: written by hand (no serde), one object per
 //! process. Field names are a contract (DESIGN.md): add fields freely, never rename.
 use crate::pages::{Entry, State};
-use memtrim_common::page::Stats;
+use memtrim_common::limit::Metric;
+use memtrim_common::page::{Reason, Stats};
 use std::fmt::Write;
 
 /// `s` as a JSON string literal: quotes, backslashes and control characters escaped; anything
@@ -37,6 +38,14 @@ pub fn allocator_name(a: u32) -> String {
         1 => "jemalloc".into(),
         n => format!("unknown-{n}"),
     }
+}
+
+/// Why the last release ran (None before the first).
+pub fn last_reason(s: &Stats) -> Option<&'static str> {
+    if s.trims == 0 {
+        return None;
+    }
+    Reason::ALL.get(s.last_reason as usize).map(|r| r.name())
 }
 
 /// One process as a JSON object on one line. `now_ms` is the reader's unix time, for the age.
@@ -84,6 +93,31 @@ pub fn object(e: &Entry, now_ms: u64) -> String {
     field("worker_cpu_ms", ms_from_us(s.worker_cpu_us));
     field("interval_ms", n(s.interval_ms));
     field("smaps_interval_ms", n(s.smaps_interval_ms));
+    let reasons: Vec<String> = Reason::ALL.iter().map(|r| format!("{}:{}", string(r.name()), s.releases_by_reason[*r as usize])).collect();
+    field("releases_by_reason", format!("{{{}}}", reasons.join(",")));
+    field("last_reason", last_reason(s).map_or("null".into(), string));
+    field("last_rss_before", n(s.last_rss_before));
+    field("last_rss_after", n(s.last_rss_after));
+    field("policy_checks", n(s.policy_checks));
+    field("skipped_small", n(s.skipped_small));
+    field("skipped_backoff", n(s.skipped_backoff));
+    field("alloc_rate", n(s.alloc_rate));
+    field("idle", (s.idle != 0).to_string());
+    field("retained_floor", n(s.retained_floor));
+    field("min_retained", n(s.min_retained));
+    field("frag_threshold", if s.frag_threshold_permille == u64::MAX { "null".into() } else { format!("{}.{:03}", s.frag_threshold_permille / 1000, s.frag_threshold_permille % 1000) });
+    field("idle_ms", n(s.idle_ms));
+    field("psi_stall_ms", n(s.psi_stall_ms));
+    field("psi_armed", (s.psi_armed != 0).to_string());
+    field("limit_metric", Metric::from_code(s.limit_metric).map_or("null".into(), |m| string(m.name())));
+    field("limit_bytes", n(s.limit_bytes));
+    field("limit_value", n(s.limit_value));
+    field("limit_strikes", n(s.limit_strikes));
+    field("limit_violations", n(s.limit_violations));
+    field("limit_signals", n(s.limit_signals));
+    field("cgroup_limit_bytes", n(s.cgroup_limit_bytes));
+    field("hard_limit", n(s.hard_limit));
+    field("refused_allocs", n(s.refused_allocs));
     field("page", string(&e.path.to_string_lossy()));
     o.push('}');
     o

@@ -11,7 +11,9 @@ pub struct Var {
 
 pub const VARS: &[Var] = &[
     Var { name: "MEMTRIM_DISABLE", default: "0", meaning: "1: pure pass-through to the allocator, nothing counted, no thread, no page" },
-    Var { name: "MEMTRIM_ALLOCATOR", default: "glibc", meaning: "backend that serves the host's allocations: glibc" },
+    Var { name: "MEMTRIM_ALLOCATOR", default: "glibc", meaning: "backend that serves the host's allocations: glibc, or jemalloc (bundled)" },
+    Var { name: "MEMTRIM_DIRTY_DECAY_MS", default: "", meaning: "jemalloc: dirty_decay_ms of every arena (empty: jemalloc's default)" },
+    Var { name: "MEMTRIM_MUZZY_DECAY_MS", default: "", meaning: "jemalloc: muzzy_decay_ms of every arena (empty: jemalloc's default)" },
     Var { name: "MEMTRIM_REPORT", default: "0", meaning: "1: one summary line on stderr at exit (live, peak, allocs, frees)" },
     Var { name: "MEMTRIM_LOG", default: "warn", meaning: "stderr log level: off, error, warn, info, debug" },
     Var { name: "MEMTRIM_STATS", default: "1", meaning: "0: no worker thread and no stats page (counting and the C API remain)" },
@@ -33,6 +35,15 @@ pub const VARS: &[Var] = &[
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Allocator {
     Glibc,
+    Jemalloc,
+}
+
+pub fn parse_allocator(value: &str) -> Option<Allocator> {
+    match value.trim() {
+        "glibc" => Some(Allocator::Glibc),
+        "jemalloc" => Some(Allocator::Jemalloc),
+        _ => None,
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -65,6 +76,8 @@ pub struct Config {
     pub limit_signal: i32,
     pub limit_cooldown_ms: u64,
     pub hard_limit: Option<u64>,
+    pub dirty_decay_ms: Option<u64>,
+    pub muzzy_decay_ms: Option<u64>,
 }
 
 impl Config {
@@ -108,6 +121,8 @@ impl Config {
             limit_signal: 0,
             limit_cooldown_ms: 0,
             hard_limit: None,
+            dirty_decay_ms: None,
+            muzzy_decay_ms: None,
         };
         for v in VARS {
             cfg.set(v.name, v.default).expect("defaults in the table parse");
@@ -121,10 +136,7 @@ impl Config {
             "MEMTRIM_DISABLE" => self.disable = parse_bool(value).ok_or("a boolean (0/1)")?,
             "MEMTRIM_REPORT" => self.report = parse_bool(value).ok_or("a boolean (0/1)")?,
             "MEMTRIM_ALLOCATOR" => {
-                self.allocator = match value.trim() {
-                    "glibc" => Allocator::Glibc,
-                    _ => return Err("a known allocator (glibc)"),
-                }
+                self.allocator = parse_allocator(value).ok_or("a known allocator (glibc, jemalloc)")?
             }
             "MEMTRIM_LOG" => {
                 self.log = match value.trim() {
@@ -170,9 +182,18 @@ impl Config {
                     v => Some(parse_size(v).filter(|b| *b > 0).ok_or("a size (2GiB)")?),
                 }
             }
+            "MEMTRIM_DIRTY_DECAY_MS" => self.dirty_decay_ms = optional_duration(value)?,
+            "MEMTRIM_MUZZY_DECAY_MS" => self.muzzy_decay_ms = optional_duration(value)?,
             _ => unreachable!("{name} is in VARS but has no setter"),
         }
         Ok(())
+    }
+}
+
+fn optional_duration(value: &str) -> Result<Option<u64>, &'static str> {
+    match value.trim() {
+        "" => Ok(None),
+        v => parse_duration_ms(v).filter(|ms| *ms <= 3_600_000).map(Some).ok_or("a duration up to 1h (0, 500ms, 10s)"),
     }
 }
 

@@ -43,6 +43,7 @@ pub struct Control {
 }
 
 pub const ALLOCATOR_GLIBC: u32 = 0;
+pub const ALLOCATOR_JEMALLOC: u32 = 1;
 
 /// Everything the worker publishes. All words are u64 or pairs of u32 so that the check word
 /// can be computed over the struct as u64s.

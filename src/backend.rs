@@ -1,0 +1,98 @@
+//! Which allocator serves the host: chosen once, at the first allocation (before any
+//! constructor), from MEMTRIM_ALLOCATOR, and never changed. The exports jump through one
+//! function pointer each; until the choice is made the pointers lead to `boot`, which makes it.
+use crate::{environ, glibc_family, jemalloc_family};
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::*};
+use memtrim_common::config::{parse_allocator, Allocator};
+
+pub type MallocFn = unsafe extern "C" fn(usize) -> *mut c_void;
+pub type FreeFn = unsafe extern "C" fn(*mut c_void);
+pub type CallocFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+pub type ReallocFn = unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void;
+pub type MemalignFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+pub type UsableFn = unsafe extern "C" fn(*mut c_void) -> usize;
+
+macro_rules! table {
+    ($($slot:ident: $ty:ty = $boot:ident ($($a:ident: $at:ty),*) -> $r:ty, $field:ident;)*) => {
+        $(
+            pub static $slot: AtomicPtr<()> = AtomicPtr::new($boot as *mut ());
+            unsafe extern "C" fn $boot($($a: $at),*) -> $r {
+                choose();
+                // SAFETY: choose() stored a function of this type.
+                core::mem::transmute::<*mut (), $ty>($slot.load(Acquire))($($a),*)
+            }
+        )*
+        struct Family { $($field: $ty),* }
+        fn install(f: &Family) {
+            $( $slot.store(f.$field as *mut (), Release); )*
+        }
+    };
+}
+
+table! {
+    MALLOC: MallocFn = boot_malloc(n: usize) -> *mut c_void, malloc;
+    FREE: FreeFn = boot_free(p: *mut c_void) -> (), free;
+    CALLOC: CallocFn = boot_calloc(n: usize, m: usize) -> *mut c_void, calloc;
+    REALLOC: ReallocFn = boot_realloc(p: *mut c_void, n: usize) -> *mut c_void, realloc;
+    MEMALIGN: MemalignFn = boot_memalign(a: usize, n: usize) -> *mut c_void, memalign;
+    VALLOC: MallocFn = boot_valloc(n: usize) -> *mut c_void, valloc;
+    PVALLOC: MallocFn = boot_pvalloc(n: usize) -> *mut c_void, pvalloc;
+    USABLE: UsableFn = boot_usable(p: *mut c_void) -> usize, usable;
+}
+
+const GLIBC: Family = Family {
+    malloc: glibc_family::malloc,
+    free: glibc_family::free,
+    calloc: glibc_family::calloc,
+    realloc: glibc_family::realloc,
+    memalign: glibc_family::memalign,
+    valloc: glibc_family::valloc,
+    pvalloc: glibc_family::pvalloc,
+    usable: glibc_family::malloc_usable_size,
+};
+
+const JEMALLOC: Family = Family {
+    malloc: jemalloc_family::malloc,
+    free: jemalloc_family::free,
+    calloc: jemalloc_family::calloc,
+    realloc: jemalloc_family::realloc,
+    memalign: jemalloc_family::memalign,
+    valloc: jemalloc_family::valloc,
+    pvalloc: jemalloc_family::pvalloc,
+    usable: jemalloc_family::malloc_usable_size,
+};
+
+static CHOSEN: AtomicU8 = AtomicU8::new(0);
+
+/// Reads MEMTRIM_ALLOCATOR without allocating (MEMTRIM_DISABLE=1 and AT_SECURE mean glibc;
+/// a bad value is reported by the constructor, which parses the same variable the same way).
+/// Threads racing here all reach the same answer.
+fn choose() {
+    // SAFETY: getauxval has no preconditions.
+    let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
+    let var = |name: &str| environ::pairs().find(|(k, _)| *k == name).map(|(_, v)| v);
+    let disabled = var("MEMTRIM_DISABLE").is_some_and(|v| v.trim() == "1");
+    let chosen = match var("MEMTRIM_ALLOCATOR").and_then(parse_allocator) {
+        Some(Allocator::Jemalloc) if !secure && !disabled => Allocator::Jemalloc,
+        _ => Allocator::Glibc,
+    };
+    CHOSEN.store(chosen as u8 + 1, Release);
+    install(if chosen == Allocator::Jemalloc { &JEMALLOC } else { &GLIBC });
+}
+
+/// The backend serving the host, choosing it if no allocation has yet.
+pub fn active() -> Allocator {
+    if CHOSEN.load(Acquire) == 0 {
+        choose();
+    }
+    if CHOSEN.load(Acquire) == Allocator::Jemalloc as u8 + 1 { Allocator::Jemalloc } else { Allocator::Glibc }
+}
+
+/// What the hot path counts per block beyond its usable size (glibc counts chunk sizes).
+pub fn header() -> u64 {
+    match active() {
+        Allocator::Glibc => crate::glibc::HEADER,
+        Allocator::Jemalloc => 0,
+    }
+}

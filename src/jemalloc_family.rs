@@ -1,0 +1,113 @@
+//! The malloc family on the bundled jemalloc (tikv-jemalloc-sys, `_rjem_` symbols linked into
+//! this library), with glibc's semantics where jemalloc's differ: realloc to 0 frees and
+//! returns NULL, memalign rounds an alignment up to a power of two, pvalloc rounds to pages.
+//! jemalloc has no chunk header, so usable sizes come from jemalloc itself, and frees are sized.
+use crate::accounting::{self, on_alloc, on_move};
+use crate::exports::set_errno;
+use core::ffi::c_void;
+use tikv_jemalloc_sys as je;
+
+#[inline(always)]
+unsafe fn counted(p: *mut c_void) -> *mut c_void {
+    if !p.is_null() && !on_alloc(je::malloc_usable_size(p)) {
+        return refused(p);
+    }
+    p
+}
+
+/// MEMTRIM_HARD_LIMIT said no.
+#[cold]
+#[inline(never)]
+unsafe fn refused(p: *mut c_void) -> *mut c_void {
+    je::free(p);
+    set_errno(libc::ENOMEM);
+    core::ptr::null_mut()
+}
+
+pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    counted(je::malloc(size))
+}
+
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    if p.is_null() {
+        return;
+    }
+    let n = je::malloc_usable_size(p);
+    if !accounting::on_free(n) {
+        accounting::on_free_slow(n);
+    }
+    je::sdallocx(p, n, 0)
+}
+
+pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    counted(je::calloc(n, size))
+}
+
+pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    if p.is_null() {
+        return malloc(size);
+    }
+    if size == 0 {
+        free(p);
+        return core::ptr::null_mut();
+    }
+    if accounting::strict() {
+        // Under a hard limit a refused growth must leave the old block live.
+        let q = malloc(size);
+        if !q.is_null() {
+            core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, je::malloc_usable_size(p).min(size));
+            free(p);
+        }
+        return q;
+    }
+    let old = je::malloc_usable_size(p);
+    let q = je::realloc(p, size);
+    if !q.is_null() {
+        on_move(old, je::malloc_usable_size(q));
+    }
+    q
+}
+
+/// glibc's `_mid_memalign`: small alignments are plain malloc, others at least 32 and rounded
+/// up to a power of two, absurd ones EINVAL.
+pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    const MALLOC_ALIGNMENT: usize = 16;
+    const MINSIZE: usize = 32;
+    if align <= MALLOC_ALIGNMENT {
+        return malloc(size);
+    }
+    if align > usize::MAX / 2 + 1 {
+        set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    }
+    let align = align.max(MINSIZE).next_power_of_two();
+    counted(je::aligned_alloc(align, size))
+}
+
+pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
+    memalign(page_size(), size)
+}
+
+pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    let page = page_size();
+    match size.checked_add(page - 1) {
+        Some(rounded) => memalign(page, rounded & !(page - 1)),
+        None => {
+            set_errno(libc::ENOMEM);
+            core::ptr::null_mut()
+        }
+    }
+}
+
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    if p.is_null() {
+        0
+    } else {
+        je::malloc_usable_size(p)
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: no preconditions; the auxiliary vector is there from the start.
+    unsafe { libc::getauxval(libc::AT_PAGESZ) as usize }
+}
