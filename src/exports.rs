@@ -2,45 +2,46 @@
 //! pointer reaching free belongs to the active backend). Each export jumps to the chosen
 //! backend's function; the few defined by the others are written once, here, with glibc's
 //! exact semantics (traps 9-10).
-use crate::backend::{self, CallocFn, FreeFn, MallocFn, MemalignFn, ReallocFn, UsableFn};
+use crate::backend;
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::Ordering::Relaxed;
 
 #[inline(always)]
 pub unsafe fn set_errno(e: c_int) {
     *libc::__errno_location() = e;
 }
 
-macro_rules! jump {
-    ($slot:ident as $ty:ty) => {
-        // SAFETY: the slot always holds a function of this type (backend.rs).
-        core::mem::transmute::<*mut (), $ty>(backend::$slot.load(Relaxed))
+/// An export that is one indirect jump through its backend slot: on x86_64 a naked function of
+/// a single instruction, elsewhere a load and a call.
+macro_rules! trampoline {
+    ($name:ident($($a:ident: $t:ty),*) -> $r:ty = $slot:ident as $fty:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        #[unsafe(naked)]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
+            core::arch::naked_asm!("jmp qword ptr [rip + {slot}]", slot = sym backend::$slot)
+        }
+
+        #[cfg(not(target_arch = "x86_64"))]
+        #[no_mangle]
+        pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
+            // SAFETY: the slot always holds a function of this type (backend.rs).
+            core::mem::transmute::<*mut (), backend::$fty>(backend::$slot.load(core::sync::atomic::Ordering::Relaxed))($($a),*)
+        }
     };
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    jump!(MALLOC as MallocFn)(size)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn free(p: *mut c_void) {
-    jump!(FREE as FreeFn)(p)
-}
+trampoline!(malloc(size: usize) -> *mut c_void = MALLOC as MallocFn);
+trampoline!(free(p: *mut c_void) -> () = FREE as FreeFn);
+trampoline!(calloc(n: usize, size: usize) -> *mut c_void = CALLOC as CallocFn);
+trampoline!(realloc(p: *mut c_void, size: usize) -> *mut c_void = REALLOC as ReallocFn);
+trampoline!(memalign(align: usize, size: usize) -> *mut c_void = MEMALIGN as MemalignFn);
+trampoline!(valloc(size: usize) -> *mut c_void = VALLOC as MallocFn);
+trampoline!(pvalloc(size: usize) -> *mut c_void = PVALLOC as MallocFn);
+trampoline!(malloc_usable_size(p: *mut c_void) -> usize = USABLE as UsableFn);
 
 #[no_mangle]
 pub unsafe extern "C" fn cfree(p: *mut c_void) {
     free(p)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
-    jump!(CALLOC as CallocFn)(n, size)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    jump!(REALLOC as ReallocFn)(p, size)
 }
 
 #[no_mangle]
@@ -52,11 +53,6 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
             core::ptr::null_mut()
         }
     }
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    jump!(MEMALIGN as MemalignFn)(align, size)
 }
 
 /// glibc 2.36 exports aligned_alloc as an alias of memalign: same rounding, no size check.
@@ -79,17 +75,3 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
     0
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
-    jump!(VALLOC as MallocFn)(size)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    jump!(PVALLOC as MallocFn)(size)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
-    jump!(USABLE as UsableFn)(p)
-}
