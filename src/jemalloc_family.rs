@@ -25,7 +25,13 @@ unsafe fn refused(p: *mut c_void) -> *mut c_void {
 }
 
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    counted(je::malloc(size))
+    let p = je::malloc(size);
+    // The size class of the request is the block's usable size; nallocx computes it without
+    // the pointer lookup malloc_usable_size needs (jemalloc serves malloc(0) as malloc(1)).
+    if !p.is_null() && !on_alloc(je::nallocx(size.max(1), 0)) {
+        return refused(p);
+    }
+    p
 }
 
 pub unsafe extern "C" fn free(p: *mut c_void) {
