@@ -86,6 +86,8 @@ struct memtrim_page {
   uint64_t seq;
   uint32_t trim_requested;     /* futex word: incremented by `memtrim trim` */
   uint32_t trim_served;        /* futex word: the request the worker served last */
+  uint32_t report_requested;   /* the same pair for `memtrim report` */
+  uint32_t report_served;
   struct memtrim_page_stats stats;
 };
 
@@ -101,7 +103,9 @@ MEMTRIM_ASSERT_OFFSET(memtrim_page, header_size, 12);
 MEMTRIM_ASSERT_OFFSET(memtrim_page, seq, 16);
 MEMTRIM_ASSERT_OFFSET(memtrim_page, trim_requested, 24);
 MEMTRIM_ASSERT_OFFSET(memtrim_page, trim_served, 28);
-MEMTRIM_ASSERT_OFFSET(memtrim_page, stats, 32);
+MEMTRIM_ASSERT_OFFSET(memtrim_page, report_requested, 32);
+MEMTRIM_ASSERT_OFFSET(memtrim_page, report_served, 36);
+MEMTRIM_ASSERT_OFFSET(memtrim_page, stats, 40);
 MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, check, 0);
 MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, pid, 8);
 MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, ppid, 12);
@@ -156,7 +160,7 @@ MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, cgroup_limit_bytes, 432);
 MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, hard_limit, 440);
 MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, refused_allocs, 448);
 MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page_stats) == 456, "memtrim_page_stats size");
-MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page) == 488, "memtrim_page size");
+MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page) == 496, "memtrim_page size");
 MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_stats) == 40, "memtrim_stats size");
 MEMTRIM_ASSERT_OFFSET(memtrim_stats, live_bytes, 8);
 MEMTRIM_ASSERT_OFFSET(memtrim_stats, frees, 32);

@@ -149,6 +149,12 @@ fn claim() -> Option<&'static Slot> {
     Some(slot)
 }
 
+/// The calling thread's allocations through the exports (libc's own, as in fopen) are the
+/// library's, not the host's: they are not counted. For the worker thread.
+pub fn exclude_this_thread() {
+    tls::set(OFF);
+}
+
 /// Thread-exit hook: later allocations of the exiting thread count in SHARED and the slot,
 /// counters intact, waits for another thread.
 extern "C" fn release(slot: *mut libc::c_void) {

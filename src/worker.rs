@@ -47,6 +47,7 @@ fn spawn() {
 extern "C" fn main(_: *mut libc::c_void) -> *mut libc::c_void {
     // SAFETY: names the calling thread; the name fits in 16 bytes.
     unsafe { libc::pthread_setname_np(libc::pthread_self(), c"memtrim".as_ptr()) };
+    accounting::exclude_this_thread();
     run();
     core::ptr::null_mut()
 }

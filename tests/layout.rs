@@ -18,6 +18,8 @@ fn header_offsets_match_rust() {
     let mut rust = offsets!(Page, "memtrim_page": magic, layout_version, header_size, seq, stats);
     rust.push(("memtrim_page.trim_requested".into(), control + offset_of!(Control, trim_requested)));
     rust.push(("memtrim_page.trim_served".into(), control + offset_of!(Control, trim_served)));
+    rust.push(("memtrim_page.report_requested".into(), control + offset_of!(Control, report_requested)));
+    rust.push(("memtrim_page.report_served".into(), control + offset_of!(Control, report_served)));
     rust.extend(offsets!(Stats, "memtrim_page_stats": check, pid, ppid, uid, allocator, start_ticks, comm, updated_at_ms,
         samples, live_bytes, peak_live_bytes, allocs, frees, heap_bytes, retained_bytes, rss_bytes, pss_bytes, uss_bytes,
         swap_bytes, smaps_at_ms, trims, released_bytes, last_trim_us, max_trim_us, last_trim_at_ms, sample_cost_us,

@@ -58,8 +58,16 @@ pub fn compile(name: &str, extra: &[&str]) -> PathBuf {
     out
 }
 
-/// `cmd` with the library preloaded in front of any LD_PRELOAD it already has.
+/// The backend the tests run against: TEST_ALLOCATOR (glibc or jemalloc; scripts/test
+/// runs the suite once with each).
+pub fn allocator() -> String {
+    std::env::var("TEST_ALLOCATOR").unwrap_or_else(|_| "glibc".into())
+}
+
+/// `cmd` with the library preloaded in front of any LD_PRELOAD it already has, on the backend
+/// under test.
 pub fn preloaded(cmd: &mut Command) -> &mut Command {
+    cmd.env("MEMTRIM_ALLOCATOR", allocator());
     let mut preload = lib().into_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD") {
         preload.push(":");

@@ -40,6 +40,9 @@ pub struct Control {
     pub trim_requested: AtomicU32,
     /// Set by the worker to the request it has served; `memtrim trim` waits on it.
     pub trim_served: AtomicU32,
+    /// The same pair for `memtrim report`: the worker writes the report file, then serves.
+    pub report_requested: AtomicU32,
+    pub report_served: AtomicU32,
 }
 
 pub const ALLOCATOR_GLIBC: u32 = 0;
