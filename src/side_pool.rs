@@ -7,7 +7,9 @@
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
 
-const RESERVES: [usize; 2] = [4 << 30, 256 << 20];
+/// Address space only, and only once a release has run; it shows in VSZ, so no bigger than a
+/// release window of allocations can need.
+const RESERVES: [usize; 2] = [1 << 30, 128 << 20];
 const MIN_SHIFT: u32 = 5;
 const MAX_SHIFT: u32 = 25;
 const CLASSES: usize = (MAX_SHIFT - MIN_SHIFT + 1) as usize;
