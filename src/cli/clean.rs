@@ -1,5 +1,6 @@
 //! `memtrim clean [--dry-run] [--dir DIR]`: removes the pages of processes that are gone
-//! (killed before they could unlink them). A live process's page is never touched; a symlink
+//! (killed before they could unlink them) or that abandoned them (exec'd a program without the
+//! library: the page is no longer mapped and no longer updated). A live process's page is never touched; a symlink
 //! or other non-regular file with a page's name is reported and left alone (unlink would not
 //! follow it, but it is not ours to judge); without root only your own pages go.
 use crate::pages;
@@ -41,10 +42,14 @@ pub fn main(args: &[String]) -> i32 {
     let (mut removed, mut live, mut failed) = (0usize, 0usize, 0usize);
     let mut left = Vec::new();
     for (path, pid, start) in cands {
-        if pages::is_live(pid, start) {
+        let (why, judged) = if !pages::is_live(pid, start) {
+            ("is gone", None)
+        } else if let Some(ino) = pages::abandoned_inode(&path, pid, start) {
+            ("runs on without the library", Some(ino))
+        } else {
             live += 1;
             continue;
-        }
+        };
         let md = match std::fs::symlink_metadata(&path) {
             Ok(md) => md,
             Err(_) => continue, // removed meanwhile
@@ -57,15 +62,21 @@ pub fn main(args: &[String]) -> i32 {
             left.push(format!("{}: belongs to uid {}, left alone", path.display(), md.uid()));
             continue;
         }
+        // The process of an abandoned page could exec back into the library, which replaces
+        // the file: remove only the file that was judged.
+        if judged.is_some_and(|ino| ino != md.ino()) {
+            live += 1;
+            continue;
+        }
         if dry {
-            println!("would remove {} (process {pid} is gone)", path.display());
+            println!("would remove {} (process {pid} {why})", path.display());
             removed += 1;
             continue;
         }
-        // Judged gone by name: a process cannot come back with the same pid and start time.
+        // A gone process cannot come back with the same pid and start time.
         match std::fs::remove_file(&path) {
             Ok(()) => {
-                println!("removed {} (process {pid} is gone)", path.display());
+                println!("removed {} (process {pid} {why})", path.display());
                 removed += 1;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -52,6 +52,9 @@ pub struct Entry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Skip {
     Gone,
+    /// The process lives on, but no longer maps its page (it exec'd a program that does not
+    /// run the library): nothing will update or remove the page.
+    Abandoned,
     /// Another user's page (only its owner or root may read it).
     OtherUser(u32),
     PermissionDenied,
@@ -69,6 +72,7 @@ impl Skip {
     fn category(&self) -> &'static str {
         match self {
             Skip::Gone => "gone (process exited without removing it; `memtrim clean` removes them)",
+            Skip::Abandoned => "abandoned (process runs on without the library, after an exec; `memtrim clean` removes them)",
             Skip::OtherUser(_) | Skip::PermissionDenied => "of other users (unreadable)",
             Skip::NotRegular => "not regular files (symlinks or others, not followed)",
             Skip::OtherLayout(_) => "of another layout version (another memtrim version)",
@@ -83,6 +87,9 @@ impl Skip {
     pub fn describe(&self) -> String {
         match self {
             Skip::Gone => "its process is gone (stale page; `memtrim clean` removes it)".into(),
+            Skip::Abandoned => {
+                "its process no longer has the page mapped and stopped updating it (it exec'd a program without the library); `memtrim clean` removes it".into()
+            }
             Skip::OtherUser(uid) => format!("it belongs to uid {uid}; only its owner or root can read it"),
             Skip::PermissionDenied => "permission denied; only the page's owner or root can read it".into(),
             Skip::NotRegular => "it is not a regular file (a symlink or other file is never followed)".into(),
@@ -158,6 +165,10 @@ fn proc_uids(pid: u32) -> Option<[u32; 4]> {
 pub struct Mapped {
     ptr: *mut libc::c_void,
     pub uid: u32,
+    /// The file's inode, to find it in the process's mappings.
+    pub ino: u64,
+    /// The file's change time (creation, for a page never published), unix ms.
+    pub ctime_ms: u64,
 }
 
 impl Mapped {
@@ -223,6 +234,8 @@ pub fn map(path: &Path, write: bool) -> Result<Mapped, Skip> {
         } else {
             Ok(st.st_uid)
         };
+        let ino = st.st_ino;
+        let ctime_ms = (st.st_ctime.max(0) as u64) * 1000 + (st.st_ctime_nsec.max(0) as u64) / 1_000_000;
         let uid = match checked {
             Ok(uid) => uid,
             Err(e) => {
@@ -237,7 +250,7 @@ pub fn map(path: &Path, write: bool) -> Result<Mapped, Skip> {
         if ptr == libc::MAP_FAILED {
             return Err(Skip::Io(format!("{}: mmap: {err}", path.display())));
         }
-        Ok(Mapped { ptr, uid })
+        Ok(Mapped { ptr, uid, ino, ctime_ms })
     }
 }
 
@@ -245,12 +258,12 @@ pub fn map(path: &Path, write: bool) -> Result<Mapped, Skip> {
 pub fn snapshot(m: &Mapped, pid: u32, start_ticks: u64) -> Result<Stats, Skip> {
     let p = m.page();
     match p.read() {
-        Err(ReadError::NotAPage) => return Err(Skip::Corrupt("no memtrim magic".into())),
-        Err(ReadError::OtherLayout(v)) => return Err(Skip::OtherLayout(v)),
-        Err(ReadError::Torn) if !m.published() => return Err(Skip::Starting),
-        Err(ReadError::Torn) => return Err(Skip::Torn),
+        Err(ReadError::NotAPage) => Err(Skip::Corrupt("no memtrim magic".into())),
+        Err(ReadError::OtherLayout(v)) => Err(Skip::OtherLayout(v)),
+        Err(ReadError::Torn) if !m.published() => Err(Skip::Starting),
+        Err(ReadError::Torn) => Err(Skip::Torn),
         Ok(s) if s.pid != pid || s.start_ticks != start_ticks => {
-            return Err(Skip::Corrupt(format!("it describes pid {} started at {}, not its name's", s.pid, s.start_ticks)))
+            Err(Skip::Corrupt(format!("it describes pid {} started at {}, not its name's", s.pid, s.start_ticks)))
         }
         Ok(s) => Ok(s),
     }
@@ -268,7 +281,18 @@ pub fn load(path: &Path, pid: u32, start_ticks: u64, include_gone: bool) -> Resu
         };
     }
     let m = map(path, false)?;
-    let stats = match snapshot(&m, pid, start_ticks) {
+    let snap = snapshot(&m, pid, start_ticks);
+    if live && abandoned(&m, &snap, pid) {
+        return if include_gone {
+            match snap {
+                Ok(stats) => Ok(Entry { path: path.to_path_buf(), state: State::Gone, stats }),
+                Err(_) => Err(Skip::Abandoned),
+            }
+        } else {
+            Err(Skip::Abandoned)
+        };
+    }
+    let stats = match snap {
         Err(_) if !live => return Err(Skip::Gone),
         r => r?,
     };
@@ -284,6 +308,34 @@ pub fn load(path: &Path, pid: u32, start_ticks: u64, include_gone: bool) -> Resu
         }
     }
     Ok(Entry { path: path.to_path_buf(), state: if live { State::Live } else { State::Gone }, stats })
+}
+
+/// Whether a live process's page is abandoned: not updated for several intervals (or, never
+/// published, created long ago) and no longer mapped by the process, as after an exec into a
+/// program without the library. A process that is merely stopped or slow still maps its page.
+pub fn abandoned(m: &Mapped, snap: &Result<Stats, Skip>, pid: u32) -> bool {
+    let now = now_ms();
+    let (age, interval) = match snap {
+        Ok(s) => (now.saturating_sub(s.updated_at_ms), s.interval_ms),
+        Err(Skip::Starting) => (now.saturating_sub(m.ctime_ms), 1000),
+        Err(_) => return false,
+    };
+    age > interval.saturating_mul(3).saturating_add(2000) && maps_inode(pid, m.ino) == Some(false)
+}
+
+/// Whether the process maps a file with this inode (None: its maps cannot be read).
+fn maps_inode(pid: u32, ino: u64) -> Option<bool> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let ino = ino.to_string();
+    Some(maps.lines().any(|l| l.split_whitespace().nth(4) == Some(ino.as_str())))
+}
+
+/// The inode of the page at `path`, whose name is a live process's, if the process has
+/// abandoned it.
+pub fn abandoned_inode(path: &Path, pid: u32, start_ticks: u64) -> Option<u64> {
+    let m = map(path, false).ok()?;
+    let snap = snapshot(&m, pid, start_ticks);
+    abandoned(&m, &snap, pid).then_some(m.ino)
 }
 
 /// The candidate page files in `dir`: (path, pid, start ticks), sorted by pid.

@@ -29,7 +29,7 @@ pub fn main(args: &[String]) -> i32 {
                 // the pid is given elsewhere.
                 let pid_elsewhere = pid.is_some() || args[(i + 2).min(args.len())..].iter().any(|a| !a.starts_with('-'));
                 if let Some(secs) = args.get(i + 1).filter(|_| pid_elsewhere).and_then(|s| s.parse::<f64>().ok()) {
-                    if !(secs.is_finite() && secs >= 0.05 && secs <= 86400.0) {
+                    if !(0.05..=86400.0).contains(&secs) {
                         return usage("--watch takes seconds from 0.05 to 86400");
                     }
                     watch = Some(secs);

@@ -357,7 +357,21 @@ fn draw(v: &mut View, scan: &pages::Scan) -> String {
     // the header in reverse video, full width
     let h = clip(&header, cols);
     let pad = cols.saturating_sub(h.chars().count());
-    out.push_str(&format!("\x1b[7m{h}{}\x1b[0m\r\n", " ".repeat(pad)));
+    // the sorted column's title underlined and bold
+    let title = match v.key {
+        SortKey::Pid => "PID",
+        SortKey::Live => "LIVE",
+        SortKey::Heap => "HEAP",
+        SortKey::Retained => "RETAINED",
+        SortKey::Rss => "RSS",
+        SortKey::Pss => "PSS",
+        SortKey::Frag => "FRAG%",
+    };
+    let marked = match h.split(' ').position(|w| w == title) {
+        Some(_) => h.split(' ').map(|w| if w == title { format!("\x1b[1;4m{w}\x1b[22;24m") } else { w.to_string() }).collect::<Vec<_>>().join(" "),
+        None => h,
+    };
+    out.push_str(&format!("\x1b[7m{marked}{}\x1b[0m\r\n", " ".repeat(pad)));
     let shown = body.iter().skip(v.scroll).take(room);
     let mut n = 0;
     for line in shown {

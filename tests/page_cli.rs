@@ -1,0 +1,1118 @@
+//! The stats page seen from outside: `memtrim ls`, `stat`, `top`, `trim` and `clean` against real
+//! processes running under libmemtrim.so (tests/py/page_host.py, gunicorn, sleep), each test in
+//! its own MEMTRIM_SHM_DIR so that tests do not see each other's pages.
+//!
+//! Build first: `cargo build --release && cargo test --release --test page_cli`.
+//! Tools: python3 (required on CI), gunicorn, tmux, setpriv (each skipped with a message when
+//! missing, failed on CI).
+
+mod common;
+
+use common::{lib, require_tool, root, text};
+use memtrim_common::page::{Page, Stats, FILE_BYTES};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const MIB: i64 = 1 << 20;
+
+// ---------------------------------------------------------------------------------------------
+// A small JSON reader (the CLI writes JSON by hand; reading it strictly checks that too).
+
+#[derive(Clone, Debug, PartialEq)]
+enum Json {
+    Null,
+    Bool(bool),
+    /// The number's text, as written (integers must stay exact).
+    Num(String),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(BTreeMap<String, Json>),
+}
+
+impl Json {
+    fn parse(s: &str) -> Result<Json, String> {
+        let b = s.as_bytes();
+        let mut i = 0;
+        let v = value(b, &mut i)?;
+        skip_ws(b, &mut i);
+        if i != b.len() {
+            return Err(format!("trailing text at byte {i}: {:?}", &s[i..s.len().min(i + 40)]));
+        }
+        Ok(v)
+    }
+
+    fn get(&self, key: &str) -> &Json {
+        match self {
+            Json::Obj(m) => m.get(key).unwrap_or_else(|| panic!("no field {key:?} in {self:?}")),
+            _ => panic!("not an object: {self:?}"),
+        }
+    }
+
+    fn has(&self, key: &str) -> bool {
+        matches!(self, Json::Obj(m) if m.contains_key(key))
+    }
+
+    /// An integer field, exactly.
+    fn int(&self, key: &str) -> i64 {
+        match self.get(key) {
+            Json::Num(n) => n.parse::<i64>().unwrap_or_else(|_| panic!("{key} = {n} is not an integer")),
+            v => panic!("{key} is not a number: {v:?}"),
+        }
+    }
+
+    fn num(&self, key: &str) -> f64 {
+        match self.get(key) {
+            Json::Num(n) => n.parse::<f64>().unwrap(),
+            v => panic!("{key} is not a number: {v:?}"),
+        }
+    }
+
+    fn str(&self, key: &str) -> &str {
+        match self.get(key) {
+            Json::Str(s) => s,
+            v => panic!("{key} is not a string: {v:?}"),
+        }
+    }
+
+    fn arr(&self) -> &[Json] {
+        match self {
+            Json::Arr(v) => v,
+            _ => panic!("not an array: {self:?}"),
+        }
+    }
+}
+
+fn skip_ws(b: &[u8], i: &mut usize) {
+    while *i < b.len() && matches!(b[*i], b' ' | b'\n' | b'\r' | b'\t') {
+        *i += 1;
+    }
+}
+
+fn value(b: &[u8], i: &mut usize) -> Result<Json, String> {
+    skip_ws(b, i);
+    let rest = &b[*i..];
+    let lit = |w: &str, v: Json, i: &mut usize| -> Result<Json, String> {
+        if rest.starts_with(w.as_bytes()) {
+            *i += w.len();
+            Ok(v)
+        } else {
+            Err(format!("bad literal at byte {i}"))
+        }
+    };
+    match rest.first() {
+        None => Err("unexpected end".into()),
+        Some(b'n') => lit("null", Json::Null, i),
+        Some(b't') => lit("true", Json::Bool(true), i),
+        Some(b'f') => lit("false", Json::Bool(false), i),
+        Some(b'"') => string(b, i).map(Json::Str),
+        Some(b'[') => {
+            *i += 1;
+            let mut v = Vec::new();
+            skip_ws(b, i);
+            if b.get(*i) == Some(&b']') {
+                *i += 1;
+                return Ok(Json::Arr(v));
+            }
+            loop {
+                v.push(value(b, i)?);
+                skip_ws(b, i);
+                match b.get(*i) {
+                    Some(b',') => *i += 1,
+                    Some(b']') => {
+                        *i += 1;
+                        return Ok(Json::Arr(v));
+                    }
+                    _ => return Err(format!("expected , or ] at byte {i}")),
+                }
+            }
+        }
+        Some(b'{') => {
+            *i += 1;
+            let mut m = BTreeMap::new();
+            skip_ws(b, i);
+            if b.get(*i) == Some(&b'}') {
+                *i += 1;
+                return Ok(Json::Obj(m));
+            }
+            loop {
+                skip_ws(b, i);
+                let k = string(b, i)?;
+                skip_ws(b, i);
+                if b.get(*i) != Some(&b':') {
+                    return Err(format!("expected : at byte {i}"));
+                }
+                *i += 1;
+                let v = value(b, i)?;
+                if m.insert(k.clone(), v).is_some() {
+                    return Err(format!("duplicate key {k:?}"));
+                }
+                skip_ws(b, i);
+                match b.get(*i) {
+                    Some(b',') => *i += 1,
+                    Some(b'}') => {
+                        *i += 1;
+                        return Ok(Json::Obj(m));
+                    }
+                    _ => return Err(format!("expected , or }} at byte {i}")),
+                }
+            }
+        }
+        Some(c) if *c == b'-' || c.is_ascii_digit() => {
+            let start = *i;
+            while *i < b.len() && matches!(b[*i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                *i += 1;
+            }
+            let t = std::str::from_utf8(&b[start..*i]).unwrap().to_string();
+            t.parse::<f64>().map_err(|_| format!("bad number {t:?}"))?;
+            if t.starts_with("0") && t.len() > 1 && !t.starts_with("0.") || t.starts_with("-0") && t.len() > 2 && !t.starts_with("-0.") || t.ends_with('.') {
+                return Err(format!("not a JSON number: {t:?}"));
+            }
+            Ok(Json::Num(t))
+        }
+        Some(c) => Err(format!("unexpected {:?} at byte {i}", *c as char)),
+    }
+}
+
+fn string(b: &[u8], i: &mut usize) -> Result<String, String> {
+    if b.get(*i) != Some(&b'"') {
+        return Err(format!("expected a string at byte {i}"));
+    }
+    *i += 1;
+    let mut out = Vec::new();
+    loop {
+        let c = *b.get(*i).ok_or("unterminated string")?;
+        *i += 1;
+        match c {
+            b'"' => return String::from_utf8(out).map_err(|e| e.to_string()),
+            b'\\' => {
+                let e = *b.get(*i).ok_or("bad escape")?;
+                *i += 1;
+                match e {
+                    b'"' | b'\\' | b'/' => out.push(e),
+                    b'n' => out.push(b'\n'),
+                    b't' => out.push(b'\t'),
+                    b'r' => out.push(b'\r'),
+                    b'b' => out.push(8),
+                    b'f' => out.push(12),
+                    b'u' => {
+                        let h = std::str::from_utf8(b.get(*i..*i + 4).ok_or("bad \\u")?).unwrap();
+                        let cp = u32::from_str_radix(h, 16).map_err(|_| "bad \\u")?;
+                        *i += 4;
+                        let ch = char::from_u32(cp).ok_or("surrogate \\u not expected here")?;
+                        out.extend(ch.to_string().as_bytes());
+                    }
+                    _ => return Err(format!("bad escape \\{}", e as char)),
+                }
+            }
+            c if c < 0x20 => return Err(format!("raw control character {c:#x} in a string")),
+            c => out.push(c),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes, directories and the CLI.
+
+/// A page directory of one test, under the target dir (so that `nobody` can reach it), removed
+/// at the end.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let p = base.join(format!("page_cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        TempDir(p)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn join(&self, s: &str) -> PathBuf {
+        self.0.join(s)
+    }
+
+    /// Names of the page files (memtrim.PID.START) for `pid`.
+    fn pages_of(&self, pid: u32) -> Vec<String> {
+        let prefix = format!("memtrim.{pid}.");
+        let mut v: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The CPython executable itself (not a pyenv shim script), so that the pid we start is the
+/// interpreter's.
+fn python() -> Option<&'static str> {
+    static PY: OnceLock<Option<String>> = OnceLock::new();
+    PY.get_or_init(|| {
+        if !require_tool("python3") {
+            return None;
+        }
+        let o = Command::new("python3").args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"]).output().ok()?;
+        o.status.success().then(|| text(&o.stdout).trim().to_string())
+    })
+    .as_deref()
+}
+
+/// Environment of a process under the library that writes its page into `dir`.
+fn under_library<'a>(c: &'a mut Command, dir: &Path, interval_ms: u32) -> &'a mut Command {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("MEMTRIM_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("LD_PRELOAD", lib()).env("MEMTRIM_SHM_DIR", dir).env("MEMTRIM_INTERVAL_MS", interval_ms.to_string())
+}
+
+/// A child process killed (SIGKILL, by its pid) and reaped when the test ends, however it ends.
+struct Proc(Child);
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// tests/py/page_host.py under the library, driven over stdin/stdout.
+struct Host {
+    proc: Proc,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+}
+
+impl Host {
+    fn start(dir: &Path) -> Option<Host> {
+        let py = python()?;
+        let mut c = Command::new(py);
+        c.arg(root().join("tests/py/page_host.py")).env("PYTHONMALLOC", "malloc").env_remove("PYTHONDEVMODE");
+        under_library(&mut c, dir, 100);
+        let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("python3 starts");
+        let stdin = child.stdin.take().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut h = Host { proc: Proc(child), stdin, lines: rx };
+        let ready = h.line();
+        assert_eq!(ready, format!("ready {}", h.pid()), "page_host.py did not start");
+        Some(h)
+    }
+
+    fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    fn line(&mut self) -> String {
+        self.lines.recv_timeout(Duration::from_secs(60)).expect("page_host.py answers within 60 s")
+    }
+
+    /// Asks the host to exit normally and waits for it.
+    fn exit(mut self) {
+        writeln!(self.stdin, "exit").unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.proc.0.try_wait().unwrap() {
+                assert!(st.success(), "page_host.py exited with {st}");
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "page_host.py did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a command, returns its answer.
+    fn cmd(&mut self, c: &str) -> String {
+        writeln!(self.stdin, "{c}").unwrap();
+        self.stdin.flush().unwrap();
+        let a = self.line();
+        assert!(!a.starts_with("error"), "page_host.py: {c}: {a}");
+        a
+    }
+}
+
+/// A process that is not under the library (a `sleep`), to lend its live (pid, start) to pages
+/// crafted by the tests.
+fn sleeper() -> Proc {
+    Proc(Command::new("sleep").arg("300").env_remove("LD_PRELOAD").stdin(Stdio::null()).spawn().expect("sleep starts"))
+}
+
+/// Start time of a process in clock ticks after boot (field 22 of /proc/PID/stat).
+fn start_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = s.rsplit_once(')').unwrap().1;
+    rest.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+fn proc_state(pid: u32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(')')?.1.split_whitespace().next()?.chars().next()
+}
+
+/// Runs `memtrim ARGS` with MEMTRIM_SHM_DIR=dir.
+fn memtrim(dir: &Path, args: &[&str]) -> Output {
+    let mut c = Command::new(common::cli());
+    c.args(args).env("MEMTRIM_SHM_DIR", dir).env_remove("LD_PRELOAD").stdin(Stdio::null());
+    c.output().expect("memtrim runs")
+}
+
+fn show(o: &Output) -> String {
+    format!("status {}\n--- stdout\n{}\n--- stderr\n{}", o.status, text(&o.stdout), text(&o.stderr))
+}
+
+fn stat_json(dir: &Path, pid: u32) -> Result<Json, String> {
+    let o = memtrim(dir, &["stat", &pid.to_string(), "--json"]);
+    if !o.status.success() {
+        return Err(show(&o));
+    }
+    Json::parse(text(&o.stdout).trim()).map_err(|e| format!("bad JSON ({e}):\n{}", show(&o)))
+}
+
+fn ls_json(dir: &Path, extra: &[&str]) -> (Vec<Json>, String) {
+    let mut args = vec!["ls", "--json"];
+    args.extend_from_slice(extra);
+    let o = memtrim(dir, &args);
+    assert!(o.status.success(), "memtrim ls --json failed:\n{}", show(&o));
+    let j = Json::parse(text(&o.stdout).trim()).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{}", show(&o)));
+    (j.arr().to_vec(), text(&o.stderr))
+}
+
+/// Polls `f` every 50 ms until it gives Ok, or fails the test after `limit` with the last Err.
+fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) if start.elapsed() > limit => panic!("timed out after {limit:?} waiting for {what}; last: {last}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// The page of `pid` as `stat --json` shows it, once one has been published after `after_ms`.
+fn fresh_stat(dir: &Path, pid: u32, after_ms: i64) -> Json {
+    wait_for(&format!("a publication of pid {pid}'s page"), Duration::from_secs(15), || {
+        let j = stat_json(dir, pid)?;
+        if j.int("updated_at") > after_ms { Ok(j) } else { Err(format!("updated_at {} <= {after_ms}", j.int("updated_at"))) }
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn requests(j: &Json) -> i64 {
+    j.get("releases_by_reason").int("request")
+}
+
+const CONTRACT: &[&str] = &[
+    "pid",
+    "ppid",
+    "comm",
+    "allocator",
+    "live_bytes",
+    "peak_live_bytes",
+    "heap_bytes",
+    "retained_bytes",
+    "rss_bytes",
+    "pss_bytes",
+    "uss_bytes",
+    "swap_bytes",
+    "allocs",
+    "frees",
+    "trims",
+    "released_bytes",
+    "last_trim_ms",
+    "max_trim_ms",
+    "updated_at",
+];
+
+fn check_contract(j: &Json) {
+    for k in CONTRACT {
+        assert!(j.has(k), "field {k} missing from {j:?}");
+    }
+    for k in ["pid", "ppid", "live_bytes", "peak_live_bytes", "heap_bytes", "retained_bytes", "rss_bytes", "pss_bytes", "uss_bytes", "swap_bytes", "allocs", "frees", "trims", "released_bytes", "updated_at"] {
+        assert!(j.int(k) >= 0, "{k} is not a non-negative integer");
+    }
+    j.num("last_trim_ms");
+    j.num("max_trim_ms");
+    assert!(matches!(j.str("allocator"), "glibc" | "jemalloc"), "allocator {:?}", j.str("allocator"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+/// ~100 MiB allocated then freed by a Python process: `stat --json` follows live_bytes up by
+/// at least 90 MiB and back down; the text form shows the same process.
+#[test]
+fn stat_json_follows_live_bytes_up_and_down() {
+    let dir = TempDir::new("stat");
+    let Some(mut h) = Host::start(dir.path()) else { return };
+    let pid = h.pid();
+    // a publication after the host said it is ready (an earlier one may predate its imports)
+    let t0 = now_ms();
+    let before = fresh_stat(dir.path(), pid, t0);
+    check_contract(&before);
+    assert_eq!(before.int("pid"), pid as i64);
+    assert_eq!(before.int("ppid"), std::process::id() as i64, "ppid of the host is the test process");
+    assert!(before.str("comm").starts_with("python"), "comm {:?}", before.str("comm"));
+    assert_eq!(before.str("state"), "live");
+    let base = before.int("live_bytes");
+
+    h.cmd("alloc 100");
+    let up = wait_for("live_bytes to rise by >= 90 MiB", Duration::from_secs(15), || {
+        let j = stat_json(dir.path(), pid)?;
+        let rise = j.int("live_bytes") - base;
+        if rise >= 90 * MIB { Ok(j) } else { Err(format!("rose {rise} bytes")) }
+    });
+    let rise = up.int("live_bytes") - base;
+    eprintln!("live_bytes {base} -> {} (+{} MiB)", up.int("live_bytes"), rise / MIB);
+    assert!(rise <= 125 * MIB, "live_bytes rose by {} MiB for ~100 MiB", rise / MIB);
+    assert!(up.int("peak_live_bytes") >= up.int("live_bytes"));
+    // heap_bytes (mallinfo2) is refreshed on its own, cost-based cadence (src/heap_stats.rs),
+    // so it may lag live_bytes for a while.
+    let t_up = Instant::now();
+    let heap = wait_for("heap_bytes to follow", Duration::from_secs(10), || {
+        let j = stat_json(dir.path(), pid)?;
+        if j.int("heap_bytes") >= 90 * MIB { Ok(j.int("heap_bytes")) } else { Err(format!("heap_bytes {}", j.int("heap_bytes"))) }
+    });
+    eprintln!("heap_bytes {heap} reached {:?} after live_bytes did", t_up.elapsed());
+    assert!(up.int("rss_bytes") >= 90 * MIB, "rss_bytes {} with 100 MiB live and zeroed", up.int("rss_bytes"));
+    assert!(up.int("allocs") > before.int("allocs"));
+    assert!(up.int("updated_at") >= t0);
+
+    let text_stat = memtrim(dir.path(), &["stat", &pid.to_string()]);
+    assert!(text_stat.status.success(), "{}", show(&text_stat));
+    let t = text(&text_stat.stdout);
+    assert!(t.contains(&format!("memtrim stat {pid}")) && t.contains("live") && t.contains("MiB"), "{t}");
+
+    h.cmd("free");
+    let down = wait_for("live_bytes to fall back", Duration::from_secs(15), || {
+        let j = stat_json(dir.path(), pid)?;
+        let diff = j.int("live_bytes") - base;
+        if diff <= 4 * MIB { Ok(j) } else { Err(format!("still {diff} bytes above the start")) }
+    });
+    eprintln!("after free: live_bytes {} (start {base})", down.int("live_bytes"));
+    assert!(down.int("peak_live_bytes") >= up.int("live_bytes"), "peak kept");
+    assert!(down.int("frees") > up.int("frees"));
+
+    // --watch prints again and again (one JSON object per line with --json)
+    let mut w = Command::new(common::cli());
+    w.args(["stat", &pid.to_string(), "--json", "--watch", "0.1"]).env("MEMTRIM_SHM_DIR", dir.path()).stdout(Stdio::piped());
+    let mut child = Proc(w.spawn().unwrap());
+    let mut out = BufReader::new(child.0.stdout.take().unwrap());
+    let mut samples = Vec::new();
+    for _ in 0..3 {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        samples.push(Json::parse(l.trim()).unwrap_or_else(|e| panic!("--watch line {l:?}: {e}")).int("pid"));
+    }
+    assert_eq!(samples, vec![pid as i64; 3]);
+    drop(child);
+
+    // a pid without a page
+    let o = memtrim(dir.path(), &["stat", &std::process::id().to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(text(&o.stderr).contains("no page"), "{}", show(&o));
+    h.exit();
+}
+
+/// Forked children get pages of their own; `ls --json` lists them with the parent's pid as ppid
+/// and the text form draws them under it. At their normal exit the pages go.
+#[test]
+fn ls_shows_forked_children_under_their_parent() {
+    let dir = TempDir::new("fork");
+    let Some(mut h) = Host::start(dir.path()) else { return };
+    let parent = h.pid();
+    fresh_stat(dir.path(), parent, 0);
+    let forked = h.cmd("fork 2");
+    let kids: Vec<u32> = forked.strip_prefix("forked ").unwrap().split_whitespace().map(|p| p.parse().unwrap()).collect();
+    assert_eq!(kids.len(), 2);
+    let list = wait_for("parent and both children in `ls --json`", Duration::from_secs(15), || {
+        let (v, _) = ls_json(dir.path(), &[]);
+        let pids: Vec<i64> = v.iter().map(|j| j.int("pid")).collect();
+        if [parent, kids[0], kids[1]].iter().all(|p| pids.contains(&(*p as i64))) { Ok(v) } else { Err(format!("pids {pids:?}")) }
+    });
+    for j in &list {
+        check_contract(j);
+        let pid = j.int("pid") as u32;
+        if kids.contains(&pid) {
+            assert_eq!(j.int("ppid"), parent as i64, "child {pid}'s ppid");
+            assert_eq!(j.str("state"), "live");
+        }
+    }
+    for k in &kids {
+        let own = dir.pages_of(*k);
+        assert_eq!(own.len(), 1, "child {k} has exactly one page of its own: {own:?}");
+        assert_ne!(own, dir.pages_of(parent));
+    }
+    // the parent's page keeps being published after the fork
+    let t = now_ms();
+    fresh_stat(dir.path(), parent, t);
+    // the tree: children right under the parent, drawn with branches
+    let o = memtrim(dir.path(), &["ls"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let t = text(&o.stdout);
+    let lines: Vec<&str> = t.lines().collect();
+    assert!(lines[0].contains("PID") && lines[0].contains("PPID") && lines[0].contains("LIVE") && lines[0].contains("RELEASED"), "{t}");
+    let row = |pid: u32| lines.iter().position(|l| l.split_whitespace().next() == Some(&pid.to_string())).unwrap_or_else(|| panic!("no row for {pid}:\n{t}"));
+    let (p, a, b) = (row(parent), row(kids[0]), row(kids[1]));
+    assert!(a > p && b > p && a.max(b) == p + 2, "children not right under the parent:\n{t}");
+    assert!(lines[a].contains("─ python") && lines[b].contains("─ python"), "children not drawn as branches:\n{t}");
+    assert!(lines[p].contains("MiB") || lines[p].contains("KiB"), "human units:\n{t}");
+    // sorted JSON
+    let (v, _) = ls_json(dir.path(), &["--sort", "live"]);
+    let lives: Vec<i64> = v.iter().map(|j| j.int("live_bytes")).collect();
+    assert!(lives.windows(2).all(|w| w[0] >= w[1]), "--sort live: {lives:?}");
+    let bad = memtrim(dir.path(), &["ls", "--sort", "colour"]);
+    assert_eq!(bad.status.code(), Some(2));
+
+    h.cmd("reap");
+    wait_for("the children's pages to be unlinked at their exit", Duration::from_secs(10), || {
+        let left: Vec<String> = kids.iter().flat_map(|k| dir.pages_of(*k)).collect();
+        if left.is_empty() { Ok(()) } else { Err(format!("left: {left:?}")) }
+    });
+    h.exit();
+}
+
+/// A gunicorn master and its two workers (forked) under the library: `ls --json` lists the
+/// workers with the master as ppid.
+#[test]
+fn ls_lists_gunicorn_master_and_workers() {
+    if !require_tool("gunicorn") {
+        return;
+    }
+    let Some(py) = python() else { return };
+    let dir = TempDir::new("gunicorn");
+    let sock = dir.join("g.sock");
+    let mut c = Command::new(py);
+    c.args(["-m", "gunicorn", "--workers", "2", "--bind"])
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--chdir")
+        .arg(root().join("tests/py"))
+        .arg("page_wsgi:app")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    under_library(&mut c, dir.path(), 100);
+    let mut master = Proc(c.spawn().expect("gunicorn starts"));
+    let mpid = master.pid() as i64;
+    let list = wait_for("the gunicorn master and 2 workers in `ls --json`", Duration::from_secs(30), || {
+        if let Ok(Some(st)) = master.0.try_wait() {
+            panic!("gunicorn exited: {st}");
+        }
+        let (v, _) = ls_json(dir.path(), &[]);
+        let workers = v.iter().filter(|j| j.int("ppid") == mpid).count();
+        let has_master = v.iter().any(|j| j.int("pid") == mpid);
+        if has_master && workers == 2 { Ok(v) } else { Err(format!("master {has_master}, workers {workers}: {v:?}")) }
+    });
+    for j in &list {
+        check_contract(j);
+    }
+    let o = memtrim(dir.path(), &["ls"]);
+    let t = text(&o.stdout);
+    eprintln!("{t}");
+    assert_eq!(t.lines().filter(|l| l.contains("─ ")).count(), 2, "two workers drawn under the master:\n{t}");
+    // graceful stop: every page goes with its process
+    // SAFETY: signals our own child, by pid.
+    unsafe { libc::kill(master.pid() as i32, libc::SIGTERM) };
+    let st = master.0.wait().unwrap();
+    eprintln!("gunicorn stopped: {st}");
+    wait_for("no page left after gunicorn stopped", Duration::from_secs(10), || {
+        let left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with("memtrim.")).collect();
+        if left.is_empty() { Ok(()) } else { Err(format!("left: {left:?}")) }
+    });
+}
+
+/// kill -9 leaves the page behind: the process is not listed (neither as a zombie nor after
+/// being reaped), `ls --all` and `stat` say it is gone, `clean` removes exactly that page and
+/// keeps the live one.
+#[test]
+fn killed_process_page_is_gone_and_cleaned() {
+    let dir = TempDir::new("kill9");
+    let Some(mut victim) = Host::start(dir.path()) else { return };
+    let Some(other) = Host::start(dir.path()) else { return };
+    let (vp, op) = (victim.pid(), other.pid());
+    fresh_stat(dir.path(), vp, 0);
+    fresh_stat(dir.path(), op, 0);
+    let page = dir.pages_of(vp);
+    assert_eq!(page.len(), 1);
+    // SAFETY: our own child, by pid.
+    unsafe { libc::kill(vp as i32, libc::SIGKILL) };
+    wait_for("the killed host to be a zombie", Duration::from_secs(10), || match proc_state(vp) {
+        Some('Z') => Ok(()),
+        s => Err(format!("state {s:?}")),
+    });
+    let check_not_listed = |when: &str| {
+        let (v, err) = ls_json(dir.path(), &[]);
+        let pids: Vec<i64> = v.iter().map(|j| j.int("pid")).collect();
+        assert!(!pids.contains(&(vp as i64)), "{when}: the killed process is listed as live: {pids:?}");
+        assert!(pids.contains(&(op as i64)), "{when}: the live one is missing: {pids:?}");
+        assert!(err.contains("1 gone"), "{when}: stderr does not mention the gone page: {err}");
+        assert_eq!(err.lines().count(), 1, "{when}: one line on stderr: {err}");
+    };
+    check_not_listed("zombie");
+    let _ = victim.proc.0.wait();
+    check_not_listed("reaped");
+    let (all, _) = ls_json(dir.path(), &["--all"]);
+    let gone = all.iter().find(|j| j.int("pid") == vp as i64).expect("ls --all lists the gone page");
+    assert_eq!(gone.str("state"), "gone");
+    let o = memtrim(dir.path(), &["stat", &vp.to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(text(&o.stderr).contains("gone"), "{}", show(&o));
+    let o = memtrim(dir.path(), &["trim", &vp.to_string(), "--timeout", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+
+    let o = memtrim(dir.path(), &["clean", "--dry-run"]);
+    assert!(o.status.success() && text(&o.stdout).contains("would remove 1 stale page"), "{}", show(&o));
+    assert_eq!(dir.pages_of(vp), page, "--dry-run removed something");
+    let o = memtrim(dir.path(), &["clean"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(text(&o.stdout).contains("removed 1 stale page"), "{}", show(&o));
+    assert!(dir.pages_of(vp).is_empty(), "the stale page is still there");
+    assert_eq!(dir.pages_of(op).len(), 1, "clean removed a live page");
+    let (v, err) = ls_json(dir.path(), &[]);
+    assert_eq!(v.len(), 1);
+    assert!(err.is_empty(), "stderr after clean: {err}");
+    other.exit();
+}
+
+/// A process that execs a program without the library keeps its pid and start time, but no
+/// longer maps or updates its page: after a few intervals `ls` stops listing it, `stat` says
+/// why, `clean` removes the page and the process runs on. A stopped process (SIGSTOP) does not
+/// update its page either, but still maps it: it stays listed and its page stays.
+#[test]
+fn page_left_by_exec_is_abandoned_but_a_stopped_process_keeps_its_own() {
+    let dir = TempDir::new("exec");
+    let Some(mut ex) = Host::start(dir.path()) else { return };
+    let Some(stopped) = Host::start(dir.path()) else { return };
+    let (ep, sp) = (ex.pid(), stopped.pid());
+    fresh_stat(dir.path(), ep, 0);
+    fresh_stat(dir.path(), sp, 0);
+    writeln!(ex.stdin, "exec").unwrap();
+    ex.stdin.flush().unwrap();
+    wait_for("the host to exec sleep", Duration::from_secs(10), || {
+        let comm = std::fs::read_to_string(format!("/proc/{ep}/comm")).unwrap_or_default();
+        if comm.trim() == "sleep" { Ok(()) } else { Err(comm) }
+    });
+    // SAFETY: our own child, by pid.
+    unsafe { libc::kill(sp as i32, libc::SIGSTOP) };
+    let t = Instant::now();
+    let err = wait_for("the exec'd process to leave `ls`", Duration::from_secs(20), || {
+        let (v, err) = ls_json(dir.path(), &[]);
+        if v.iter().any(|j| j.int("pid") == ep as i64) { Err(format!("still listed after {:?}", t.elapsed())) } else { Ok(err) }
+    });
+    eprintln!("abandoned page recognised after {:?}: {err}", t.elapsed());
+    assert!(err.contains("1 abandoned"), "{err}");
+    std::thread::sleep(Duration::from_millis(500));
+    let (v, _) = ls_json(dir.path(), &[]);
+    let s = v.iter().find(|j| j.int("pid") == sp as i64).expect("the stopped process is still listed");
+    assert!(now_ms() - s.int("updated_at") > 2300, "the stopped process's page was updated: the check proved nothing");
+    let o = memtrim(dir.path(), &["stat", &ep.to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(text(&o.stderr).contains("exec"), "{}", show(&o));
+    let o = memtrim(dir.path(), &["clean"]);
+    assert!(o.status.success() && text(&o.stdout).contains("removed 1 stale page"), "{}", show(&o));
+    assert!(dir.pages_of(ep).is_empty(), "the abandoned page is still there");
+    assert_eq!(dir.pages_of(sp).len(), 1, "clean removed the stopped process's page");
+    assert!(matches!(proc_state(ep), Some('S' | 'R')), "the exec'd process was harmed");
+    // SAFETY: as above.
+    unsafe { libc::kill(sp as i32, libc::SIGCONT) };
+    stopped.exit();
+}
+
+/// A page built by the test (the library's own layout code) for a live process.
+fn crafted_page(pid: u32, start: u64, comm: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u64; FILE_BYTES / 8];
+    // SAFETY: FILE_BYTES, 8-aligned, zeroed: what a fresh page mapping is.
+    let page = unsafe { &mut *(buf.as_mut_ptr() as *mut Page) };
+    page.init();
+    let mut c = [0u8; 16];
+    c[..comm.len()].copy_from_slice(comm);
+    page.publish(Stats {
+        pid,
+        start_ticks: start,
+        comm: c,
+        live_bytes: 12345,
+        heap_bytes: 20000,
+        retained_bytes: 7655,
+        updated_at_ms: now_ms() as u64,
+        ..Default::default()
+    });
+    buf.iter().flat_map(|w| w.to_ne_bytes()).collect()
+}
+
+fn write_page(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// Garbage with page names, for live processes: random bytes, another layout version, a short
+/// file, a page that names another process, a broken check word, a FIFO (must not block), a
+/// directory. None crashes or hangs the CLI, none is listed, all are summed up on one stderr
+/// line; a good crafted page next to them is listed (with its hostile comm escaped).
+#[test]
+fn corrupt_and_odd_pages_are_skipped() {
+    let dir = TempDir::new("corrupt");
+    let procs: Vec<Proc> = (0..8).map(|_| sleeper()).collect();
+    let names: Vec<(u32, u64, PathBuf)> = procs
+        .iter()
+        .map(|p| {
+            let (pid, st) = (p.pid(), start_ticks(p.pid()));
+            (pid, st, dir.join(&format!("memtrim.{pid}.{st}")))
+        })
+        .collect();
+    // 0: random bytes
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..FILE_BYTES)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    write_page(&names[0].2, &noise);
+    // 1: layout version 99
+    let mut p = crafted_page(names[1].0, names[1].1, b"future");
+    p[8..12].copy_from_slice(&99u32.to_ne_bytes());
+    write_page(&names[1].2, &p);
+    // 2: short file
+    write_page(&names[2].2, &crafted_page(names[2].0, names[2].1, b"short")[..100]);
+    // 3: a page that says it is pid 1
+    write_page(&names[3].2, &crafted_page(1, names[3].1, b"liar"));
+    // 4: a word changed outside the seqlock
+    let mut p = crafted_page(names[4].0, names[4].1, b"torn");
+    let live_at = core::mem::offset_of!(Page, stats) + core::mem::offset_of!(Stats, live_bytes);
+    p[live_at] ^= 1;
+    write_page(&names[4].2, &p);
+    // 5: a FIFO
+    let c = std::ffi::CString::new(names[5].2.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // 6: a directory
+    std::fs::create_dir(&names[6].2).unwrap();
+    // 7: a good page, with a comm that would be an escape sequence on a terminal
+    let hostile = b"a\"b\\\x1b[31mc";
+    write_page(&names[7].2, &crafted_page(names[7].0, names[7].1, hostile));
+
+    let o = memtrim(dir.path(), &["ls", "--json"]);
+    assert!(o.status.success(), "{}", show(&o));
+    let v = Json::parse(text(&o.stdout).trim()).unwrap_or_else(|e| panic!("{e}\n{}", show(&o)));
+    let v = v.arr();
+    assert_eq!(v.len(), 1, "only the good page is listed: {v:?}");
+    assert_eq!(v[0].int("pid"), names[7].0 as i64);
+    assert_eq!(v[0].str("comm").as_bytes(), hostile, "comm round-trips through JSON escaping");
+    assert_eq!(v[0].int("live_bytes"), 12345);
+    let err = text(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "one stderr line: {err}");
+    assert!(err.contains("skipped 7 pages"), "{err}");
+    for word in ["another layout version", "corrupt", "torn", "not regular"] {
+        assert!(err.contains(word), "stderr does not say {word:?}: {err}");
+    }
+    let o = memtrim(dir.path(), &["ls"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(!o.stdout.contains(&0x1b), "an escape byte reached the terminal output:\n{}", show(&o));
+    for (i, (pid, _, _)) in names.iter().enumerate().take(7) {
+        let o = memtrim(dir.path(), &["stat", &pid.to_string()]);
+        assert_eq!(o.status.code(), Some(1), "stat of bad page {i}:\n{}", show(&o));
+    }
+    let o = memtrim(dir.path(), &["clean"]);
+    assert!(o.status.success() && text(&o.stdout).contains("removed 0 stale pages"), "{}", show(&o));
+    assert!(names.iter().all(|n| n.2.exists()), "clean removed a page of a live process");
+}
+
+/// A symlink with a page's name is never followed, neither by the CLI (ls, stat, trim, clean)
+/// nor by the library when it creates its page where one was planted (the name is known in
+/// advance: pid and start time of a shell that waits before it execs the preloaded program).
+#[test]
+fn planted_symlinks_are_not_followed() {
+    let dir = TempDir::new("symlink");
+    let outside = TempDir::new("symlink-target");
+    // CLI side: a valid page outside the directory, linked in under a live process's name.
+    let s = sleeper();
+    let st = start_ticks(s.pid());
+    let target = outside.join("real-page");
+    let bytes = crafted_page(s.pid(), st, b"followed");
+    write_page(&target, &bytes);
+    let link = dir.join(&format!("memtrim.{}.{st}", s.pid()));
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let (v, err) = ls_json(dir.path(), &[]);
+    assert!(v.is_empty(), "a symlinked page was listed: {v:?}");
+    assert!(err.contains("not regular"), "{err}");
+    let o = memtrim(dir.path(), &["stat", &s.pid().to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let o = memtrim(dir.path(), &["trim", &s.pid().to_string(), "--timeout", "0.5"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert_eq!(std::fs::read(&target).unwrap(), bytes, "the symlink's target was written to");
+    drop(s);
+    let o = memtrim(dir.path(), &["clean"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(target.exists() && std::fs::read(&target).unwrap() == bytes, "clean touched the symlink's target");
+    std::fs::remove_file(&link).unwrap();
+
+    // Library side: a shell (not preloaded) waits on stdin, then execs a preloaded sleep that
+    // keeps the shell's pid and start time, so the page name is known before the library runs.
+    let victim = outside.join("victim");
+    std::fs::write(&victim, b"victim\n").unwrap();
+    let dangling = outside.join("would-be-created");
+    let mut shells = Vec::new();
+    for target in [&victim, &dangling] {
+        let mut c = Command::new("sh");
+        c.args(["-c", "read _ && export LD_PRELOAD=\"$MT_LIB\" && exec sleep 300"]).env("MT_LIB", lib()).stdin(Stdio::piped());
+        under_library(&mut c, dir.path(), 100).env_remove("LD_PRELOAD");
+        let mut p = Proc(c.spawn().unwrap());
+        let pid = p.pid();
+        let name = dir.join(&format!("memtrim.{pid}.{}", start_ticks(pid)));
+        std::os::unix::fs::symlink(target, &name).unwrap();
+        writeln!(p.0.stdin.take().unwrap()).unwrap();
+        shells.push((p, name));
+    }
+    for (p, name) in &shells {
+        let j = wait_for("the preloaded sleep's page", Duration::from_secs(15), || stat_json(dir.path(), p.pid()));
+        assert_eq!(j.str("comm"), "sleep");
+        let md = std::fs::symlink_metadata(name).unwrap();
+        assert!(md.file_type().is_file(), "the page at {} is not a regular file", name.display());
+        assert_eq!(md.permissions().mode() & 0o777, 0o600, "page mode");
+    }
+    assert_eq!(std::fs::read(&victim).unwrap(), b"victim\n", "the library wrote through a planted symlink");
+    assert!(!dangling.exists(), "the library created the target of a dangling planted symlink");
+}
+
+fn setpriv_nobody() -> Option<Command> {
+    if !require_tool("setpriv") {
+        return None;
+    }
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: switching to nobody needs root");
+        return None;
+    }
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"]);
+    Some(c)
+}
+
+/// Another user (nobody) can neither read a page (`stat` fails, `ls` lists nothing, the file
+/// itself cannot be opened) nor ask for a release (`trim` fails and the process's request
+/// counter does not move).
+#[test]
+fn another_user_can_neither_read_nor_trim() {
+    if setpriv_nobody().is_none() {
+        return;
+    }
+    let dir = TempDir::new("nobody");
+    let Some(h) = Host::start(dir.path()) else { return };
+    let pid = h.pid();
+    let before = fresh_stat(dir.path(), pid, 0);
+    let page = dir.join(&dir.pages_of(pid)[0]);
+    let as_nobody = |args: &[&str]| -> Output {
+        let mut c = setpriv_nobody().unwrap();
+        c.arg(common::cli()).args(args).env("MEMTRIM_SHM_DIR", dir.path()).env_remove("LD_PRELOAD").stdin(Stdio::null());
+        c.output().unwrap()
+    };
+    // nobody must be able to run the CLI and reach the directory, or the test proves nothing
+    let mut c = setpriv_nobody().unwrap();
+    let o = c.args(["sh", "-c", "test -x \"$0\" && test -x \"$1\" && test -r \"$1\""]).arg(common::cli()).arg(dir.path()).output().unwrap();
+    if !o.status.success() {
+        eprintln!("SKIP: nobody cannot run {} or read {} (a parent directory is closed to other users)", common::cli().display(), dir.path().display());
+        return;
+    }
+    let pid_s = pid.to_string();
+    for args in [vec!["stat", pid_s.as_str()], vec!["stat", pid_s.as_str(), "--json"]] {
+        let o = as_nobody(&args);
+        assert_eq!(o.status.code(), Some(1), "nobody: memtrim {args:?}\n{}", show(&o));
+        assert!(o.stdout.is_empty(), "nobody read something:\n{}", show(&o));
+        assert!(text(&o.stderr).contains("uid 0"), "no clear message:\n{}", show(&o));
+    }
+    let o = as_nobody(&["ls", "--json"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(text(&o.stdout).trim(), "[]", "nobody lists root's process:\n{}", show(&o));
+    assert!(text(&o.stderr).contains("other users"), "{}", show(&o));
+    let o = as_nobody(&["trim", &pid_s, "--timeout", "2"]);
+    assert_eq!(o.status.code(), Some(1), "nobody: memtrim trim\n{}", show(&o));
+    assert!(text(&o.stderr).contains("permission denied"), "{}", show(&o));
+    let o = as_nobody(&["trim", "--all", "--timeout", "2"]);
+    assert!(!text(&o.stdout).contains("released"), "{}", show(&o));
+    // the file itself, not only the CLI's refusal: 0600 keeps nobody out
+    let mut c = setpriv_nobody().unwrap();
+    let o = c.args(["sh", "-c", "cat \"$0\" > /dev/null; echo read=$?; (true >> \"$0\"); echo write=$?"]).arg(&page).output().unwrap();
+    let t = text(&o.stdout);
+    assert!(t.contains("read=1") && t.contains("write=") && !t.contains("write=0"), "nobody could open the page:\n{}", show(&o));
+    // nothing was requested: the worker published since, with the same request count
+    let after = fresh_stat(dir.path(), pid, now_ms() + 150);
+    assert_eq!(requests(&after), requests(&before), "another user's request reached the process");
+    assert_eq!(std::fs::metadata(&page).map(|m| m.permissions().mode() & 0o777).unwrap(), 0o600);
+    h.exit();
+}
+
+/// `memtrim trim PID` makes the worker release once (request counter +1) and reports what the
+/// page reports; `--all` asks every process; a page nobody serves times out with a message.
+#[test]
+fn trim_asks_the_worker_to_release() {
+    let dir = TempDir::new("trim");
+    let Some(mut h) = Host::start(dir.path()) else { return };
+    let Some(h2) = Host::start(dir.path()) else { return };
+    let pid = h.pid();
+    h.cmd("frag");
+    let before = fresh_stat(dir.path(), pid, 0);
+    let t = Instant::now();
+    let o = memtrim(dir.path(), &["trim", &pid.to_string()]);
+    let took = t.elapsed();
+    assert!(o.status.success(), "{}", show(&o));
+    let out = text(&o.stdout);
+    eprintln!("{out}");
+    assert!(took < Duration::from_secs(5), "trim took {took:?}");
+    let after = stat_json(dir.path(), pid).unwrap();
+    assert_eq!(requests(&after), requests(&before) + 1, "one release on request:\n{before:?}\n{after:?}");
+    assert!(after.int("trims") > before.int("trims"));
+    assert_eq!(after.str("last_reason"), "request");
+    let reported: i64 = out.split('(').nth(2).and_then(|s| s.split(" B)").next()).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no byte count in {out:?}"));
+    assert_eq!(reported, after.int("released_bytes") - before.int("released_bytes"), "reported release differs from the page");
+    assert!(out.contains(&format!("pid {pid} (python")) && out.contains(" ms"), "{out}");
+
+    let b1 = stat_json(dir.path(), pid).unwrap();
+    let b2 = fresh_stat(dir.path(), h2.pid(), 0);
+    let o = memtrim(dir.path(), &["trim", "--all"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(text(&o.stdout).contains("2 processes released"), "{}", show(&o));
+    assert_eq!(requests(&stat_json(dir.path(), pid).unwrap()), requests(&b1) + 1);
+    assert_eq!(requests(&stat_json(dir.path(), h2.pid()).unwrap()), requests(&b2) + 1);
+
+    // a page with no worker behind it: the request is never served
+    let s = sleeper();
+    let st = start_ticks(s.pid());
+    write_page(&dir.join(&format!("memtrim.{}.{st}", s.pid())), &crafted_page(s.pid(), st, b"deaf"));
+    let t = Instant::now();
+    let o = memtrim(dir.path(), &["trim", &s.pid().to_string(), "--timeout", "0.5"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(text(&o.stderr).contains("timed out"), "{}", show(&o));
+    assert!(t.elapsed() >= Duration::from_millis(500) && t.elapsed() < Duration::from_secs(5), "timeout took {:?}", t.elapsed());
+    h.exit();
+    h2.exit();
+}
+
+/// tmux with its own socket, removed at the end.
+struct Tmux(String);
+
+impl Tmux {
+    fn new(name: &str) -> Tmux {
+        Tmux(format!("memtrim-test-{name}-{}", std::process::id()))
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new("tmux").arg("-L").arg(&self.0).args(args).env_remove("TMUX").output().expect("tmux runs")
+    }
+
+    fn capture(&self) -> String {
+        text(&self.cmd(&["capture-pane", "-p", "-t", "t"]).stdout)
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+/// `memtrim top` in an 80x24 tmux pane: shows the process's row, resorts on a key, quits on q
+/// (and on SIGTERM) with the terminal restored.
+#[test]
+fn top_in_tmux_shows_rows_and_quits_on_q() {
+    if !require_tool("tmux") {
+        return;
+    }
+    let dir = TempDir::new("top");
+    let Some(mut h) = Host::start(dir.path()) else { return };
+    let pid = h.pid();
+    h.cmd("alloc 20");
+    fresh_stat(dir.path(), pid, 0);
+    for (way, expect) in [("q", "top-exit=0"), ("SIGTERM", "top-exit=143")] {
+        let tmux = Tmux::new(&format!("top-{}", way.to_lowercase()));
+        let script = format!(
+            "'{}' top --dir '{}' --delay 0.2; echo top-exit=$?; stty -a | tr ' ' '\\n' | grep -x -e icanon -e -icanon -e echo -e -echo | tr '\\n' ' '; echo; sleep 60",
+            common::cli().display(),
+            dir.path().display()
+        );
+        let o = tmux.cmd(&["new-session", "-d", "-s", "t", "-x", "80", "-y", "24", "sh", "-c", &script]);
+        assert!(o.status.success(), "tmux new-session: {}", show(&o));
+        let screen = wait_for("top to show the host's row", Duration::from_secs(10), || {
+            let s = tmux.capture();
+            let row = s.lines().any(|l| l.split_whitespace().next() == Some(&pid.to_string()) && l.contains("python"));
+            if row && s.contains("memtrim top") { Ok(s) } else { Err(s) }
+        });
+        eprintln!("{screen}");
+        assert!(screen.lines().all(|l| l.chars().count() <= 80), "a line is wider than 80 columns:\n{screen}");
+        for col in ["PID", "COMMAND", "LIVE", "RSS", "RETAINED"] {
+            assert!(screen.contains(col), "column {col} missing at 80 columns:\n{screen}");
+        }
+        assert!(screen.contains("Live") && screen.contains("q quit"), "header totals and key help:\n{screen}");
+        if way == "q" {
+            tmux.cmd(&["send-keys", "-t", "t", "l"]);
+            wait_for("sort by live", Duration::from_secs(5), || {
+                let s = tmux.capture();
+                if s.contains("sort: live") { Ok(()) } else { Err(s) }
+            });
+            tmux.cmd(&["send-keys", "-t", "t", "q"]);
+        } else {
+            let top_pid = find_pid_with_arg(&dir.path().display().to_string(), "top").expect("memtrim top's pid");
+            // SAFETY: the memtrim top this test started (found by its unique --dir argument).
+            unsafe { libc::kill(top_pid, libc::SIGTERM) };
+        }
+        let after = wait_for(&format!("top to exit on {way}"), Duration::from_secs(5), || {
+            let s = tmux.capture();
+            if s.contains("top-exit=") && s.contains("icanon") { Ok(s) } else { Err(s) }
+        });
+        assert!(after.contains(expect), "exit status on {way}:\n{after}");
+        let modes = after.lines().find(|l| l.contains("icanon")).unwrap();
+        assert!(modes.split_whitespace().any(|w| w == "icanon") && modes.split_whitespace().any(|w| w == "echo"), "terminal not restored after {way}: {modes}");
+        assert!(!after.contains("q quit"), "top's screen stayed (alternate screen not left):\n{after}");
+    }
+    h.exit();
+}
+
+/// The pid of a process whose command line holds `arg` and `word` (our own memtrim top).
+fn find_pid_with_arg(arg: &str, word: &str) -> Option<i32> {
+    for e in std::fs::read_dir("/proc").ok()? {
+        let Ok(e) = e else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let words: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+        if words.contains(&arg.as_bytes()) && words.contains(&word.as_bytes()) && words.first().is_some_and(|w| w.ends_with(b"memtrim")) {
+            return Some(pid);
+        }
+    }
+    None
+}
