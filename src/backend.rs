@@ -5,6 +5,7 @@ use crate::{environ, glibc_family, jemalloc_family};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::*};
 use memtrim_common::config::{parse_allocator, Allocator};
+use memtrim_common::units::parse_bool;
 
 pub type MallocFn = unsafe extern "C" fn(usize) -> *mut c_void;
 pub type FreeFn = unsafe extern "C" fn(*mut c_void);
@@ -72,7 +73,7 @@ fn choose() {
     // SAFETY: getauxval has no preconditions.
     let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
     let var = |name: &str| environ::pairs().find(|(k, _)| *k == name).map(|(_, v)| v);
-    let disabled = var("MEMTRIM_DISABLE").is_some_and(|v| v.trim() == "1");
+    let disabled = var("MEMTRIM_DISABLE").and_then(parse_bool).unwrap_or(false);
     let chosen = match var("MEMTRIM_ALLOCATOR").and_then(parse_allocator) {
         Some(Allocator::Jemalloc) if !secure && !disabled => Allocator::Jemalloc,
         _ => Allocator::Glibc,

@@ -8,18 +8,22 @@ use std::time::{Duration, Instant};
 pub struct HeapStats {
     bytes: u64,
     next: Instant,
+    /// Live bytes at the last refresh: a big move since makes the figure stale.
+    live_then: u64,
 }
 
 impl HeapStats {
     pub fn new() -> HeapStats {
-        HeapStats { bytes: 0, next: Instant::now() }
+        HeapStats { bytes: 0, next: Instant::now(), live_then: 0 }
     }
 
-    /// glibc: arena bytes plus mmapped blocks; jemalloc: resident bytes. Refreshed when due or when `now` is asked for (after a
-    /// release).
-    pub fn heap_bytes(&mut self, interval: Duration, fresh: bool) -> u64 {
+    /// glibc: arena bytes plus mmapped blocks; jemalloc: resident bytes. Refreshed when due,
+    /// when `fresh` is asked for (after a release), or when live bytes moved by more than an
+    /// eighth (or a MiB) since the last refresh.
+    pub fn heap_bytes(&mut self, interval: Duration, fresh: bool, live: u64) -> u64 {
         let now = Instant::now();
-        if fresh || now >= self.next {
+        if fresh || now >= self.next || live.abs_diff(self.live_then) > (self.live_then / 8).max(1 << 20) {
+            self.live_then = live;
             self.bytes = match backend::active() {
                 Allocator::Glibc => {
                     // SAFETY: mallinfo2 has no preconditions.

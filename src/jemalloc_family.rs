@@ -2,10 +2,15 @@
 //! this library), with glibc's semantics where jemalloc's differ: realloc to 0 frees and
 //! returns NULL, memalign rounds an alignment up to a power of two, pvalloc rounds to pages.
 //! jemalloc has no chunk header, so usable sizes come from jemalloc itself, and frees are sized.
+//! glibc aligns every block to 16 bytes; jemalloc's 8-byte class does not, so requests are at
+//! least [`MIN_SIZE`].
 use crate::accounting::{self, on_alloc, on_move};
 use crate::exports::set_errno;
 use core::ffi::c_void;
 use tikv_jemalloc_sys as je;
+
+/// The smallest request: jemalloc's classes from 16 bytes up are 16-aligned.
+const MIN_SIZE: usize = 16;
 
 #[inline(always)]
 unsafe fn counted(p: *mut c_void) -> *mut c_void {
@@ -25,10 +30,11 @@ unsafe fn refused(p: *mut c_void) -> *mut c_void {
 }
 
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
+    let size = size.max(MIN_SIZE);
     let p = je::malloc(size);
     // The size class of the request is the block's usable size; nallocx computes it without
-    // the pointer lookup malloc_usable_size needs (jemalloc serves malloc(0) as malloc(1)).
-    if !p.is_null() && !on_alloc(je::nallocx(size.max(1), 0)) {
+    // the pointer lookup malloc_usable_size needs.
+    if !p.is_null() && !on_alloc(je::nallocx(size, 0)) {
         return refused(p);
     }
     p
@@ -46,7 +52,10 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
 }
 
 pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
-    counted(je::calloc(n, size))
+    match n.checked_mul(size) {
+        Some(bytes) if bytes < MIN_SIZE => counted(je::calloc(1, MIN_SIZE)),
+        _ => counted(je::calloc(n, size)),
+    }
 }
 
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
@@ -67,7 +76,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         return q;
     }
     let old = je::malloc_usable_size(p);
-    let q = je::realloc(p, size);
+    let q = je::realloc(p, size.max(MIN_SIZE));
     if !q.is_null() {
         on_move(old, je::malloc_usable_size(q));
     }

@@ -46,7 +46,7 @@ impl Sampler {
             self.next_smaps = t0 + Duration::from_millis(self.cfg.smaps_interval_ms);
         }
         let t = accounting::totals();
-        let heap_bytes = self.heap.heap_bytes(interval, fresh);
+        let heap_bytes = self.heap.heap_bytes(interval, fresh, t.live);
         let r = release::record();
         let (ppid, _) = procfs::ppid_and_start();
         let smaps = self.smaps.as_ref();

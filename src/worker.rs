@@ -54,6 +54,13 @@ extern "C" fn main(_: *mut libc::c_void) -> *mut libc::c_void {
 
 fn run() {
     let Some(cfg) = init::config() else { return };
+    let interval = Duration::from_millis(cfg.interval_ms);
+    // A process that ends or execs within its first interval (a shell's child, a compiler) never
+    // makes a page.
+    std::thread::sleep(interval);
+    if STOP.load(Acquire) {
+        return;
+    }
     let pid = std::process::id();
     let (_, start_ticks) = procfs::ppid_and_start();
     let page = match PageFile::create(&cfg.shm_dir, pid, start_ticks) {
@@ -66,7 +73,6 @@ fn run() {
     let mut limit = LimitWatch::new(cfg, accounting::totals().live);
     let mut sampler = Sampler::new(cfg, pid, start_ticks, limit.needs_smaps());
     let mut policy = Policy::new(cfg);
-    let interval = Duration::from_millis(cfg.interval_ms);
     let mut served = page.control.trim_served.load(Acquire);
     while !STOP.load(Acquire) {
         let requested = page.control.trim_requested.load(Acquire);

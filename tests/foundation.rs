@@ -1,7 +1,8 @@
 //! Integration tests of the foundation: the exports of the malloc family, exact accounting, the
 //! POSIX edge cases, fork, dlopen with TLS, C++ thread_local, exit paths and configuration.
 //! Each test compiles a C or C++ program from tests/c/ and runs it as a real process with
-//! libmemtrim.so preloaded (`cargo build --release` first).
+//! libmemtrim.so preloaded (`cargo build --release` first), on the backend TEST_ALLOCATOR names
+//! (glibc by default; `TEST_ALLOCATOR=jemalloc` runs the same tests on the jemalloc backend).
 mod common;
 
 use common::*;
@@ -72,8 +73,17 @@ fn have_gcc() -> bool {
     require_tool("gcc")
 }
 
+/// The programs print "allocator: NAME", the allocator they saw serve their mallocs
+/// (tests/c/backend.h): it must be the one the run asked for, so that a run on the jemalloc
+/// backend does not pass by testing glibc.
+fn assert_allocator(printed: &[u8], want: &str, o: &Output) {
+    let line = format!("allocator: {want}");
+    assert!(text(printed).lines().any(|l| l == line), "expected {line:?}\n{}", show(o));
+}
+
 /// Requirement 1: live bytes and allocs - frees follow the program's own sum of
-/// malloc_usable_size() exactly, through every export, from 4 threads x 10^6 operations.
+/// malloc_usable_size() exactly, through every export, from 4 threads x 10^6 operations; every
+/// block has the alignment glibc gives it (also the smallest ones).
 #[test]
 fn accounting_is_exact_through_every_export() {
     if !have_gcc() {
@@ -84,6 +94,7 @@ fn accounting_is_exact_through_every_export() {
         let o = run_timeout(preloaded(Command::new(&bin).args(["4", "1000000", seed])), 60);
         let out = text(&o.stdout);
         assert_success(&o, "accounting");
+        assert_allocator(&o.stdout, &allocator(), &o);
         assert!(!out.contains("FAIL"), "{}", show(&o));
         assert!(out.contains("accounting: all checks hold (0 failed checks)"), "{}", show(&o));
         // 4 checkpoints with threads parked, after join, after the cross-thread frees
@@ -102,6 +113,7 @@ fn accounting_is_exact_through_every_export() {
         60,
     );
     assert_success(&o, "accounting with a busy worker");
+    assert_allocator(&o.stdout, &allocator(), &o);
     assert!(text(&o.stdout).contains("accounting: all checks hold (0 failed checks)"), "{}", show(&o));
     assert!(!text(&o.stderr).contains("memtrim:"), "the configuration above is valid\n{}", show(&o));
 }
@@ -115,6 +127,7 @@ fn accounting_is_exact_beyond_the_thread_slots() {
     let o = run_timeout(preloaded(&mut Command::new(program("many_threads.c", &[]))), 30);
     let out = text(&o.stdout);
     assert_success(&o, "many_threads");
+    assert_allocator(&o.stdout, &allocator(), &o);
     assert!(out.contains("ok 1100 threads parked, each holding a block"), "{}", show(&o));
     assert!(out.contains("ok after join, every block freed by another thread: live_bytes delta 0 expected 0, live blocks delta 0 expected 0"), "{}", show(&o));
 }
@@ -137,7 +150,8 @@ fn glibc_version(transcript: &str) -> (u32, u32) {
 }
 
 /// Requirement 2: the same return values and errno on every edge and error path as glibc alone,
-/// and accounting that follows each step (failed calls change nothing).
+/// on either backend, and accounting that follows each step (failed calls change nothing). Usable
+/// sizes differ between allocators: the transcript shows only properties that must not.
 #[test]
 fn error_paths_match_glibc() {
     if !have_gcc() {
@@ -149,6 +163,7 @@ fn error_paths_match_glibc() {
     let with = run_timeout(preloaded(&mut Command::new(&bin)), 20);
     let disabled = run_timeout(preloaded(Command::new(&bin).env("MEMTRIM_DISABLE", "1")), 20);
     let t = text(&base.stdout);
+    assert_allocator(&base.stderr, "glibc", &base);
 
     // What glibc does, so that the comparison below compares the intended cases.
     let (major, minor) = glibc_version(&t);
@@ -156,6 +171,14 @@ fn error_paths_match_glibc() {
         "malloc(size_max) -> NULL errno=ENOMEM",
         "malloc(ptrdiff_max + 1) -> NULL errno=ENOMEM",
         "malloc_usable_size(NULL) -> 0 errno=unchanged",
+        "malloc(0..8) x64 -> blocks aligned(16)=yes usable=yes errno=unchanged",
+        "calloc(1, 0..8) x64 -> blocks aligned(16)=yes usable=yes errno=unchanged",
+        "realloc(NULL, 0..8) x64 -> blocks aligned(16)=yes usable=yes errno=unchanged",
+        "reallocarray(NULL, 0..8, 1) x64 -> blocks aligned(16)=yes usable=yes errno=unchanged",
+        "realloc(malloc(100), 1..8) x64 -> blocks aligned(16)=yes usable=yes errno=unchanged",
+        "memalign(16, 0..8) x64 -> blocks aligned(16)=yes usable=yes errno=unchanged",
+        "aligned_alloc(16, 0..8) x64 -> blocks aligned(16)=yes usable=yes errno=unchanged",
+        "posix_memalign(&p,16,0..8) x64 -> blocks aligned(16)=yes usable=yes errno=unchanged",
         "calloc(size_max / 2 + 1, 2) -> NULL errno=ENOMEM",
         "calloc(2, size_max / 2 + 1) -> NULL errno=ENOMEM",
         "calloc(10, 100) after a freed dirty block: zeroed=yes",
@@ -209,9 +232,10 @@ fn error_paths_match_glibc() {
         assert!(!l.contains("=no"), "glibc alone: {l}");
     }
     assert!(t.lines().any(|l| l.starts_with("pvalloc(100) -> block aligned(") && l.contains(")=yes usable>=")), "{t}");
-    assert!(t.lines().count() >= 140, "transcript too short\n{t}");
+    assert!(t.lines().count() >= 148, "transcript too short\n{t}");
 
     // The library: the same transcript, and its counts follow every step.
+    assert_allocator(&with.stderr, &allocator(), &with);
     let w = text(&with.stdout);
     if w != t {
         let diff: Vec<String> = t
@@ -227,8 +251,10 @@ fn error_paths_match_glibc() {
     let e = text(&with.stderr);
     assert!(e.lines().any(|l| l.starts_with("stats checks: ") && l.ends_with(", failed: 0")), "{}", show(&with));
 
-    // MEMTRIM_DISABLE=1 is a pure pass-through: the same transcript.
+    // MEMTRIM_DISABLE=1 is a pure pass-through to glibc, whatever the backend asked for: the
+    // same transcript, and the exported malloc_usable_size is glibc's.
     assert_success(&disabled, "errors with MEMTRIM_DISABLE=1");
+    assert_allocator(&disabled.stderr, "glibc", &disabled);
     assert_eq!(text(&disabled.stdout), t, "transcript under MEMTRIM_DISABLE=1 differs\n{}", show(&disabled));
     assert!(text(&disabled.stderr).contains("stats checks: off"), "{}", show(&disabled));
 }
@@ -360,6 +386,7 @@ fn stats_api_contract() {
     }
     let o = run_timeout(preloaded(&mut Command::new(program("stats_probe.c", &[]))), 20);
     assert_success(&o, "stats_probe");
+    assert_allocator(&o.stdout, &allocator(), &o);
     let out = text(&o.stdout);
     for l in API_CONTRACT {
         assert!(out.lines().any(|x| x == l), "missing {l:?}\n{}", show(&o));
@@ -374,23 +401,27 @@ fn stats_api_contract() {
     assert!(field(&s, "peak") >= field(&s, "live_during"), "{s}");
 }
 
-/// Requirement 7: MEMTRIM_DISABLE=1: the program runs, memtrim_get_stats answers (0, as for any
-/// valid call) and every counter stays zero; no worker thread is started.
+/// Requirement 7: MEMTRIM_DISABLE=1 (or any other spelling of true the configuration accepts):
+/// the program runs on glibc whatever MEMTRIM_ALLOCATOR says, memtrim_get_stats answers (0, as for
+/// any valid call) and every counter stays zero; no worker thread is started.
 #[test]
 fn disabled_counts_nothing() {
     if !have_gcc() {
         return;
     }
-    let o = run_timeout(preloaded(Command::new(program("stats_probe.c", &[])).env("MEMTRIM_DISABLE", "1")), 20);
-    assert_success(&o, "stats_probe with MEMTRIM_DISABLE=1");
-    let out = text(&o.stdout);
-    for l in API_CONTRACT {
-        assert!(out.lines().any(|x| x == l), "missing {l:?}\n{}", show(&o));
+    for value in ["1", "true"] {
+        let o = run_timeout(preloaded(Command::new(program("stats_probe.c", &[])).env("MEMTRIM_DISABLE", value)), 20);
+        assert_success(&o, &format!("stats_probe with MEMTRIM_DISABLE={value}"));
+        assert_allocator(&o.stdout, "glibc", &o);
+        let out = text(&o.stdout);
+        for l in API_CONTRACT {
+            assert!(out.lines().any(|x| x == l), "missing {l:?}\n{}", show(&o));
+        }
+        let s = stats_line(&o);
+        assert_eq!(s, "stats: rc=0 size=40 version=1 live=0 peak=0 allocs=0 frees=0 live_during=0", "{}", show(&o));
+        assert!(out.contains("threads_at_start=1\n"), "MEMTRIM_DISABLE={value} must start no thread\n{}", show(&o));
+        assert_eq!(text(&o.stderr), "", "{}", show(&o));
     }
-    let s = stats_line(&o);
-    assert_eq!(s, "stats: rc=0 size=40 version=1 live=0 peak=0 allocs=0 frees=0 live_during=0", "{}", show(&o));
-    assert!(out.contains("threads_at_start=1\n"), "MEMTRIM_DISABLE=1 must start no thread\n{}", show(&o));
-    assert_eq!(text(&o.stderr), "", "{}", show(&o));
 }
 
 /// Requirement 8: a bad value prints exactly one line naming the variable, the value and the
@@ -411,6 +442,7 @@ fn bad_configuration_warns_once() {
     let after = l.split_once("default").map(|x| x.1).unwrap_or_else(|| panic!("no default named: {l}"));
     assert!(after.contains('0'), "the default (0) is not named: {l}");
     assert_eq!(field(&stats_line(&o), "rc"), 0);
+    assert_allocator(&o.stdout, &allocator(), &o);
 
     let o = run_timeout(preloaded(Command::new(&bin).env("MEMTRIM_REPROT", "1")), 20);
     assert_success(&o, "stats_probe with MEMTRIM_REPROT=1");
@@ -418,4 +450,12 @@ fn bad_configuration_warns_once() {
     assert_eq!(err.lines().count(), 1, "exactly one warning expected\n{}", show(&o));
     assert!(err.contains("MEMTRIM_REPROT"), "{}", show(&o));
     assert!(!err.contains("live"), "a typo must not turn the report on\n{}", show(&o));
+
+    // An unknown allocator: one warning, and glibc serves.
+    let o = run_timeout(preloaded(&mut Command::new(&bin)).env("MEMTRIM_ALLOCATOR", "jemaloc"), 20);
+    assert_success(&o, "stats_probe with MEMTRIM_ALLOCATOR=jemaloc");
+    let err = text(&o.stderr);
+    assert_eq!(err.lines().count(), 1, "exactly one warning expected\n{}", show(&o));
+    assert!(err.contains("MEMTRIM_ALLOCATOR") && err.contains("jemaloc") && err.contains("glibc"), "{}", show(&o));
+    assert_allocator(&o.stdout, "glibc", &o);
 }

@@ -4,16 +4,19 @@
  * calloc, realloc (from NULL, to 0, growing, shrinking, failing), reallocarray, memalign (also
  * with alignments that are not powers of two), posix_memalign, aligned_alloc, valloc, pvalloc,
  * free and cfree, with sizes from 0 to a few hundred KiB (some blocks are mmapped chunks). The
- * program sums glibc's own malloc_usable_size() of the blocks it holds (and checks that the
- * library's exported malloc_usable_size agrees) and, at quiescent points (all threads
+ * program sums the usable sizes of the blocks it holds — glibc's own malloc_usable_size() when
+ * glibc serves (and checks that the library's exported malloc_usable_size agrees), the exported
+ * one on the jemalloc backend (backend.h) — and, at quiescent points (all threads
  * parked at a barrier, or joined), compares that sum and the number of held blocks with the
  * library's live_bytes and allocs - frees, byte for byte. In a second phase every block is freed
  * by a different thread than the one that allocated it; live bytes must return exactly to their
- * start. All along, another thread calls memtrim_trim() every half millisecond: each release
- * diverts the host's allocations to the library's side pool and defers frees while it runs.
+ * start. All along, another thread calls memtrim_trim() every half millisecond: on glibc each
+ * release diverts the host's allocations to the library's side pool and defers frees while it
+ * runs; on jemalloc it purges the arenas.
  *
- * Usage: accounting [THREADS [OPS_PER_THREAD [SEED]]]. Exit 0 when every check holds; every
- * failed check is printed with what was expected and what the library said. */
+ * Usage: accounting [THREADS [OPS_PER_THREAD [SEED]]]. Prints "allocator: glibc|jemalloc" (the
+ * allocator seen serving the program). Exit 0 when every check holds; every failed check is
+ * printed with what was expected and what the library said. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -28,6 +31,7 @@
 #include <unistd.h>
 
 #include "memtrim.h"
+#include "backend.h"
 
 /* glibc 2.26 removed cfree from its headers and keeps it only as a compat symbol, which an old
  * binary still calls: bind to that version, as such a binary does. */
@@ -45,9 +49,11 @@ extern void cfree(void *);
 typedef int (*get_stats_fn)(struct memtrim_stats *, size_t);
 static get_stats_fn get_stats;
 static size_t (*trim)(void);
-/* glibc's own malloc_usable_size, looked up in libc.so.6: the reference for the byte counts, and
- * for the library's exported malloc_usable_size, which must agree with it. */
-static size_t (*glibc_usable)(void *);
+/* The reference for the byte counts (backend.h): glibc's own malloc_usable_size, looked up in
+ * libc.so.6, when glibc serves (the library's exported malloc_usable_size must then agree with
+ * it); the exported one on jemalloc. */
+static enum serving serving;
+static size_t (*ref_usable)(void *);
 
 struct block {
   unsigned char *p;
@@ -135,8 +141,9 @@ static size_t pow2_up(size_t a) {
 
 static void hold(struct worker *w, int i, void *p, size_t req, size_t align, const char *what) {
   struct block *b = &w->slots[i];
-  size_t u = glibc_usable(p);
-  if (malloc_usable_size(p) != u) fail(w, "%s(%zu): malloc_usable_size %zu, glibc says %zu", what, req, malloc_usable_size(p), u);
+  size_t u = ref_usable(p);
+  if (serving == SERVING_GLIBC && malloc_usable_size(p) != u)
+    fail(w, "%s(%zu): malloc_usable_size %zu, glibc says %zu", what, req, malloc_usable_size(p), u);
   if (u < req) fail(w, "%s(%zu): usable size %zu below the request", what, req, u);
   if (align > 1 && ((uintptr_t)p % align) != 0) fail(w, "%s(%zu): block not aligned to %zu", what, req, align);
   if (((uintptr_t)p % (2 * sizeof(void *))) != 0)
@@ -439,14 +446,15 @@ int main(int argc, char **argv) {
     printf("FAIL: memtrim_get_stats or memtrim_trim not found (is libmemtrim.so preloaded?)\n");
     return 1;
   }
-  void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
-  glibc_usable = libc ? (size_t(*)(void *))dlsym(libc, "malloc_usable_size") : NULL;
-  if (!glibc_usable) {
+  serving = serving_allocator();
+  printf("allocator: %s\n", serving_name(serving));
+  ref_usable = reference_usable(serving);
+  if (!ref_usable) {
     printf("FAIL: glibc's malloc_usable_size not found\n");
     return 1;
   }
   /* A fixed mmap threshold keeps the large blocks mmapped for the whole run (glibc raises a
-   * dynamic threshold after the first mmapped free). */
+   * dynamic threshold after the first mmapped free; on jemalloc mallopt changes nothing). */
   mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 
   /* glibc keeps the stacks of joined threads in a cache, each with its DTV, which

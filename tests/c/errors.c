@@ -6,9 +6,14 @@
  * block, aligned or not, usable size large enough or not, contents kept or not). Before each
  * call errno is set to a sentinel (ESPIPE), so "errno=unchanged" means the call left it alone.
  *
- * stderr: when memtrim_get_stats is found (the library is preloaded), the library's live bytes
- * and live blocks are compared after every step with what the program holds; each mismatch is a
- * "FAIL" line and makes the exit status 1. */
+ * Usable sizes legitimately differ between allocators (the suite runs on the library's glibc and
+ * jemalloc backends), so the transcript shows only whether they are large enough.
+ *
+ * stderr: "allocator: glibc|jemalloc", the allocator seen serving the program (backend.h). When
+ * memtrim_get_stats is found (the library is preloaded), the library's live bytes and live blocks
+ * are compared after every step with what the program holds; each mismatch is a "FAIL" line and
+ * makes the exit status 1. When glibc serves, the exported malloc_usable_size must agree with
+ * glibc's own for every block (also with MEMTRIM_DISABLE=1: a pure pass-through). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -22,6 +27,7 @@
 #include <unistd.h>
 
 #include "memtrim.h"
+#include "backend.h"
 
 #if defined(__x86_64__)
 __asm__(".symver cfree, cfree@GLIBC_2.2.5");
@@ -51,9 +57,11 @@ static struct memtrim_stats s0;
 static uint64_t held_bytes; /* usable sizes of the blocks this program holds */
 static int64_t held_blocks;
 static int stat_checks, stat_failures;
-/* glibc's own malloc_usable_size (from libc.so.6): the reference for the byte counts, and for the
- * library's exported malloc_usable_size, which must agree with it. */
-static size_t (*glibc_usable)(void *);
+/* The reference for the byte counts (backend.h): glibc's own malloc_usable_size (from libc.so.6)
+ * when glibc serves, and then the library's exported malloc_usable_size must agree with it; the
+ * exported one on jemalloc. */
+static enum serving serving;
+static size_t (*ref_usable)(void *);
 
 static const char *errname(int e) {
   static char buf[32];
@@ -86,10 +94,10 @@ static const char *desc(void *p, size_t align, size_t need) {
 
 static void take(void *p) {
   if (p) {
-    held_bytes += glibc_usable(p);
+    held_bytes += ref_usable(p);
     held_blocks++;
-    if (get_stats && malloc_usable_size(p) != glibc_usable(p)) {
-      fprintf(stderr, "FAIL: malloc_usable_size %zu, glibc says %zu\n", malloc_usable_size(p), glibc_usable(p));
+    if (serving == SERVING_GLIBC && malloc_usable_size(p) != ref_usable(p)) {
+      fprintf(stderr, "FAIL: malloc_usable_size %zu, glibc says %zu\n", malloc_usable_size(p), ref_usable(p));
       stat_failures++;
     }
   }
@@ -97,7 +105,7 @@ static void take(void *p) {
 
 static void give(void *p) {
   if (p) {
-    held_bytes -= glibc_usable(p);
+    held_bytes -= ref_usable(p);
     held_blocks--;
   }
 }
@@ -170,13 +178,55 @@ static void pm(size_t align, size_t size, const char *label) {
   verify("posix_memalign");
 }
 
+/* glibc aligns every block to MALLOC_ALIGNMENT (2 * sizeof(size_t): 16 on 64-bit), however small
+ * the request, and memalign, aligned_alloc and posix_memalign give at least the alignment asked
+ * for. 64 blocks of 0..8 bytes, held at once so that neighbouring slots of an allocator's smallest
+ * size class show, from each entry point. */
+static void small_blocks(int how, const char *label) {
+  const size_t min_align = 2 * sizeof(size_t);
+  void *blocks[64];
+  int all = 1, usable = 1;
+  errno = SENTINEL;
+  for (int k = 0; k < 64; k++) {
+    size_t n = k % 9;
+    void *p = NULL;
+    switch (how) {
+      case 0: p = malloc(n); break;
+      case 1: p = calloc(1, n); break;
+      case 2: p = realloc(NULL, n); break;
+      case 3: p = reallocarray(NULL, n, 1); break;
+      case 4: /* shrinking a block; to 1..8 bytes, as 0 would free it */
+        n = 1 + k % 8;
+        p = malloc(100);
+        if (p) p = realloc(p, n);
+        break;
+      case 5: p = memalign(min_align, n); break;
+      case 6: p = aligned_alloc(min_align, n); break;
+      default:
+        if (posix_memalign_v(&p, min_align, n) != 0) p = NULL;
+        break;
+    }
+    blocks[k] = p;
+    if (!p || (uintptr_t)p % min_align) all = 0;
+    if (p && malloc_usable_size(p) < n) usable = 0;
+    take(p);
+  }
+  int e = errno;
+  verify(label);
+  printf("%s x64 -> %s aligned(%zu)=%s usable=%s errno=%s\n", label, all ? "blocks" : "some NULL or misaligned", min_align,
+         all ? "yes" : "no", usable ? "yes" : "no", errname(e));
+  for (int k = 0; k < 64; k++) give(blocks[k]), free(blocks[k]);
+  verify("free");
+}
+
 int main(void) {
   page = (size_t)sysconf(_SC_PAGESIZE);
   setvbuf(stdout, NULL, _IOFBF, 1 << 16);
   printf("glibc %s\n", gnu_get_libc_version()); /* the buffer exists before the counters are read */
-  void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
-  glibc_usable = libc ? (size_t(*)(void *))dlsym(libc, "malloc_usable_size") : NULL;
-  if (!glibc_usable) {
+  serving = serving_allocator();
+  fprintf(stderr, "allocator: %s\n", serving_name(serving));
+  ref_usable = reference_usable(serving);
+  if (!ref_usable) {
     fprintf(stderr, "FAIL: glibc's malloc_usable_size not found\n");
     return 1;
   }
@@ -202,6 +252,16 @@ int main(void) {
   CALL(malloc(ptrdiff_max), 1, 0);
   errno = SENTINEL;
   printf("malloc_usable_size(NULL) -> %zu errno=%s\n", malloc_usable_size(NULL), errname(errno));
+
+  /* the smallest blocks keep malloc's alignment */
+  small_blocks(0, "malloc(0..8)");
+  small_blocks(1, "calloc(1, 0..8)");
+  small_blocks(2, "realloc(NULL, 0..8)");
+  small_blocks(3, "reallocarray(NULL, 0..8, 1)");
+  small_blocks(4, "realloc(malloc(100), 1..8)");
+  small_blocks(5, "memalign(16, 0..8)");
+  small_blocks(6, "aligned_alloc(16, 0..8)");
+  small_blocks(7, "posix_memalign(&p,16,0..8)");
 
   /* calloc */
   CALL(calloc(size_max / 2 + 1, 2), 1, 0);

@@ -5,7 +5,9 @@
  *
  * The stacks are small (16 KiB) so that glibc's stack cache (40 MiB) keeps every one of them: a
  * first round of the same threads fills the cache, and the counted round reuses those stacks and
- * their DTVs instead of allocating new ones. Exit 0 when the counts are exact. */
+ * their DTVs instead of allocating new ones. The expected bytes are the blocks' usable sizes on
+ * the allocator seen serving the program ("allocator: glibc|jemalloc", backend.h). Exit 0 when
+ * the counts are exact. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <inttypes.h>
@@ -17,6 +19,7 @@
 #include <stdlib.h>
 
 #include "memtrim.h"
+#include "backend.h"
 
 #define N 1100
 
@@ -47,7 +50,7 @@ static int round_of_threads(pthread_attr_t *attr, void (*parked)(void)) {
 }
 
 static int (*get_stats)(struct memtrim_stats *, size_t);
-static size_t (*glibc_usable)(void *);
+static size_t (*ref_usable)(void *);
 static struct memtrim_stats s0;
 static int failures;
 
@@ -68,7 +71,7 @@ static void check(const char *where, uint64_t bytes, int64_t nblocks) {
 
 static void parked(void) {
   uint64_t sum = 0;
-  for (int i = 0; i < N; i++) sum += glibc_usable(blocks[i]);
+  for (int i = 0; i < N; i++) sum += ref_usable(blocks[i]);
   check("1100 threads parked, each holding a block", sum, N);
 }
 
@@ -76,10 +79,15 @@ int main(void) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   printf("many_threads: %d threads at once\n", N); /* stdout's buffer exists before counting */
   get_stats = (int (*)(struct memtrim_stats *, size_t))dlsym(RTLD_DEFAULT, "memtrim_get_stats");
-  void *libc = dlopen("libc.so.6", RTLD_LAZY | RTLD_NOLOAD);
-  glibc_usable = libc ? (size_t(*)(void *))dlsym(libc, "malloc_usable_size") : NULL;
-  if (!get_stats || !glibc_usable) {
+  if (!get_stats) {
     printf("FAIL: memtrim_get_stats not found (is libmemtrim.so preloaded?)\n");
+    return 1;
+  }
+  enum serving serving = serving_allocator();
+  printf("allocator: %s\n", serving_name(serving));
+  ref_usable = reference_usable(serving);
+  if (!ref_usable) {
+    printf("FAIL: glibc's malloc_usable_size not found\n");
     return 1;
   }
   pthread_attr_t attr;

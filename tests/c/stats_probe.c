@@ -4,7 +4,8 @@
  * bytes filled and out->size saying how many.
  *
  * stdout: "threads_at_start=N" (the threads in /proc/self/task when main starts: the library's
- * worker thread shows here), "api: ..." lines with the contract checks, then one line
+ * worker thread shows here), "allocator: glibc|jemalloc" (the allocator seen serving the program,
+ * backend.h), "api: ..." lines with the contract checks, then one line
  * "stats: rc=R size=S version=V live=L peak=P allocs=A frees=F live_during=D". live_during is
  * live_bytes read while the program held 1 MiB more than at the end. Exit 0 unless the program
  * itself failed (a NULL from a small allocation, a contract check). */
@@ -20,6 +21,7 @@
 #include <string.h>
 
 #include "memtrim.h"
+#include "backend.h"
 
 #if defined(__x86_64__)
 __asm__(".symver cfree, cfree@GLIBC_2.2.5");
@@ -87,6 +89,7 @@ static int count_threads(void) {
 int main(void) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   printf("threads_at_start=%d\n", count_threads());
+  printf("allocator: %s\n", serving_name(serving_allocator()));
   get_stats_fn get_stats = (get_stats_fn)dlsym(RTLD_DEFAULT, "memtrim_get_stats");
   size_t (*trim)(void) = (size_t(*)(void))dlsym(RTLD_DEFAULT, "memtrim_trim");
   if (!get_stats || !trim) {

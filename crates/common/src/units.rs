@@ -51,12 +51,17 @@ pub fn parse_fraction(s: &str) -> Option<f64> {
     (0.0..=1.0).contains(&v).then_some(v)
 }
 
-/// `1/0`, `true/false`, `yes/no`, `on/off`.
+/// `1/0`, `true/false`, `yes/no`, `on/off`, in any case. Allocates nothing: the library reads
+/// MEMTRIM_DISABLE with it before any allocator is chosen.
 pub fn parse_bool(s: &str) -> Option<bool> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" | "" => Some(false),
-        _ => None,
+    let s = s.trim();
+    let is = |words: &[&str]| words.iter().any(|w| s.eq_ignore_ascii_case(w));
+    if is(&["1", "true", "yes", "on"]) {
+        Some(true)
+    } else if is(&["0", "false", "no", "off", ""]) {
+        Some(false)
+    } else {
+        None
     }
 }
 
