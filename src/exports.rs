@@ -33,7 +33,6 @@ macro_rules! trampoline {
 trampoline!(malloc(size: usize) -> *mut c_void = MALLOC as MallocFn);
 trampoline!(free(p: *mut c_void) -> () = FREE as FreeFn);
 trampoline!(calloc(n: usize, size: usize) -> *mut c_void = CALLOC as CallocFn);
-trampoline!(realloc(p: *mut c_void, size: usize) -> *mut c_void = REALLOC as ReallocFn);
 trampoline!(memalign(align: usize, size: usize) -> *mut c_void = MEMALIGN as MemalignFn);
 trampoline!(valloc(size: usize) -> *mut c_void = VALLOC as MallocFn);
 trampoline!(pvalloc(size: usize) -> *mut c_void = PVALLOC as MallocFn);
@@ -42,6 +41,20 @@ trampoline!(malloc_usable_size(p: *mut c_void) -> usize = USABLE as UsableFn);
 #[no_mangle]
 pub unsafe extern "C" fn cfree(p: *mut c_void) {
     free(p)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    if p.is_null() {
+        return malloc(size);
+    }
+    if size == 0 {
+        // glibc frees and returns NULL (REALLOC_ZERO_BYTES_FREES).
+        free(p);
+        return core::ptr::null_mut();
+    }
+    // SAFETY: the slot always holds a function of this type (backend.rs).
+    core::mem::transmute::<*mut (), backend::ReallocFn>(backend::REALLOC.load(core::sync::atomic::Ordering::Relaxed))(p, size)
 }
 
 #[no_mangle]

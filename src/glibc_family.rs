@@ -113,15 +113,8 @@ unsafe fn diverted_calloc(n: usize, size: usize) -> *mut c_void {
     counted(p)
 }
 
+/// realloc of a live block to a size above 0 (the export handles NULL and 0).
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    if p.is_null() {
-        return malloc(size);
-    }
-    if size == 0 {
-        // glibc frees and returns NULL (REALLOC_ZERO_BYTES_FREES).
-        free(p);
-        return core::ptr::null_mut();
-    }
     if divert::active() || accounting::strict() || side_pool::contains(p) {
         return moved_realloc(p, size);
     }

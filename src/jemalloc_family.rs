@@ -1,6 +1,6 @@
 //! The malloc family on the bundled jemalloc (tikv-jemalloc-sys, `_rjem_` symbols linked into
-//! this library), with glibc's semantics where jemalloc's differ: realloc to 0 frees and
-//! returns NULL, memalign rounds an alignment up to a power of two, pvalloc rounds to pages.
+//! this library), with glibc's semantics where jemalloc's differ: memalign rounds an alignment
+//! up to a power of two, pvalloc rounds to pages.
 //! jemalloc has no chunk header, so usable sizes come from jemalloc itself, and frees are sized.
 //! glibc aligns every block to 16 bytes; jemalloc's 8-byte class does not, so requests are at
 //! least [`MIN_SIZE`].
@@ -58,14 +58,8 @@ pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
     }
 }
 
+/// realloc of a live block to a size above 0 (the export handles NULL and 0).
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    if p.is_null() {
-        return malloc(size);
-    }
-    if size == 0 {
-        free(p);
-        return core::ptr::null_mut();
-    }
     if accounting::strict() {
         // Under a hard limit a refused growth must leave the old block live.
         let q = malloc(size);
