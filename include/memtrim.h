@@ -69,7 +69,7 @@ struct memtrim_page_stats {
   uint64_t policy_checks, skipped_small, skipped_backoff;
   uint64_t alloc_rate;         /* allocations + frees per second over the last interval */
   uint64_t idle;               /* 1 while the process is seen as idle */
-  uint64_t retained_floor;     /* retained bytes the last release left */
+  uint64_t new_retained;       /* retained since the last release (resident, unexplained by live) */
   uint64_t min_retained, frag_threshold_permille /* UINT64_MAX: off */, idle_ms, psi_stall_ms;
   uint64_t psi_armed;
   /* memory limits */
@@ -144,7 +144,7 @@ MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, skipped_small, 304);
 MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, skipped_backoff, 312);
 MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, alloc_rate, 320);
 MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, idle, 328);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, retained_floor, 336);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, new_retained, 336);
 MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, min_retained, 344);
 MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, frag_threshold_permille, 352);
 MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, idle_ms, 360);

@@ -23,6 +23,7 @@ mod private_alloc;
 mod procfs;
 mod release;
 mod report;
+mod report_gather;
 mod sampler;
 mod side_pool;
 mod stderr;

@@ -1,11 +1,17 @@
 //! When to release, decided on the worker thread from each sample: memory pressure; the process
 //! going idle (its allocation rate falls, as when a worker finishes its requests); or, while
-//! busy, fragmentation over MEMTRIM_FRAG_THRESHOLD. Each needs MEMTRIM_MIN_RETAINED retained
-//! beyond the floor the last release left (pressure excepted), and a cost model spaces releases:
-//! one that took long waits a hundredfold, one that yielded little doubles a back-off.
+//! busy, fragmentation over MEMTRIM_FRAG_THRESHOLD. Each needs MEMTRIM_MIN_RETAINED of new
+//! retained memory (pressure excepted), and a cost model spaces releases: one that took long
+//! waits a hundredfold, one that yielded little doubles a back-off.
+//!
+//! New retained memory is counted in resident bytes: before the first release, the allocator's
+//! retained bytes; after it, the growth of RSS since the release that live growth does not
+//! explain. (glibc's own figures do not move when a release returns pages, nor when the host
+//! faults them in again.)
 use crate::pressure::Pressure;
 use crate::release::Outcome;
-use memtrim_common::config::Config;
+use crate::stderr;
+use memtrim_common::config::{Config, LogLevel};
 use memtrim_common::page::{Reason, Stats};
 use std::time::{Duration, Instant};
 
@@ -18,11 +24,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 pub struct Policy {
     cfg: &'static Config,
     pressure: Option<Pressure>,
-    floor: u64,
+    /// RSS and live bytes just after the last release.
+    floor: Option<(u64, u64)>,
+    fresh: u64,
     next_allowed: Instant,
     backoff: Duration,
-    last_ops: u64,
-    last_at: Instant,
+    /// Allocations plus frees at the previous sample, and when: the first sample (in a forked
+    /// child, the parent's lifetime counts) only sets this.
+    last: Option<(u64, Instant)>,
     rate: f64,
     busy_rate: f64,
     quiet_since: Option<Instant>,
@@ -37,12 +46,17 @@ impl Policy {
         let now = Instant::now();
         Policy {
             cfg,
-            pressure: Pressure::open(cfg.psi_stall_ms),
-            floor: 0,
+            pressure: Pressure::open(cfg.psi_stall_ms).or_else(|| {
+                if cfg.psi_stall_ms > 0 && cfg.log >= LogLevel::Info {
+                    stderr::line("memtrim: no PSI memory-pressure trigger could be armed here; releases on pressure are off");
+                }
+                None
+            }),
+            floor: None,
+            fresh: 0,
             next_allowed: now,
             backoff: Duration::ZERO,
-            last_ops: 0,
-            last_at: now,
+            last: None,
             rate: 0.0,
             busy_rate: 0.0,
             quiet_since: None,
@@ -57,9 +71,9 @@ impl Policy {
     pub fn decide(&mut self, s: &Stats, now: Instant) -> Option<Reason> {
         self.checks += 1;
         let ops = s.allocs.wrapping_add(s.frees);
-        let dt = now.duration_since(self.last_at).as_secs_f64().max(1e-3);
-        self.rate = ops.wrapping_sub(self.last_ops) as f64 / dt;
-        (self.last_ops, self.last_at) = (ops, now);
+        let Some((last_ops, last_at)) = self.last.replace((ops, now)) else { return None };
+        let dt = now.duration_since(last_at).as_secs_f64().max(1e-3);
+        self.rate = ops.wrapping_sub(last_ops) as f64 / dt;
         self.busy_rate = self.rate.max(self.busy_rate * 0.9);
         if self.rate <= QUIET_OPS.max(self.busy_rate * QUIET_FRACTION) {
             self.quiet_since.get_or_insert(now);
@@ -67,7 +81,17 @@ impl Policy {
             self.quiet_since = None;
             self.released_this_idle = false;
         }
-        self.floor = self.floor.min(s.retained_bytes);
+        self.fresh = match self.floor {
+            None => s.retained_bytes,
+            Some((rss, live)) => {
+                let unexplained = (s.rss_bytes as i64 - rss as i64) - (s.live_bytes as i64 - live as i64);
+                if unexplained < 0 {
+                    // The host gave memory back by itself: measure from here.
+                    self.floor = Some((s.rss_bytes, s.live_bytes));
+                }
+                unexplained.max(0) as u64
+            }
+        };
 
         let pressure = self.pressure.as_ref().is_some_and(|p| p.fired());
         let idle = self.cfg.idle_ms > 0
@@ -80,7 +104,7 @@ impl Policy {
             (_, _, true) => Reason::Retained,
             _ => return None,
         };
-        if reason != Reason::Pressure && s.retained_bytes - self.floor < self.cfg.min_retained {
+        if reason != Reason::Pressure && self.fresh < self.cfg.min_retained {
             self.skipped_small += 1;
             return None;
         }
@@ -91,8 +115,8 @@ impl Policy {
         Some(reason)
     }
 
-    /// Books a release that ran: the retained bytes it left become the floor.
-    pub fn released(&mut self, reason: Reason, out: &Outcome, retained_after: u64, now: Instant) {
+    /// Books a release that ran; `after` is a sample taken just after it.
+    pub fn released(&mut self, reason: Reason, out: &Outcome, after: &Stats, now: Instant) {
         if reason == Reason::Idle {
             self.released_this_idle = true;
         }
@@ -104,7 +128,8 @@ impl Policy {
         };
         let spacing = interval.max(Duration::from_micros(out.us) * 100);
         self.next_allowed = now + spacing.max(self.backoff);
-        self.floor = retained_after;
+        self.floor = Some((after.rss_bytes, after.live_bytes));
+        self.fresh = 0;
     }
 
     /// The policy's state, for the page.
@@ -114,7 +139,7 @@ impl Policy {
         s.skipped_backoff = self.skipped_backoff;
         s.alloc_rate = self.rate as u64;
         s.idle = self.quiet_since.is_some() as u64;
-        s.retained_floor = self.floor;
+        s.new_retained = self.fresh;
         s.min_retained = self.cfg.min_retained;
         s.frag_threshold_permille = self.cfg.frag_threshold.map_or(u64::MAX, |t| (t * 1000.0).round() as u64);
         s.idle_ms = self.cfg.idle_ms;

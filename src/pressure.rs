@@ -7,13 +7,14 @@ pub struct Pressure {
 }
 
 impl Pressure {
-    /// A trigger for `stall_ms` of "some" stall per one-second window; None where the kernel
-    /// offers no PSI, or when disabled (0).
+    /// A trigger for `stall_ms` of "some" stall per second, over a two-second window (the
+    /// shortest an unprivileged process may ask for: Linux 6.5 and later refuse others with
+    /// EINVAL); None where the kernel offers no PSI, or when disabled (0).
     pub fn open(stall_ms: u64) -> Option<Pressure> {
         if stall_ms == 0 {
             return None;
         }
-        let trigger = format!("some {} 1000000\0", stall_ms * 1000);
+        let trigger = format!("some {} 2000000\0", stall_ms * 2000);
         candidates().into_iter().find_map(|path| {
             let cpath = std::ffi::CString::new(path).ok()?;
             // SAFETY: valid C strings and buffer lengths; fd closed on failure.

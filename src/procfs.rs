@@ -67,3 +67,24 @@ pub fn smaps_rollup() -> Option<Smaps> {
     }
     Some(m)
 }
+
+/// Whether every thread but the caller has exited. A process whose last host thread called
+/// pthread_exit lives on while any thread does; glibc would have called exit(0) in that last
+/// thread had the worker not been counted. Cheap unless at most two threads remain.
+pub fn only_caller_left() -> bool {
+    let threads = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:").and_then(|v| v.trim().parse::<u32>().ok())));
+    if threads.is_none_or(|n| n > 2) {
+        return false;
+    }
+    // SAFETY: gettid has no preconditions.
+    let me = unsafe { libc::gettid() }.to_string();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return false };
+    tasks.flatten().all(|t| {
+        t.file_name().to_str() == Some(me.as_str())
+            || std::fs::read_to_string(t.path().join("stat"))
+                .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with(['Z', 'X'])))
+                .unwrap_or(true)
+    })
+}

@@ -75,6 +75,11 @@ fn run() {
     let mut policy = Policy::new(cfg);
     let mut served = page.control.trim_served.load(Acquire);
     while !STOP.load(Acquire) {
+        if procfs::only_caller_left() {
+            // SAFETY: what glibc does when a process's last thread exits; runs the host's
+            // exit handlers and ours (which unlink the page).
+            unsafe { libc::exit(0) };
+        }
         let requested = page.control.trim_requested.load(Acquire);
         divert::drain();
         let asked = requested != served;
@@ -85,7 +90,7 @@ fn run() {
         let mut release_for = |reason: Reason, stats: &mut Stats| {
             if let Some(out) = release::release(reason) {
                 *stats = sampler.sample(true);
-                policy.released(reason, &out, stats.retained_bytes, now);
+                policy.released(reason, &out, stats, now);
             }
         };
         if let Some(reason) = if asked { Some(Reason::Request) } else { decided } {
@@ -102,6 +107,12 @@ fn run() {
         page.publish(stats);
         if page.control.trim_served.swap(served, Release) != served {
             futex::wake_all(&page.control.trim_served);
+        }
+        let report = page.control.report_requested.load(Acquire);
+        if report != page.control.report_served.load(Relaxed) {
+            crate::report_gather::serve(&cfg.shm_dir, pid, start_ticks, report);
+            page.control.report_served.store(report, Release);
+            futex::wake_all(&page.control.report_served);
         }
         futex::wait(&page.control.trim_requested, requested, interval);
     }

@@ -24,7 +24,7 @@ fn header_offsets_match_rust() {
         samples, live_bytes, peak_live_bytes, allocs, frees, heap_bytes, retained_bytes, rss_bytes, pss_bytes, uss_bytes,
         swap_bytes, smaps_at_ms, trims, released_bytes, last_trim_us, max_trim_us, last_trim_at_ms, sample_cost_us,
         worker_cpu_us, interval_ms, smaps_interval_ms, releases_by_reason, last_reason, last_rss_before, last_rss_after, policy_checks, skipped_small, skipped_backoff,
-        alloc_rate, idle, retained_floor, min_retained, frag_threshold_permille, idle_ms, psi_stall_ms, psi_armed, limit_metric,
+        alloc_rate, idle, new_retained, min_retained, frag_threshold_permille, idle_ms, psi_stall_ms, psi_armed, limit_metric,
         limit_bytes, limit_value, limit_strikes, limit_violations, limit_signals, cgroup_limit_bytes, hard_limit, refused_allocs));
     rust.push(("sizeof.memtrim_page_stats".into(), size_of::<Stats>()));
     rust.push(("sizeof.memtrim_page".into(), size_of::<Page>()));

@@ -103,7 +103,7 @@ pub fn object(e: &Entry, now_ms: u64) -> String {
     field("skipped_backoff", n(s.skipped_backoff));
     field("alloc_rate", n(s.alloc_rate));
     field("idle", (s.idle != 0).to_string());
-    field("retained_floor", n(s.retained_floor));
+    field("new_retained", n(s.new_retained));
     field("min_retained", n(s.min_retained));
     field("frag_threshold", if s.frag_threshold_permille == u64::MAX { "null".into() } else { format!("{}.{:03}", s.frag_threshold_permille / 1000, s.frag_threshold_permille % 1000) });
     field("idle_ms", n(s.idle_ms));

@@ -4,7 +4,11 @@ mod config_cmd;
 mod json;
 mod ls;
 mod pages;
+mod metrics;
+mod report;
 mod run;
+mod serve;
+mod smaps;
 mod stat;
 mod top;
 mod trim;
@@ -22,7 +26,11 @@ commands:
   top                            full-screen refreshing view (sort keys, q quits)
   trim PID|--all [--timeout SECS]
                                  ask processes to release retained memory now; print the result
+  report PID [--json] [--timeout SECS]
+                                 where the memory is (allocator and kernel views), what a release would return
   clean                          remove the pages of processes that are gone
+  serve [--listen ADDR] [--once FILE]
+                                 Prometheus /metrics for every page (default 127.0.0.1:9477)
   (ls, stat, top, trim and clean take --dir DIR; default $MEMTRIM_SHM_DIR, else /dev/shm)
   help                           this text";
 
@@ -35,7 +43,9 @@ fn main() {
         Some("stat") => stat::main(&args[1..]),
         Some("top") => top::main(&args[1..]),
         Some("trim") => trim::main(&args[1..]),
+        Some("report") => report::main(&args[1..]),
         Some("clean") => clean::main(&args[1..]),
+        Some("serve") => serve::main(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             0

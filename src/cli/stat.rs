@@ -206,7 +206,7 @@ pub fn describe(e: &Entry) -> String {
         ]),
         ("policy", vec![
             ("idle", if s.idle != 0 { "yes".into() } else { "no".into() }, "whether the policy sees the process as idle"),
-            ("retained floor", bytes(s.retained_floor), "retained after the last release (above it is new)"),
+            ("new retained", bytes(s.new_retained), "retained since the last release (resident growth live growth does not explain)"),
             ("min retained", bytes(s.min_retained), "retained bytes worth a release (MEMTRIM_MIN_RETAINED)"),
             ("frag threshold", if s.frag_threshold_permille == u64::MAX { "off".into() } else { format!("{:.1} %", s.frag_threshold_permille as f64 / 10.0) }, "fragmentation that triggers a release"),
             ("idle after", format!("{} ms", s.idle_ms), "quiet time that triggers a release (MEMTRIM_IDLE_MS)"),

@@ -20,7 +20,7 @@ pub const VARS: &[Var] = &[
     Var { name: "MEMTRIM_SHM_DIR", default: "/dev/shm", meaning: "directory of the per-process stats pages" },
     Var { name: "MEMTRIM_INTERVAL_MS", default: "1000", meaning: "how often the worker samples and publishes (duration: 250ms, 2s)" },
     Var { name: "MEMTRIM_SMAPS_INTERVAL_MS", default: "5000", meaning: "how often PSS, USS and swap are read from smaps_rollup (costs ms on big processes)" },
-    Var { name: "MEMTRIM_MIN_RETAINED", default: "8MiB", meaning: "no automatic release unless this much is retained beyond what the last release left" },
+    Var { name: "MEMTRIM_MIN_RETAINED", default: "1MiB", meaning: "no automatic release unless this much memory was retained since the last one" },
     Var { name: "MEMTRIM_FRAG_THRESHOLD", default: "0.5", meaning: "while busy, release when retained/heap reaches this fraction (0.5, 50%; off: only when idle)" },
     Var { name: "MEMTRIM_IDLE_MS", default: "1000", meaning: "release once the allocation rate has stayed low this long (0: never on idle)" },
     Var { name: "MEMTRIM_PSI_STALL_MS", default: "100", meaning: "release when memory pressure stalls tasks this long per second (PSI; 0: off)" },

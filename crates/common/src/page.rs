@@ -103,8 +103,9 @@ pub struct Stats {
     pub alloc_rate: u64,
     /// 1 while the policy sees the process as idle.
     pub idle: u64,
-    /// Retained bytes the last release left (retained_bytes above it counts as new).
-    pub retained_floor: u64,
+    /// Retained memory new since the last release (resident growth that live growth does not
+    /// explain); automatic releases wait for MEMTRIM_MIN_RETAINED of it.
+    pub new_retained: u64,
     pub min_retained: u64,
     /// MEMTRIM_FRAG_THRESHOLD in thousandths; u64::MAX when off.
     pub frag_threshold_permille: u64,

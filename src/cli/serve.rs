@@ -1,0 +1,455 @@
+//! `memtrim serve [--listen ADDR] [--dir DIR] [--once FILE]`: the pages of a host for Prometheus.
+//!
+//! A small HTTP/1.1 server on std::net: `GET /metrics` (and HEAD) answers the exposition text of
+//! metrics.rs, `/` a short index, anything else 404 (405 for other methods). Every response
+//! closes its connection. One thread per connection, at most --max-connections at once (more
+//! are answered 503 at once); a request must arrive within --timeout and a response must be
+//! taken within it too, so slow, silent or vanished clients only ever hold their own thread. One
+//! scan runs at a time; the text is rendered before any byte goes out, so a slow reader never
+//! holds the scan. Nothing a client sends can make it panic (release builds abort on panic).
+//!
+//! `--once FILE` writes the same text to FILE atomically (a temporary file in FILE's directory,
+//! then rename) for node_exporter's textfile collector, and exits; `--once -` prints it.
+use crate::metrics::{self, Counters};
+use crate::pages;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering::*};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
+
+const USAGE: &str = "\
+usage: memtrim serve [--listen ADDR] [--dir DIR] [--timeout SECS] [--max-connections N]
+       memtrim serve --once FILE|- [--dir DIR]
+  serves /metrics in the Prometheus text format: every live process with a page you can read
+  (all of them as root), with labels pid, ppid, comm, allocator, and the exporter's own figures
+  --listen ADDR          address and port to listen on (default 127.0.0.1:9477; port 0 picks
+                         one; the address is printed on stderr)
+  --timeout SECS         a client must send its request, and take the response, within this
+                         (default 10)
+  --max-connections N    connections served at once; more are answered 503 (default 64)
+  --once FILE            write the text to FILE atomically (temporary file and rename in its
+                         directory, mode 0644) and exit: for node_exporter's textfile collector
+                         (name it *.prom); - prints it on stdout
+  --dir DIR              the page directory (default: $MEMTRIM_SHM_DIR, else /dev/shm)";
+
+/// The longest request head accepted (request line and headers).
+const MAX_HEAD: usize = 16 * 1024;
+
+struct Server {
+    dir: PathBuf,
+    counters: Counters,
+    /// One scan at a time.
+    scan_lock: Mutex<()>,
+    active: AtomicUsize,
+    max_connections: usize,
+    timeout: Duration,
+    /// Last directory error reported on stderr, so that it is reported once per change.
+    last_dir_error: Mutex<Option<String>>,
+}
+
+pub fn main(args: &[String]) -> i32 {
+    let mut listen = DEFAULT_LISTEN.to_string();
+    let mut dir: Option<String> = None;
+    let mut once: Option<String> = None;
+    let mut timeout = Duration::from_secs(10);
+    let mut max_connections = 64usize;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--listen" | "-l" => match it.next() {
+                Some(v) => listen = v.clone(),
+                None => return usage("--listen takes an address, e.g. 127.0.0.1:9477"),
+            },
+            "--dir" => match it.next() {
+                Some(d) => dir = Some(d.clone()),
+                None => return usage("--dir takes a directory"),
+            },
+            "--once" => match it.next() {
+                Some(f) if !f.is_empty() => once = Some(f.clone()),
+                _ => return usage("--once takes a file name (or - for stdout)"),
+            },
+            "--timeout" | "-t" => match it.next().and_then(|s| s.parse::<f64>().ok()).filter(|s| s.is_finite() && *s > 0.0 && *s <= 3600.0) {
+                Some(s) => timeout = Duration::from_secs_f64(s),
+                None => return usage("--timeout takes seconds (> 0, <= 3600)"),
+            },
+            "--max-connections" => match it.next().and_then(|s| s.parse::<usize>().ok()).filter(|n| (1..=10_000).contains(n)) {
+                Some(n) => max_connections = n,
+                None => return usage("--max-connections takes a number from 1 to 10000"),
+            },
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return 0;
+            }
+            other => return usage(&format!("unknown argument {other}")),
+        }
+    }
+    let dir = pages::dir(dir.as_deref());
+    if let Some(file) = once {
+        return write_once(&dir, &file);
+    }
+    let addr = match resolve(&listen) {
+        Ok(a) => a,
+        Err(e) => return usage(&e),
+    };
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("memtrim serve: cannot listen on {addr}: {e}");
+            return 1;
+        }
+    };
+    let local = listener.local_addr().unwrap_or(addr);
+    if !dir.is_dir() {
+        eprintln!("memtrim serve: warning: {} is not a directory (yet); serving no processes until it is", dir.display());
+    }
+    eprintln!("memtrim serve: listening on http://{local}/metrics (pages in {})", dir.display());
+    let server = Arc::new(Server {
+        dir,
+        counters: Counters::default(),
+        scan_lock: Mutex::new(()),
+        active: AtomicUsize::new(0),
+        max_connections,
+        timeout,
+        last_dir_error: Mutex::new(None),
+    });
+    accept_loop(&listener, &server);
+    1
+}
+
+fn usage(msg: &str) -> i32 {
+    eprintln!("memtrim serve: {msg}\n{USAGE}");
+    2
+}
+
+/// `HOST:PORT`, `[V6]:PORT`, or `:PORT` (every IPv4 address).
+fn resolve(s: &str) -> Result<SocketAddr, String> {
+    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
+    match full.to_socket_addrs() {
+        Ok(mut a) => a.next().ok_or_else(|| format!("--listen {s}: no address")),
+        Err(e) => Err(format!("--listen {s}: {e} (expected HOST:PORT, e.g. 127.0.0.1:9477)")),
+    }
+}
+
+fn write_once(dir: &Path, file: &str) -> i32 {
+    let counters = Counters::default();
+    let (text, err) = metrics::scrape(dir, &counters, false);
+    if let Some(e) = err {
+        eprintln!("memtrim serve: warning: {e}");
+    }
+    if file == "-" {
+        let mut out = std::io::stdout().lock();
+        return match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+            Ok(()) => 0,
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => 0,
+            Err(e) => {
+                eprintln!("memtrim serve: cannot write the output: {e}");
+                1
+            }
+        };
+    }
+    match write_atomically(Path::new(file), text.as_bytes()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("memtrim serve: {e}");
+            1
+        }
+    }
+}
+
+/// Writes `data` to a temporary file next to `path` (hidden, not ending in .prom, so that the
+/// textfile collector never reads it half-written), makes it 0644, syncs it and renames it
+/// over `path`. On any failure the temporary file is removed and `path` is left as it was.
+/// A `path` that is not a regular file (/dev/stdout, a FIFO, a device) is written into, never
+/// replaced; a symlink to a regular file is followed, and its target replaced.
+pub fn write_atomically(path: &Path, data: &[u8]) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(md) if !md.file_type().is_file() => {
+            return std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|mut f| f.write_all(data))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()));
+        }
+        Ok(_) if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) => {
+            let real = std::fs::canonicalize(path).map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
+            return replace_file(&real, data);
+        }
+        _ => {}
+    }
+    replace_file(path, data)
+}
+
+/// The temporary file and rename of [`write_atomically`], for a regular file or a new one.
+fn replace_file(path: &Path, data: &[u8]) -> Result<(), String> {
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("--once {}: not a file name", path.display()))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    let open = || std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&tmp);
+    let mut f = match open() {
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            // left by an earlier run with the same pid that was killed mid-write
+            let _ = std::fs::remove_file(&tmp);
+            open()
+        }
+        r => r,
+    }
+    .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let result = (|| {
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?; // whatever the umask
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write {}: {e}", path.display())
+    })
+}
+
+fn accept_loop(listener: &TcpListener, server: &Arc<Server>) {
+    let mut last_error_report: Option<Instant> = None;
+    loop {
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // EMFILE and the like: say so now and then, wait a little, go on.
+                if last_error_report.map_or(true, |t| t.elapsed() > Duration::from_secs(60)) {
+                    eprintln!("memtrim serve: accept: {e}");
+                    last_error_report = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if server.active.fetch_add(1, AcqRel) >= server.max_connections {
+            server.active.fetch_sub(1, AcqRel);
+            server.counters.rejected.fetch_add(1, Relaxed);
+            refuse(stream, &server.counters);
+            continue;
+        }
+        let s = Arc::clone(server);
+        // The closure owns the stream; if the thread cannot start, the stream is dropped
+        // (closed) with it.
+        let spawned = std::thread::Builder::new().name("memtrim-http".into()).stack_size(256 * 1024).spawn(move || {
+            struct Slot<'a>(&'a AtomicUsize);
+            impl Drop for Slot<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, AcqRel);
+                }
+            }
+            let _slot = Slot(&s.active);
+            handle(&s, stream);
+        });
+        if spawned.is_err() {
+            server.active.fetch_sub(1, AcqRel);
+            server.counters.rejected.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// 503 without blocking the accept loop: a fresh socket's send buffer takes it whole.
+fn refuse(stream: TcpStream, counters: &Counters) {
+    let _ = stream.set_nonblocking(true);
+    let body = "too many connections\n";
+    let mut s = &stream;
+    let _ = s.write_all(response_head(503, "text/plain; charset=utf-8", body.len(), &[]).as_bytes());
+    let _ = s.write_all(body.as_bytes());
+    counters.count_http(503);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+enum HeadError {
+    /// Closed (or reset) before sending anything.
+    Closed,
+    Timeout,
+    TooLarge,
+    Bad,
+}
+
+/// Reads the request head (up to the empty line) before `deadline`.
+fn read_head(stream: &mut TcpStream, deadline: Instant) -> Result<Vec<u8>, HeadError> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HeadError::Timeout);
+        }
+        if stream.set_read_timeout(Some(left.max(Duration::from_millis(1)))).is_err() {
+            return Err(HeadError::Closed);
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(if buf.is_empty() { HeadError::Closed } else { HeadError::Bad }),
+            Ok(n) => {
+                let from = buf.len().saturating_sub(3);
+                buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+                if let Some(end) = head_end(&buf, from) {
+                    buf.truncate(end);
+                    return Ok(buf);
+                }
+                if buf.len() > MAX_HEAD {
+                    return Err(HeadError::TooLarge);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return Err(HeadError::Timeout),
+            Err(_) => return Err(HeadError::Closed),
+        }
+    }
+}
+
+/// Where the head ends (after "\r\n\r\n" or "\n\n"), searching from `from`.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let tail = buf.get(from..)?;
+    for (i, w) in tail.windows(2).enumerate() {
+        if w == b"\n\n" {
+            return Some(from + i + 2);
+        }
+        if w == b"\n\r" && tail.get(i + 2) == Some(&b'\n') {
+            return Some(from + i + 3);
+        }
+    }
+    None
+}
+
+/// A parsed request line: method and path (query string dropped).
+fn request_line(head: &[u8]) -> Option<(&str, &str)> {
+    let line_end = head.iter().position(|&b| b == b'\n')?;
+    let line = std::str::from_utf8(head.get(..line_end)?).ok()?.trim_end_matches('\r');
+    let mut parts = line.split(' ');
+    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || method.is_empty() || !version.starts_with("HTTP/1.") {
+        return None;
+    }
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    Some((method, path))
+}
+
+fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+fn response_head(code: u16, content_type: &str, len: usize, extra: &[(&str, &str)]) -> String {
+    let mut h = format!("HTTP/1.1 {code} {}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\nConnection: close\r\nCache-Control: no-store\r\n", reason_phrase(code));
+    for (k, v) in extra {
+        h.push_str(k);
+        h.push_str(": ");
+        h.push_str(v);
+        h.push_str("\r\n");
+    }
+    h.push_str("\r\n");
+    h
+}
+
+const INDEX: &str = "<!DOCTYPE html>\n<html><head><title>memtrim</title></head><body>\n<h1>memtrim serve</h1>\n<p><a href=\"/metrics\">/metrics</a>: every process under libmemtrim.so, in the Prometheus text format.</p>\n</body></html>\n";
+
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+fn handle(server: &Server, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let deadline = Instant::now() + server.timeout;
+    let (code, ctype, body, head_only, extra): (u16, &str, String, bool, &[(&str, &str)]) = match read_head(&mut stream, deadline) {
+        Err(HeadError::Closed) => return,
+        Err(HeadError::Timeout) => {
+            server.counters.timeouts.fetch_add(1, Relaxed);
+            (408, "text/plain; charset=utf-8", "request timeout\n".into(), false, &[])
+        }
+        Err(HeadError::TooLarge) => (431, "text/plain; charset=utf-8", "request head too large\n".into(), false, &[]),
+        Err(HeadError::Bad) => (400, "text/plain; charset=utf-8", "bad request\n".into(), false, &[]),
+        Ok(head) => match request_line(&head) {
+            None => (400, "text/plain; charset=utf-8", "bad request\n".into(), false, &[]),
+            Some((method, path)) if method == "GET" || method == "HEAD" => {
+                let head_only = method == "HEAD";
+                match path {
+                    "/metrics" => (200, METRICS_TYPE, scrape(server), head_only, &[]),
+                    "/" => (200, "text/html; charset=utf-8", INDEX.into(), head_only, &[]),
+                    _ => (404, "text/plain; charset=utf-8", "not found; the metrics are at /metrics\n".into(), head_only, &[]),
+                }
+            }
+            Some(_) => (405, "text/plain; charset=utf-8", "only GET and HEAD\n".into(), false, &[("Allow", "GET, HEAD")]),
+        },
+    };
+    server.counters.count_http(code);
+    let head = response_head(code, ctype, body.len(), extra);
+    let _ = stream.set_write_timeout(Some(server.timeout));
+    let sent = stream.write_all(head.as_bytes()).and_then(|_| if head_only { Ok(()) } else { stream.write_all(body.as_bytes()) });
+    if sent.is_err() {
+        return; // the client vanished or stopped reading: drop the connection
+    }
+    // Close gracefully: say we are done, then let the client close first (closing with unread
+    // input would reset the connection and could lose the response at the client).
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut sink = [0u8; 1024];
+    let mut drained = 0usize;
+    while drained < 64 * 1024 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+fn scrape(server: &Server) -> String {
+    let _one = server.scan_lock.lock().unwrap_or_else(|e| e.into_inner());
+    let (text, err) = metrics::scrape(&server.dir, &server.counters, true);
+    let mut last = server.last_dir_error.lock().unwrap_or_else(|e| e.into_inner());
+    if err != *last {
+        match &err {
+            Some(e) => eprintln!("memtrim serve: {e}"),
+            None => eprintln!("memtrim serve: {} is readable again", server.dir.display()),
+        }
+        *last = err;
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines() {
+        assert_eq!(request_line(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"), Some(("GET", "/metrics")));
+        assert_eq!(request_line(b"GET /metrics?x=1 HTTP/1.0\n\n"), Some(("GET", "/metrics")));
+        assert_eq!(request_line(b"GET /metrics\r\n\r\n"), None);
+        assert_eq!(request_line(b"GET  /metrics HTTP/1.1\r\n\r\n"), None);
+        assert_eq!(request_line(b"\xff\xfe /metrics HTTP/1.1\r\n\r\n"), None);
+        assert_eq!(request_line(b""), None);
+    }
+
+    #[test]
+    fn head_ends() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nrest", 0), Some(18));
+        assert_eq!(head_end(b"GET / HTTP/1.1\n\n", 0), Some(16));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n", 0), None);
+        assert_eq!(head_end(b"ab", 5), None);
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(resolve("127.0.0.1:9477").unwrap().port(), 9477);
+        assert!(resolve(":9477").unwrap().ip().is_unspecified());
+        assert!(resolve("[::1]:0").is_ok());
+        assert!(resolve("nonsense").is_err());
+    }
+}
