@@ -70,12 +70,18 @@ impl PageFile {
     }
 }
 
-/// At exit: the name goes, the mapping stays (the worker may still be writing to it).
+/// At exit: the name goes, and a report left unread beside it; the mapping stays (the worker
+/// may still be writing to it).
 pub fn unlink_current() {
     let pf = CURRENT.swap(core::ptr::null_mut(), AcqRel);
     if !pf.is_null() {
         // SAFETY: pf came from Box::leak in create.
-        unsafe { libc::unlink((*pf).path.as_ptr()) };
+        let path = unsafe { &(*pf).path };
+        unsafe { libc::unlink(path.as_ptr()) };
+        let mut report = path.as_bytes().to_vec();
+        report.extend_from_slice(b".report\0");
+        // SAFETY: a NUL-terminated path.
+        unsafe { libc::unlink(report.as_ptr().cast()) };
     }
 }
 

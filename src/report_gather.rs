@@ -737,32 +737,6 @@ fn worker_stack() -> Option<(usize, usize)> {
     }
 }
 
-/// The side pool's range, if reserved: the mapping holding it, narrowed by bisection on
-/// side_pool::contains.
-fn side_pool_range(maps: &[Vma], page: usize) -> Option<(usize, usize)> {
-    let inside = |a: usize| side_pool::contains(a as *mut c_void);
-    let m = maps.iter().find(|m| inside(m.start) || inside(m.end - 1))?;
-    let (mut lo, mut hi) = (m.start, m.end);
-    if !inside(lo) {
-        // false ... true: the first page inside
-        let (mut a, mut b) = (lo / page, (m.end - 1) / page);
-        while a < b {
-            let mid = (a + b) / 2;
-            if inside(mid * page) { b = mid } else { a = mid + 1 }
-        }
-        lo = a * page;
-    }
-    if !inside(hi - 1) {
-        let (mut a, mut b) = (lo / page, hi / page);
-        while a + 1 < b {
-            let mid = (a + b) / 2;
-            if inside(mid * page) { a = mid } else { b = mid }
-        }
-        hi = b * page;
-    }
-    Some((lo, hi))
-}
-
 // ---------------------------------------------------------------------------------------------
 // The report
 
@@ -811,7 +785,7 @@ fn gather(pid: u32, start_ticks: u64, request: u32) -> String {
     }
 
     // memtrim's own ranges, and the mmapped blocks outside every known heap.
-    let side = side_pool_range(&maps, page);
+    let side = side_pool::range();
     let stack = worker_stack();
     let mut skip: Vec<(usize, usize)> = heaps.iter().map(|h| (h.base, h.base + HEAP_MAX)).collect();
     skip.extend(side);

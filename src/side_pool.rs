@@ -56,6 +56,12 @@ pub fn contains(p: *mut c_void) -> bool {
     base != 0 && (p as usize).wrapping_sub(base) < LEN.load(Relaxed)
 }
 
+/// The reserved range, once there is one (for `memtrim report`).
+pub fn range() -> Option<(usize, usize)> {
+    let base = BASE.load(Acquire);
+    (base != 0).then(|| (base, base + LEN.load(Relaxed)))
+}
+
 fn lock() {
     let mut spins = 0u32;
     while LOCK.swap(true, Acquire) {

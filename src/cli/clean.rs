@@ -76,6 +76,11 @@ pub fn main(args: &[String]) -> i32 {
         // A gone process cannot come back with the same pid and start time.
         match std::fs::remove_file(&path) {
             Ok(()) => {
+                for suffix in [".report", ".report.tmp"] {
+                    let mut side = path.clone().into_os_string();
+                    side.push(suffix);
+                    let _ = std::fs::remove_file(side);
+                }
                 println!("removed {} (process {pid} {why})", path.display());
                 removed += 1;
             }

@@ -31,7 +31,7 @@ commands:
   clean                          remove the pages of processes that are gone
   serve [--listen ADDR] [--once FILE]
                                  Prometheus /metrics for every page (default 127.0.0.1:9477)
-  (ls, stat, top, trim and clean take --dir DIR; default $MEMTRIM_SHM_DIR, else /dev/shm)
+  (ls, stat, top, trim, report, clean and serve take --dir DIR; default $MEMTRIM_SHM_DIR, else /dev/shm)
   help                           this text";
 
 fn main() {
