@@ -41,6 +41,38 @@ const UNCLAIMED: usize = 0;
 pub const SHARED_WORD: usize = 1;
 const OFF: usize = 2;
 
+/// [`fast_slot`] gives the slots of TLS words above this: OFF normally, everything closed
+/// (usize::MAX) while a release diverts the host, so that one compare serves both checks.
+static FAST_FLOOR: AtomicUsize = AtomicUsize::new(OFF);
+
+/// This thread's slot when the fast path is open to it; otherwise the caller takes its slow
+/// path, which counts through [`on_alloc`] and friends and knows about diversion.
+#[inline(always)]
+pub fn fast_slot() -> Option<&'static Slot> {
+    let w = tls::get();
+    // SAFETY: words above OFF are addresses of slots in SLOTS, owned by this thread.
+    (w > FAST_FLOOR.load(Relaxed)).then(|| unsafe { &*(w as *const Slot) })
+}
+
+/// Closes the fast path of [`fast_slot`] to every thread, or opens it again.
+pub fn set_fast_path(open: bool) {
+    FAST_FLOOR.store(if open { OFF } else { usize::MAX }, SeqCst);
+}
+
+impl Slot {
+    #[inline(always)]
+    pub fn count_alloc(&self, bytes: usize) {
+        bump(&self.bytes, bytes as u64);
+        bump(&self.allocs, 1);
+    }
+
+    #[inline(always)]
+    pub fn count_free(&self, bytes: usize) {
+        bump(&self.bytes, (bytes as u64).wrapping_neg());
+        bump(&self.frees, 1);
+    }
+}
+
 /// A plain add on a counter only this thread writes: no lock prefix on the hot path.
 #[inline(always)]
 fn bump(c: &AtomicU64, v: u64) {
@@ -53,9 +85,7 @@ pub fn on_alloc(bytes: usize) -> bool {
     let w = tls::get();
     if w > OFF {
         // SAFETY: words above OFF are addresses of slots in SLOTS, owned by this thread.
-        let s = unsafe { &*(w as *const Slot) };
-        bump(&s.bytes, bytes as u64);
-        bump(&s.allocs, 1);
+        unsafe { &*(w as *const Slot) }.count_alloc(bytes);
         true
     } else {
         slow(w, bytes as u64, 1, 0)
@@ -69,9 +99,7 @@ pub fn on_free(bytes: usize) -> bool {
     let w = tls::get();
     if w > OFF {
         // SAFETY: as in on_alloc.
-        let s = unsafe { &*(w as *const Slot) };
-        bump(&s.bytes, (bytes as u64).wrapping_neg());
-        bump(&s.frees, 1);
+        unsafe { &*(w as *const Slot) }.count_free(bytes);
         true
     } else {
         false

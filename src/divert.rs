@@ -2,7 +2,7 @@
 //! (hundreds of milliseconds on a big fragmented heap). For that long, host allocations are
 //! served by the side pool and host frees of glibc blocks are deferred to a lock-free list that
 //! is handed back to glibc afterwards, so no host thread waits on a lock the release holds.
-use crate::{glibc, side_pool};
+use crate::{accounting, glibc, side_pool};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering::*};
 use std::time::Duration;
@@ -14,6 +14,8 @@ static DEFERRED: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
 /// glibc; the release starts after this grace.
 const GRACE: Duration = Duration::from_millis(2);
 
+/// Whether host calls are diverted now. The glibc family's malloc and free learn it from their
+/// fast path being closed (accounting::set_fast_path) and ask here on their slow path.
 #[inline(always)]
 pub fn active() -> bool {
     ACTIVE.load(Relaxed)
@@ -25,9 +27,11 @@ pub fn run<T>(release: impl FnOnce() -> T) -> T {
         return release();
     }
     ACTIVE.store(true, SeqCst);
+    accounting::set_fast_path(false);
     std::thread::sleep(GRACE);
     let r = release();
     ACTIVE.store(false, SeqCst);
+    accounting::set_fast_path(true);
     drain();
     r
 }
@@ -64,6 +68,7 @@ pub fn drain() {
 /// A fork during a release: the releasing thread is gone in the child.
 pub fn after_fork_in_child() {
     ACTIVE.store(false, Relaxed);
+    accounting::set_fast_path(true);
     side_pool::after_fork_in_child();
     drain();
 }

@@ -2,7 +2,8 @@
 //! size of what changed hands. Nothing else happens on the common path: no locks, no syscalls,
 //! no allocation, no logging.
 //! While a release runs, malloc, calloc and realloc are served by the side pool and frees of
-//! glibc blocks are deferred (divert.rs); side-pool blocks look like mmapped chunks, so they cost
+//! glibc blocks are deferred (divert.rs): malloc and free learn it from their fast path being
+//! closed, at no cost of their own; side-pool blocks look like mmapped chunks, so they cost
 //! nothing until that branch.
 use crate::accounting::{self, on_alloc, on_move};
 use crate::glibc::{self, counted_size};
@@ -33,17 +34,25 @@ unsafe fn refused(p: *mut c_void) -> *mut c_void {
 
 
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    if divert::active() {
-        return diverted_malloc(size);
+    let Some(slot) = accounting::fast_slot() else { return malloc_slow(size) };
+    let p = glibc::__libc_malloc(size);
+    if !p.is_null() {
+        slot.count_alloc(counted_size(p));
     }
-    counted(glibc::__libc_malloc(size))
+    p
 }
 
+/// A thread without a slot yet, a hard limit, or a release diverting the host.
 #[cold]
 #[inline(never)]
-unsafe fn diverted_malloc(size: usize) -> *mut c_void {
-    let p = side_pool::alloc(size);
-    counted(if p.is_null() { glibc::__libc_malloc(size) } else { p })
+unsafe fn malloc_slow(size: usize) -> *mut c_void {
+    if divert::active() {
+        let p = side_pool::alloc(size);
+        if !p.is_null() {
+            return counted(p);
+        }
+    }
+    counted(glibc::__libc_malloc(size))
 }
 
 pub unsafe extern "C" fn free(p: *mut c_void) {
@@ -55,16 +64,13 @@ pub unsafe extern "C" fn free(p: *mut c_void) {
         return free_mmapped(p);
     }
     let n = glibc::counted_from_header(h);
-    if !accounting::on_free(n) {
-        return free_slow(p, n);
-    }
-    if divert::active() {
-        return divert::defer(p);
-    }
+    let Some(slot) = accounting::fast_slot() else { return free_slow(p, n) };
+    slot.count_free(n);
     glibc::__libc_free(p)
 }
 
-/// Out of line so that the fast path of `free` ends in a jump to glibc with no frame of its own.
+/// Out of line so that the fast path of `free` ends in a jump to glibc with no frame of its own;
+/// a release diverting the host closes that path, and the block's free waits for its end.
 #[cold]
 #[inline(never)]
 unsafe fn free_slow(p: *mut c_void, n: usize) {
