@@ -7,12 +7,11 @@ mod common;
 
 use common::*;
 use std::collections::HashMap;
-use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Compiles tests/c/NAME once per test binary (tests run in parallel and may share a program).
 fn program(name: &str, extra: &[&str]) -> PathBuf {
@@ -29,40 +28,6 @@ fn program(name: &str, extra: &[&str]) -> PathBuf {
     let p = compile(name, &args);
     map.insert(name.to_string(), p.clone());
     p
-}
-
-/// Runs `cmd`, killing it after `secs` seconds; a timeout fails the test with what it printed.
-fn run_timeout(cmd: &mut Command, secs: u64) -> Output {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("command starts");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {secs} s (hang?)");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output { status, stdout: out_t.join().unwrap(), stderr: err_t.join().unwrap() }
-}
-
-fn show(o: &Output) -> String {
-    format!("status: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}", o.status, text(&o.stdout), text(&o.stderr))
 }
 
 fn assert_success(o: &Output, what: &str) {
@@ -91,7 +56,7 @@ fn accounting_is_exact_through_every_export() {
     }
     let bin = program("accounting.c", &[]);
     for seed in ["0x9e3779b97f4a7c15", "12345"] {
-        let o = run_timeout(preloaded(Command::new(&bin).args(["4", "1000000", seed])), 60);
+        let o = run_for(preloaded(Command::new(&bin).args(["4", "1000000", seed])), Duration::from_secs(60));
         let out = text(&o.stdout);
         assert_success(&o, "accounting");
         assert_allocator(&o.stdout, &allocator(), &o);
@@ -102,7 +67,7 @@ fn accounting_is_exact_through_every_export() {
         assert!(out.contains("ok after every block was freed on another thread: live_bytes delta 0, live blocks delta 0"), "{}", show(&o));
     }
     // The same while the worker samples every 10 ms and releases whenever anything is retained.
-    let o = run_timeout(
+    let o = run_for(
         preloaded(
             Command::new(&bin)
                 .args(["4", "1000000", "7"])
@@ -110,7 +75,7 @@ fn accounting_is_exact_through_every_export() {
                 .env("MEMTRIM_MIN_RETAINED", "0")
                 .env("MEMTRIM_FRAG_THRESHOLD", "0.01"),
         ),
-        60,
+        Duration::from_secs(60),
     );
     assert_success(&o, "accounting with a busy worker");
     assert_allocator(&o.stdout, &allocator(), &o);
@@ -124,7 +89,7 @@ fn accounting_is_exact_beyond_the_thread_slots() {
     if !have_gcc() {
         return;
     }
-    let o = run_timeout(preloaded(&mut Command::new(program("many_threads.c", &[]))), 30);
+    let o = run_for(preloaded(&mut Command::new(program("many_threads.c", &[]))), Duration::from_secs(30));
     let out = text(&o.stdout);
     assert_success(&o, "many_threads");
     assert_allocator(&o.stdout, &allocator(), &o);
@@ -138,7 +103,7 @@ fn accounting_program_needs_the_library() {
     if !have_gcc() {
         return;
     }
-    let o = run_timeout(Command::new(program("accounting.c", &[])).args(["1", "1000"]).env_remove("LD_PRELOAD"), 20);
+    let o = run_for(Command::new(program("accounting.c", &[])).args(["1", "1000"]).env_remove("LD_PRELOAD"), Duration::from_secs(20));
     assert!(!o.status.success(), "{}", show(&o));
     assert!(text(&o.stdout).contains("not found (is libmemtrim.so preloaded?)"), "{}", show(&o));
 }
@@ -158,10 +123,10 @@ fn error_paths_match_glibc() {
         return;
     }
     let bin = program("errors.c", &[]);
-    let base = run_timeout(&mut Command::new(&bin), 20);
+    let base = run_for(&mut Command::new(&bin), Duration::from_secs(20));
     assert_success(&base, "errors without the library");
-    let with = run_timeout(preloaded(&mut Command::new(&bin)), 20);
-    let disabled = run_timeout(preloaded(Command::new(&bin).env("MEMTRIM_DISABLE", "1")), 20);
+    let with = run_for(preloaded(&mut Command::new(&bin)), Duration::from_secs(20));
+    let disabled = run_for(preloaded(Command::new(&bin).env("MEMTRIM_DISABLE", "1")), Duration::from_secs(20));
     let t = text(&base.stdout);
     assert_allocator(&base.stderr, "glibc", &base);
 
@@ -266,7 +231,7 @@ fn fork_while_threads_allocate() {
     if !have_gcc() {
         return;
     }
-    let o = run_timeout(preloaded(&mut Command::new(program("fork.c", &[]))), 40);
+    let o = run_for(preloaded(&mut Command::new(program("fork.c", &[]))), Duration::from_secs(40));
     let out = text(&o.stdout);
     assert_success(&o, "fork");
     assert!(!out.contains("FAIL"), "{}", show(&o));
@@ -298,9 +263,9 @@ fn dlopen_tls_while_threads_allocate() {
             p
         })
         .collect();
-    let base = run_timeout(Command::new(&bin).args(&copies), 30);
+    let base = run_for(Command::new(&bin).args(&copies), Duration::from_secs(30));
     assert_success(&base, "dlopen_tls without the library");
-    let o = run_timeout(preloaded(Command::new(&bin).args(&copies)), 30);
+    let o = run_for(preloaded(Command::new(&bin).args(&copies)), Duration::from_secs(30));
     let out = text(&o.stdout);
     assert_success(&o, "dlopen_tls with the library");
     assert!(out.contains("round 3: 20 modules loaded, touched and closed"), "{}", show(&o));
@@ -316,7 +281,7 @@ fn cxx_thread_local_objects() {
         return;
     }
     let bin = program("thread_local.cpp", &[]);
-    let o = run_timeout(preloaded(Command::new(&bin).arg("2000")), 30);
+    let o = run_for(preloaded(Command::new(&bin).arg("2000")), Duration::from_secs(30));
     let out = text(&o.stdout);
     assert_success(&o, "thread_local");
     assert!(
@@ -339,7 +304,7 @@ fn every_exit_path() {
     }
     let bin = program("exits.c", &[]);
     for mode in ["return", "exit", "_exit", "abort", "exit-busy", "return-busy", "exit-from-thread"] {
-        let o = run_timeout(preloaded(Command::new(&bin).arg(mode).env("MEMTRIM_REPORT", "1")), 20);
+        let o = run_for(preloaded(Command::new(&bin).arg(mode).env("MEMTRIM_REPORT", "1")), Duration::from_secs(20));
         assert!(text(&o.stdout).contains(&format!("exits: {mode}")), "{mode}\n{}", show(&o));
         let reports = report_lines(&o);
         assert!(reports.len() <= 1, "{mode}: more than one report\n{}", show(&o));
@@ -353,7 +318,7 @@ fn every_exit_path() {
         }
     }
     // Without MEMTRIM_REPORT the library says nothing.
-    let o = run_timeout(preloaded(Command::new(&bin).arg("return").env_remove("MEMTRIM_REPORT")), 20);
+    let o = run_for(preloaded(Command::new(&bin).arg("return").env_remove("MEMTRIM_REPORT")), Duration::from_secs(20));
     assert_success(&o, "return without report");
     assert_eq!(text(&o.stderr), "", "{}", show(&o));
 }
@@ -384,7 +349,7 @@ fn stats_api_contract() {
     if !have_gcc() {
         return;
     }
-    let o = run_timeout(preloaded(&mut Command::new(program("stats_probe.c", &[]))), 20);
+    let o = run_for(preloaded(&mut Command::new(program("stats_probe.c", &[]))), Duration::from_secs(20));
     assert_success(&o, "stats_probe");
     assert_allocator(&o.stdout, &allocator(), &o);
     let out = text(&o.stdout);
@@ -410,7 +375,7 @@ fn disabled_counts_nothing() {
         return;
     }
     for value in ["1", "true"] {
-        let o = run_timeout(preloaded(Command::new(program("stats_probe.c", &[])).env("MEMTRIM_DISABLE", value)), 20);
+        let o = run_for(preloaded(Command::new(program("stats_probe.c", &[])).env("MEMTRIM_DISABLE", value)), Duration::from_secs(20));
         assert_success(&o, &format!("stats_probe with MEMTRIM_DISABLE={value}"));
         assert_allocator(&o.stdout, "glibc", &o);
         let out = text(&o.stdout);
@@ -432,7 +397,7 @@ fn bad_configuration_warns_once() {
         return;
     }
     let bin = program("stats_probe.c", &[]);
-    let o = run_timeout(preloaded(Command::new(&bin).env("MEMTRIM_REPORT", "maybe")), 20);
+    let o = run_for(preloaded(Command::new(&bin).env("MEMTRIM_REPORT", "maybe")), Duration::from_secs(20));
     assert_success(&o, "stats_probe with MEMTRIM_REPORT=maybe");
     let err = text(&o.stderr);
     let lines: Vec<&str> = err.lines().collect();
@@ -444,7 +409,7 @@ fn bad_configuration_warns_once() {
     assert_eq!(field(&stats_line(&o), "rc"), 0);
     assert_allocator(&o.stdout, &allocator(), &o);
 
-    let o = run_timeout(preloaded(Command::new(&bin).env("MEMTRIM_REPROT", "1")), 20);
+    let o = run_for(preloaded(Command::new(&bin).env("MEMTRIM_REPROT", "1")), Duration::from_secs(20));
     assert_success(&o, "stats_probe with MEMTRIM_REPROT=1");
     let err = text(&o.stderr);
     assert_eq!(err.lines().count(), 1, "exactly one warning expected\n{}", show(&o));
@@ -452,7 +417,7 @@ fn bad_configuration_warns_once() {
     assert!(!err.contains("live"), "a typo must not turn the report on\n{}", show(&o));
 
     // An unknown allocator: one warning, and glibc serves.
-    let o = run_timeout(preloaded(&mut Command::new(&bin)).env("MEMTRIM_ALLOCATOR", "jemaloc"), 20);
+    let o = run_for(preloaded(&mut Command::new(&bin)).env("MEMTRIM_ALLOCATOR", "jemaloc"), Duration::from_secs(20));
     assert_success(&o, "stats_probe with MEMTRIM_ALLOCATOR=jemaloc");
     let err = text(&o.stderr);
     assert_eq!(err.lines().count(), 1, "exactly one warning expected\n{}", show(&o));

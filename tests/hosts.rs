@@ -10,22 +10,10 @@
 
 mod common;
 
-use common::{lib, preloaded, require_tool, root, text};
-use std::io::Read;
+use common::{lib, on_ci, preloaded, require_tool, root, run_for, serial, show, text};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn on_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
+use std::process::{Command, Output};
+use std::time::Duration;
 
 fn py(script: &str) -> PathBuf {
     root().join("tests/py").join(script)
@@ -33,50 +21,6 @@ fn py(script: &str) -> PathBuf {
 
 fn rb(script: &str) -> PathBuf {
     root().join("tests/rb").join(script)
-}
-
-/// Runs `cmd` with stdout and stderr captured; kills it and fails after `limit`.
-fn run_for(cmd: &mut Command, limit: Duration) -> Output {
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let mut out_pipe = child.stdout.take().unwrap();
-    let mut err_pipe = child.stderr.take().unwrap();
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out_pipe.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err_pipe.read_to_end(&mut v);
-        v
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for child") {
-            break st;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            // descendants may still hold the pipes: do not wait for the readers
-            panic!("{what} did not finish in {} s (killed)", limit.as_secs());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = out_reader.join().unwrap();
-    let stderr = err_reader.join().unwrap();
-    eprintln!("{what}: {status} in {:.1} s", start.elapsed().as_secs_f64());
-    Output { status, stdout, stderr }
-}
-
-fn show(o: &Output) -> String {
-    format!("status {}\n--- stdout\n{}\n--- stderr\n{}", o.status, text(&o.stdout), text(&o.stderr))
 }
 
 /// For commands whose stdout the test has already printed.
@@ -118,17 +62,26 @@ fn python_cmd(python: &str, script: &str, pythonmalloc: Option<&str>) -> Command
     c
 }
 
-fn python_live_bytes(pythonmalloc: Option<&str>) {
+/// Runs tests/py/SCRIPT under the library with each interpreter (one test at a time), prints its
+/// stdout, and checks that it succeeded and printed the line `pass`; with `quiet`, also that it
+/// wrote nothing on stderr.
+fn run_script(script: &str, pythonmalloc: Option<&str>, limit: Duration, pass: &str, quiet: bool) {
     let _g = serial();
     let mode = pythonmalloc.unwrap_or("default");
     for python in pythons() {
-        let mut c = python_cmd(&python, "live_bytes.py", pythonmalloc);
-        let o = run_for(preloaded(&mut c), Duration::from_secs(120));
+        let mut c = python_cmd(&python, script, pythonmalloc);
+        let o = run_for(preloaded(&mut c), limit);
         eprintln!("{}", text(&o.stdout));
-        assert!(o.status.success(), "{python} live_bytes.py ({mode}) failed under the library:\n{}", show_rest(&o));
-        assert!(text(&o.stdout).contains(&format!("PASS [{mode}]")), "no PASS line:\n{}", show_rest(&o));
-        assert!(text(&o.stderr).trim().is_empty(), "{python} ({mode}) wrote on stderr under the library:\n{}", show_rest(&o));
+        assert!(o.status.success(), "{python} {script} ({mode}) failed under the library:\n{}", show_rest(&o));
+        assert!(text(&o.stdout).lines().any(|l| l == pass), "no {pass} line:\n{}", show_rest(&o));
+        if quiet {
+            assert!(text(&o.stderr).trim().is_empty(), "{python} ({mode}) wrote on stderr under the library:\n{}", show_rest(&o));
+        }
     }
+}
+
+fn python_live_bytes(pythonmalloc: Option<&str>) {
+    run_script("live_bytes.py", pythonmalloc, Duration::from_secs(120), &format!("PASS [{}]", pythonmalloc.unwrap_or("default")), true);
 }
 
 /// ~100 MiB of bytes/str objects with pymalloc in front: live_bytes rises >= 90 MiB and falls
@@ -145,16 +98,7 @@ fn python_live_bytes_pythonmalloc_malloc() {
 }
 
 fn python_thread_imports(pythonmalloc: Option<&str>) {
-    let _g = serial();
-    let mode = pythonmalloc.unwrap_or("default");
-    for python in pythons() {
-        let mut c = python_cmd(&python, "thread_imports.py", pythonmalloc);
-        let o = run_for(preloaded(&mut c), Duration::from_secs(300));
-        eprintln!("{}", text(&o.stdout));
-        assert!(o.status.success(), "{python} thread_imports.py ({mode}) failed under the library:\n{}", show_rest(&o));
-        assert!(text(&o.stdout).lines().any(|l| l == "PASS"), "no PASS line:\n{}", show_rest(&o));
-        assert!(text(&o.stderr).trim().is_empty(), "{python} ({mode}) wrote on stderr under the library:\n{}", show_rest(&o));
-    }
+    run_script("thread_imports.py", pythonmalloc, Duration::from_secs(300), "PASS", true);
 }
 
 /// C extension modules and TLS libraries dlopen'ed from several threads at once while other
@@ -174,14 +118,7 @@ fn python_extension_imports_from_threads_pythonmalloc_malloc() {
 /// not keep it alive (tests/py/last_thread_exit.py).
 #[test]
 fn python_process_exits_with_its_last_thread() {
-    let _g = serial();
-    for python in pythons() {
-        let mut c = python_cmd(&python, "last_thread_exit.py", None);
-        let o = run_for(preloaded(&mut c), Duration::from_secs(120));
-        eprintln!("{}", text(&o.stdout));
-        assert!(o.status.success(), "{python} last_thread_exit.py failed under the library:\n{}", show_rest(&o));
-        assert!(text(&o.stdout).lines().any(|l| l == "PASS"), "no PASS line:\n{}", show_rest(&o));
-    }
+    run_script("last_thread_exit.py", None, Duration::from_secs(120), "PASS", false);
 }
 
 const REGRTESTS: &[&str] = &[

@@ -8,303 +8,22 @@
 
 mod common;
 
-use common::{lib, require_tool, root, text};
+use common::{crafted_page, lib, memtrim, now_ms, page_file, plant_page, python, require_tool, root, show, sleeper, start_ticks, stat_json, text, under_library, wait_for, write_page, Driven, Json, Proc, TempDir};
 use memtrim_common::page::{Page, Stats, FILE_BYTES};
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::sync::OnceLock;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const MIB: i64 = 1 << 20;
 
 // ---------------------------------------------------------------------------------------------
-// A small JSON reader (the CLI writes JSON by hand; reading it strictly checks that too).
-
-#[derive(Clone, Debug, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    /// The number's text, as written (integers must stay exact).
-    Num(String),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(BTreeMap<String, Json>),
-}
-
-impl Json {
-    fn parse(s: &str) -> Result<Json, String> {
-        let b = s.as_bytes();
-        let mut i = 0;
-        let v = value(b, &mut i)?;
-        skip_ws(b, &mut i);
-        if i != b.len() {
-            return Err(format!("trailing text at byte {i}: {:?}", &s[i..s.len().min(i + 40)]));
-        }
-        Ok(v)
-    }
-
-    fn get(&self, key: &str) -> &Json {
-        match self {
-            Json::Obj(m) => m.get(key).unwrap_or_else(|| panic!("no field {key:?} in {self:?}")),
-            _ => panic!("not an object: {self:?}"),
-        }
-    }
-
-    fn has(&self, key: &str) -> bool {
-        matches!(self, Json::Obj(m) if m.contains_key(key))
-    }
-
-    /// An integer field, exactly.
-    fn int(&self, key: &str) -> i64 {
-        match self.get(key) {
-            Json::Num(n) => n.parse::<i64>().unwrap_or_else(|_| panic!("{key} = {n} is not an integer")),
-            v => panic!("{key} is not a number: {v:?}"),
-        }
-    }
-
-    fn num(&self, key: &str) -> f64 {
-        match self.get(key) {
-            Json::Num(n) => n.parse::<f64>().unwrap(),
-            v => panic!("{key} is not a number: {v:?}"),
-        }
-    }
-
-    fn str(&self, key: &str) -> &str {
-        match self.get(key) {
-            Json::Str(s) => s,
-            v => panic!("{key} is not a string: {v:?}"),
-        }
-    }
-
-    fn arr(&self) -> &[Json] {
-        match self {
-            Json::Arr(v) => v,
-            _ => panic!("not an array: {self:?}"),
-        }
-    }
-}
-
-fn skip_ws(b: &[u8], i: &mut usize) {
-    while *i < b.len() && matches!(b[*i], b' ' | b'\n' | b'\r' | b'\t') {
-        *i += 1;
-    }
-}
-
-fn value(b: &[u8], i: &mut usize) -> Result<Json, String> {
-    skip_ws(b, i);
-    let rest = &b[*i..];
-    let lit = |w: &str, v: Json, i: &mut usize| -> Result<Json, String> {
-        if rest.starts_with(w.as_bytes()) {
-            *i += w.len();
-            Ok(v)
-        } else {
-            Err(format!("bad literal at byte {i}"))
-        }
-    };
-    match rest.first() {
-        None => Err("unexpected end".into()),
-        Some(b'n') => lit("null", Json::Null, i),
-        Some(b't') => lit("true", Json::Bool(true), i),
-        Some(b'f') => lit("false", Json::Bool(false), i),
-        Some(b'"') => string(b, i).map(Json::Str),
-        Some(b'[') => {
-            *i += 1;
-            let mut v = Vec::new();
-            skip_ws(b, i);
-            if b.get(*i) == Some(&b']') {
-                *i += 1;
-                return Ok(Json::Arr(v));
-            }
-            loop {
-                v.push(value(b, i)?);
-                skip_ws(b, i);
-                match b.get(*i) {
-                    Some(b',') => *i += 1,
-                    Some(b']') => {
-                        *i += 1;
-                        return Ok(Json::Arr(v));
-                    }
-                    _ => return Err(format!("expected , or ] at byte {i}")),
-                }
-            }
-        }
-        Some(b'{') => {
-            *i += 1;
-            let mut m = BTreeMap::new();
-            skip_ws(b, i);
-            if b.get(*i) == Some(&b'}') {
-                *i += 1;
-                return Ok(Json::Obj(m));
-            }
-            loop {
-                skip_ws(b, i);
-                let k = string(b, i)?;
-                skip_ws(b, i);
-                if b.get(*i) != Some(&b':') {
-                    return Err(format!("expected : at byte {i}"));
-                }
-                *i += 1;
-                let v = value(b, i)?;
-                if m.insert(k.clone(), v).is_some() {
-                    return Err(format!("duplicate key {k:?}"));
-                }
-                skip_ws(b, i);
-                match b.get(*i) {
-                    Some(b',') => *i += 1,
-                    Some(b'}') => {
-                        *i += 1;
-                        return Ok(Json::Obj(m));
-                    }
-                    _ => return Err(format!("expected , or }} at byte {i}")),
-                }
-            }
-        }
-        Some(c) if *c == b'-' || c.is_ascii_digit() => {
-            let start = *i;
-            while *i < b.len() && matches!(b[*i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
-                *i += 1;
-            }
-            let t = std::str::from_utf8(&b[start..*i]).unwrap().to_string();
-            t.parse::<f64>().map_err(|_| format!("bad number {t:?}"))?;
-            if t.starts_with("0") && t.len() > 1 && !t.starts_with("0.") || t.starts_with("-0") && t.len() > 2 && !t.starts_with("-0.") || t.ends_with('.') {
-                return Err(format!("not a JSON number: {t:?}"));
-            }
-            Ok(Json::Num(t))
-        }
-        Some(c) => Err(format!("unexpected {:?} at byte {i}", *c as char)),
-    }
-}
-
-fn string(b: &[u8], i: &mut usize) -> Result<String, String> {
-    if b.get(*i) != Some(&b'"') {
-        return Err(format!("expected a string at byte {i}"));
-    }
-    *i += 1;
-    let mut out = Vec::new();
-    loop {
-        let c = *b.get(*i).ok_or("unterminated string")?;
-        *i += 1;
-        match c {
-            b'"' => return String::from_utf8(out).map_err(|e| e.to_string()),
-            b'\\' => {
-                let e = *b.get(*i).ok_or("bad escape")?;
-                *i += 1;
-                match e {
-                    b'"' | b'\\' | b'/' => out.push(e),
-                    b'n' => out.push(b'\n'),
-                    b't' => out.push(b'\t'),
-                    b'r' => out.push(b'\r'),
-                    b'b' => out.push(8),
-                    b'f' => out.push(12),
-                    b'u' => {
-                        let h = std::str::from_utf8(b.get(*i..*i + 4).ok_or("bad \\u")?).unwrap();
-                        let cp = u32::from_str_radix(h, 16).map_err(|_| "bad \\u")?;
-                        *i += 4;
-                        let ch = char::from_u32(cp).ok_or("surrogate \\u not expected here")?;
-                        out.extend(ch.to_string().as_bytes());
-                    }
-                    _ => return Err(format!("bad escape \\{}", e as char)),
-                }
-            }
-            c if c < 0x20 => return Err(format!("raw control character {c:#x} in a string")),
-            c => out.push(c),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Processes, directories and the CLI.
-
-/// A page directory of one test, under the target dir (so that `nobody` can reach it), removed
-/// at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let p = base.join(format!("page_cli-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        TempDir(p)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn join(&self, s: &str) -> PathBuf {
-        self.0.join(s)
-    }
-
-    /// Names of the page files (memtrim.PID.START) for `pid`.
-    fn pages_of(&self, pid: u32) -> Vec<String> {
-        let prefix = format!("memtrim.{pid}.");
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.starts_with(&prefix))
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The CPython executable itself (not a pyenv shim script), so that the pid we start is the
-/// interpreter's.
-fn python() -> Option<&'static str> {
-    static PY: OnceLock<Option<String>> = OnceLock::new();
-    PY.get_or_init(|| {
-        if !require_tool("python3") {
-            return None;
-        }
-        let o = Command::new("python3").args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"]).output().ok()?;
-        o.status.success().then(|| text(&o.stdout).trim().to_string())
-    })
-    .as_deref()
-}
-
-/// Environment of a process under the library that writes its page into `dir`.
-fn under_library<'a>(c: &'a mut Command, dir: &Path, interval_ms: u32) -> &'a mut Command {
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("MEMTRIM_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("LD_PRELOAD", lib()).env("MEMTRIM_SHM_DIR", dir).env("MEMTRIM_INTERVAL_MS", interval_ms.to_string())
-}
-
-/// A child process killed (SIGKILL, by its pid) and reaped when the test ends, however it ends.
-struct Proc(Child);
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// tests/py/page_host.py under the library, driven over stdin/stdout.
 struct Host {
-    proc: Proc,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
+    io: Driven,
 }
 
 impl Host {
@@ -313,38 +32,22 @@ impl Host {
         let mut c = Command::new(py);
         c.arg(root().join("tests/py/page_host.py")).env("PYTHONMALLOC", "malloc").env_remove("PYTHONDEVMODE");
         under_library(&mut c, dir, 100);
-        let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("python3 starts");
-        let stdin = child.stdin.take().unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines() {
-                let Ok(l) = l else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut h = Host { proc: Proc(child), stdin, lines: rx };
-        let ready = h.line();
+        let h = Host { io: Driven::spawn(c.stderr(Stdio::inherit())) };
+        let ready = h.io.line(Duration::from_secs(60), String::new);
         assert_eq!(ready, format!("ready {}", h.pid()), "page_host.py did not start");
         Some(h)
     }
 
     fn pid(&self) -> u32 {
-        self.proc.pid()
-    }
-
-    fn line(&mut self) -> String {
-        self.lines.recv_timeout(Duration::from_secs(60)).expect("page_host.py answers within 60 s")
+        self.io.pid()
     }
 
     /// Asks the host to exit normally and waits for it.
     fn exit(mut self) {
-        writeln!(self.stdin, "exit").unwrap();
+        self.io.send("exit");
         let start = Instant::now();
         loop {
-            if let Some(st) = self.proc.0.try_wait().unwrap() {
+            if let Some(st) = self.io.proc.0.try_wait().unwrap() {
                 assert!(st.success(), "page_host.py exited with {st}");
                 return;
             }
@@ -355,49 +58,13 @@ impl Host {
 
     /// Sends a command, returns its answer.
     fn cmd(&mut self, c: &str) -> String {
-        writeln!(self.stdin, "{c}").unwrap();
-        self.stdin.flush().unwrap();
-        let a = self.line();
-        assert!(!a.starts_with("error"), "page_host.py: {c}: {a}");
-        a
+        self.io.ask(c, String::new)
     }
-}
-
-/// A process that is not under the library (a `sleep`), to lend its live (pid, start) to pages
-/// crafted by the tests.
-fn sleeper() -> Proc {
-    Proc(Command::new("sleep").arg("300").env_remove("LD_PRELOAD").stdin(Stdio::null()).spawn().expect("sleep starts"))
-}
-
-/// Start time of a process in clock ticks after boot (field 22 of /proc/PID/stat).
-fn start_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = s.rsplit_once(')').unwrap().1;
-    rest.split_whitespace().nth(19).unwrap().parse().unwrap()
 }
 
 fn proc_state(pid: u32) -> Option<char> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     s.rsplit_once(')')?.1.split_whitespace().next()?.chars().next()
-}
-
-/// Runs `memtrim ARGS` with MEMTRIM_SHM_DIR=dir.
-fn memtrim(dir: &Path, args: &[&str]) -> Output {
-    let mut c = Command::new(common::cli());
-    c.args(args).env("MEMTRIM_SHM_DIR", dir).env_remove("LD_PRELOAD").stdin(Stdio::null());
-    c.output().expect("memtrim runs")
-}
-
-fn show(o: &Output) -> String {
-    format!("status {}\n--- stdout\n{}\n--- stderr\n{}", o.status, text(&o.stdout), text(&o.stderr))
-}
-
-fn stat_json(dir: &Path, pid: u32) -> Result<Json, String> {
-    let o = memtrim(dir, &["stat", &pid.to_string(), "--json"]);
-    if !o.status.success() {
-        return Err(show(&o));
-    }
-    Json::parse(text(&o.stdout).trim()).map_err(|e| format!("bad JSON ({e}):\n{}", show(&o)))
 }
 
 fn ls_json(dir: &Path, extra: &[&str]) -> (Vec<Json>, String) {
@@ -406,35 +73,19 @@ fn ls_json(dir: &Path, extra: &[&str]) -> (Vec<Json>, String) {
     let o = memtrim(dir, &args);
     assert!(o.status.success(), "memtrim ls --json failed:\n{}", show(&o));
     let j = Json::parse(text(&o.stdout).trim()).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{}", show(&o)));
-    (j.arr().to_vec(), text(&o.stderr))
-}
-
-/// Polls `f` every 50 ms until it gives Ok, or fails the test after `limit` with the last Err.
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let start = Instant::now();
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(last) if start.elapsed() > limit => panic!("timed out after {limit:?} waiting for {what}; last: {last}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
+    (j.array().to_vec(), text(&o.stderr))
 }
 
 /// The page of `pid` as `stat --json` shows it, once one has been published after `after_ms`.
-fn fresh_stat(dir: &Path, pid: u32, after_ms: i64) -> Json {
+fn fresh_stat(dir: &Path, pid: u32, after_ms: u64) -> Json {
     wait_for(&format!("a publication of pid {pid}'s page"), Duration::from_secs(15), || {
         let j = stat_json(dir, pid)?;
-        if j.int("updated_at") > after_ms { Ok(j) } else { Err(format!("updated_at {} <= {after_ms}", j.int("updated_at"))) }
+        if j.int("updated_at") > after_ms as i64 { Ok(j) } else { Err(format!("updated_at {} <= {after_ms}", j.int("updated_at"))) }
     })
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
 fn requests(j: &Json) -> i64 {
-    j.get("releases_by_reason").int("request")
+    j.field("releases_by_reason").int("request")
 }
 
 const CONTRACT: &[&str] = &[
@@ -511,7 +162,7 @@ fn stat_json_follows_live_bytes_up_and_down() {
     eprintln!("heap_bytes {heap} reached {:?} after live_bytes did", t_up.elapsed());
     assert!(up.int("rss_bytes") >= 90 * MIB, "rss_bytes {} with 100 MiB live and zeroed", up.int("rss_bytes"));
     assert!(up.int("allocs") > before.int("allocs"));
-    assert!(up.int("updated_at") >= t0);
+    assert!(up.int("updated_at") >= t0 as i64);
 
     let text_stat = memtrim(dir.path(), &["stat", &pid.to_string()]);
     assert!(text_stat.status.success(), "{}", show(&text_stat));
@@ -684,7 +335,7 @@ fn killed_process_page_is_gone_and_cleaned() {
         assert_eq!(err.lines().count(), 1, "{when}: one line on stderr: {err}");
     };
     check_not_listed("zombie");
-    let _ = victim.proc.0.wait();
+    let _ = victim.io.proc.0.wait();
     check_not_listed("reaped");
     let (all, _) = ls_json(dir.path(), &["--all"]);
     let gone = all.iter().find(|j| j.int("pid") == vp as i64).expect("ls --all lists the gone page");
@@ -721,8 +372,7 @@ fn page_left_by_exec_is_abandoned_but_a_stopped_process_keeps_its_own() {
     let (ep, sp) = (ex.pid(), stopped.pid());
     fresh_stat(dir.path(), ep, 0);
     fresh_stat(dir.path(), sp, 0);
-    writeln!(ex.stdin, "exec").unwrap();
-    ex.stdin.flush().unwrap();
+    ex.io.send("exec");
     wait_for("the host to exec sleep", Duration::from_secs(10), || {
         let comm = std::fs::read_to_string(format!("/proc/{ep}/comm")).unwrap_or_default();
         if comm.trim() == "sleep" { Ok(()) } else { Err(comm) }
@@ -739,7 +389,7 @@ fn page_left_by_exec_is_abandoned_but_a_stopped_process_keeps_its_own() {
     std::thread::sleep(Duration::from_millis(500));
     let (v, _) = ls_json(dir.path(), &[]);
     let s = v.iter().find(|j| j.int("pid") == sp as i64).expect("the stopped process is still listed");
-    assert!(now_ms() - s.int("updated_at") > 2300, "the stopped process's page was updated: the check proved nothing");
+    assert!(now_ms() as i64 - s.int("updated_at") > 2300, "the stopped process's page was updated: the check proved nothing");
     let o = memtrim(dir.path(), &["stat", &ep.to_string()]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(text(&o.stderr).contains("exec"), "{}", show(&o));
@@ -751,32 +401,6 @@ fn page_left_by_exec_is_abandoned_but_a_stopped_process_keeps_its_own() {
     // SAFETY: as above.
     unsafe { libc::kill(sp as i32, libc::SIGCONT) };
     stopped.exit();
-}
-
-/// A page built by the test (the library's own layout code) for a live process.
-fn crafted_page(pid: u32, start: u64, comm: &[u8]) -> Vec<u8> {
-    let mut buf = vec![0u64; FILE_BYTES / 8];
-    // SAFETY: FILE_BYTES, 8-aligned, zeroed: what a fresh page mapping is.
-    let page = unsafe { &mut *(buf.as_mut_ptr() as *mut Page) };
-    page.init();
-    let mut c = [0u8; 16];
-    c[..comm.len()].copy_from_slice(comm);
-    page.publish(Stats {
-        pid,
-        start_ticks: start,
-        comm: c,
-        live_bytes: 12345,
-        heap_bytes: 20000,
-        retained_bytes: 7655,
-        updated_at_ms: now_ms() as u64,
-        ..Default::default()
-    });
-    buf.iter().flat_map(|w| w.to_ne_bytes()).collect()
-}
-
-fn write_page(path: &Path, bytes: &[u8]) {
-    std::fs::write(path, bytes).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// Garbage with page names, for live processes: random bytes, another layout version, a short
@@ -791,7 +415,7 @@ fn corrupt_and_odd_pages_are_skipped() {
         .iter()
         .map(|p| {
             let (pid, st) = (p.pid(), start_ticks(p.pid()));
-            (pid, st, dir.join(&format!("memtrim.{pid}.{st}")))
+            (pid, st, page_file(dir.path(), pid, st))
         })
         .collect();
     // 0: random bytes
@@ -806,15 +430,15 @@ fn corrupt_and_odd_pages_are_skipped() {
         .collect();
     write_page(&names[0].2, &noise);
     // 1: layout version 99
-    let mut p = crafted_page(names[1].0, names[1].1, b"future");
+    let mut p = crafted_page(names[1].0, names[1].1, b"future", |_| {});
     p[8..12].copy_from_slice(&99u32.to_ne_bytes());
     write_page(&names[1].2, &p);
     // 2: short file
-    write_page(&names[2].2, &crafted_page(names[2].0, names[2].1, b"short")[..100]);
+    write_page(&names[2].2, &crafted_page(names[2].0, names[2].1, b"short", |_| {})[..100]);
     // 3: a page that says it is pid 1
-    write_page(&names[3].2, &crafted_page(1, names[3].1, b"liar"));
+    write_page(&names[3].2, &crafted_page(1, names[3].1, b"liar", |_| {}));
     // 4: a word changed outside the seqlock
-    let mut p = crafted_page(names[4].0, names[4].1, b"torn");
+    let mut p = crafted_page(names[4].0, names[4].1, b"torn", |_| {});
     let live_at = core::mem::offset_of!(Page, stats) + core::mem::offset_of!(Stats, live_bytes);
     p[live_at] ^= 1;
     write_page(&names[4].2, &p);
@@ -826,12 +450,12 @@ fn corrupt_and_odd_pages_are_skipped() {
     std::fs::create_dir(&names[6].2).unwrap();
     // 7: a good page, with a comm that would be an escape sequence on a terminal
     let hostile = b"a\"b\\\x1b[31mc";
-    write_page(&names[7].2, &crafted_page(names[7].0, names[7].1, hostile));
+    plant_page(dir.path(), names[7].0, names[7].1, hostile, |_| {});
 
     let o = memtrim(dir.path(), &["ls", "--json"]);
     assert!(o.status.success(), "{}", show(&o));
     let v = Json::parse(text(&o.stdout).trim()).unwrap_or_else(|e| panic!("{e}\n{}", show(&o)));
-    let v = v.arr();
+    let v = v.array();
     assert_eq!(v.len(), 1, "only the good page is listed: {v:?}");
     assert_eq!(v[0].int("pid"), names[7].0 as i64);
     assert_eq!(v[0].str("comm").as_bytes(), hostile, "comm round-trips through JSON escaping");
@@ -865,9 +489,9 @@ fn planted_symlinks_are_not_followed() {
     let s = sleeper();
     let st = start_ticks(s.pid());
     let target = outside.join("real-page");
-    let bytes = crafted_page(s.pid(), st, b"followed");
+    let bytes = crafted_page(s.pid(), st, b"followed", |_| {});
     write_page(&target, &bytes);
-    let link = dir.join(&format!("memtrim.{}.{st}", s.pid()));
+    let link = page_file(dir.path(), s.pid(), st);
     std::os::unix::fs::symlink(&target, &link).unwrap();
     let (v, err) = ls_json(dir.path(), &[]);
     assert!(v.is_empty(), "a symlinked page was listed: {v:?}");
@@ -895,7 +519,7 @@ fn planted_symlinks_are_not_followed() {
         under_library(&mut c, dir.path(), 100).env_remove("LD_PRELOAD");
         let mut p = Proc(c.spawn().unwrap());
         let pid = p.pid();
-        let name = dir.join(&format!("memtrim.{pid}.{}", start_ticks(pid)));
+        let name = page_file(dir.path(), pid, start_ticks(pid));
         std::os::unix::fs::symlink(target, &name).unwrap();
         writeln!(p.0.stdin.take().unwrap()).unwrap();
         shells.push((p, name));
@@ -1014,7 +638,7 @@ fn trim_asks_the_worker_to_release() {
     // a page with no worker behind it: the request is never served
     let s = sleeper();
     let st = start_ticks(s.pid());
-    write_page(&dir.join(&format!("memtrim.{}.{st}", s.pid())), &crafted_page(s.pid(), st, b"deaf"));
+    plant_page(dir.path(), s.pid(), st, b"deaf", |_| {});
     let t = Instant::now();
     let o = memtrim(dir.path(), &["trim", &s.pid().to_string(), "--timeout", "0.5"]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));

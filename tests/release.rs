@@ -15,13 +15,11 @@
 
 mod common;
 
-use common::{cli, preloaded, require_tool, root, text};
-use memtrim_common::page::{parse_file_name, Page, ReadError, Reason, Stats};
+use common::{memtrim, preloaded, python, read_page, root, stat_json, text, wait_for, without_env, Driven, Json, TempDir, TUNING};
+use memtrim_common::page::{Reason, Stats};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,71 +34,24 @@ const FRAG: &str = "frag 20000 16000 16";
 /// the 1.28 floor above plus 25 % for CPython's own objects and glibc's bookkeeping.
 const NEAR_LIVE: f64 = 1.6;
 
-fn python() -> Option<String> {
-    if !require_tool("python3") {
-        return None;
-    }
-    // The real interpreter, not a pyenv shim: a shim is a shell script whose subshells would
-    // each get the library and a page.
-    let o = Command::new("python3").args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"]).output().ok()?;
-    assert!(o.status.success(), "python3 does not run: {}", text(&o.stderr));
-    Some(text(&o.stdout).trim().to_string())
-}
-
-/// A private page directory, removed at the end.
-struct ShmDir(PathBuf);
-
-impl ShmDir {
-    fn new(tag: &str) -> ShmDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!("memtrim-release-{}-{tag}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        ShmDir(p)
-    }
-}
-
-impl Drop for ShmDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// tests/py/release_host.py under the library; killed when dropped.
+/// tests/py/release_host.py under the library; ended when dropped.
 struct Host {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
+    io: Driven,
     stderr: Arc<Mutex<String>>,
     pid: u32,
-    dir: ShmDir,
+    dir: TempDir,
 }
 
 impl Host {
     fn start(tag: &str, env: &[(&str, &str)]) -> Option<Host> {
         let python = python()?;
-        let dir = ShmDir::new(tag);
+        let dir = TempDir::new(tag);
         let mut cmd = Command::new(python);
         cmd.arg(root().join("tests/py/release_host.py"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("MEMTRIM_") || k == "PYTHONMALLOC" || k.starts_with("MALLOC_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("MEMTRIM_SHM_DIR", &dir.0).envs(env.iter().copied());
-        let mut child = preloaded(&mut cmd).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("python3 starts");
-        let stdin = child.stdin.take().unwrap();
-        let (tx, lines) = channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        without_env(&mut cmd, TUNING).env("MEMTRIM_SHM_DIR", &dir.0).envs(env.iter().copied());
+        let mut io = Driven::spawn(preloaded(&mut cmd).stderr(Stdio::piped()));
         let stderr = Arc::new(Mutex::new(String::new()));
-        let (err, sink) = (child.stderr.take().unwrap(), stderr.clone());
+        let (err, sink) = (io.proc.0.stderr.take().unwrap(), stderr.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
                 let mut s = sink.lock().unwrap();
@@ -108,24 +59,19 @@ impl Host {
                 s.push('\n');
             }
         });
-        let mut host = Host { child, stdin, lines, stderr, pid: 0, dir };
+        let mut host = Host { io, stderr, pid: 0, dir };
         let ready = host.line(Duration::from_secs(30));
         host.pid = ready.strip_prefix("ready ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("expected `ready PID`, got {ready:?}"));
         Some(host)
     }
 
-    fn line(&mut self, limit: Duration) -> String {
-        match self.lines.recv_timeout(limit) {
-            Ok(l) => l,
-            Err(_) => panic!("no answer from the host in {} s; stderr:\n{}", limit.as_secs(), self.stderr()),
-        }
+    fn line(&self, limit: Duration) -> String {
+        self.io.line(limit, || format!("stderr:\n{}", self.stderr()))
     }
 
     fn ask(&mut self, command: &str) -> String {
-        writeln!(self.stdin, "{command}").and_then(|_| self.stdin.flush()).expect("host reads commands");
-        let answer = self.line(Duration::from_secs(60));
-        assert!(!answer.starts_with("error"), "{command}: {answer}");
-        answer
+        let stderr = &self.stderr;
+        self.io.ask(command, || format!("stderr:\n{}", stderr.lock().unwrap()))
     }
 
     fn stderr(&self) -> String {
@@ -134,14 +80,7 @@ impl Host {
 
     /// The page once the worker has published it, with the layout of crates/common.
     fn page(&self) -> Stats {
-        let start = Instant::now();
-        loop {
-            if let Some(s) = read_page(&self.dir.0, self.pid) {
-                return s;
-            }
-            assert!(start.elapsed() < Duration::from_secs(10), "no page for pid {} in {}", self.pid, self.dir.0.display());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for(&format!("a page for pid {} in {}", self.pid, self.dir.0.display()), Duration::from_secs(10), || read_page(&self.dir.0, self.pid).ok_or_else(|| "none yet".to_string()))
     }
 
     /// Waits until `done` holds for the page (polling); the page when it does, or a failure
@@ -158,11 +97,9 @@ impl Host {
         }
     }
 
-    /// `memtrim stat PID --json` as text.
-    fn stat_json(&self) -> String {
-        let o = Command::new(cli()).args(["stat", &self.pid.to_string(), "--json", "--dir"]).arg(&self.dir.0).output().unwrap();
-        assert!(o.status.success(), "memtrim stat failed: {}", text(&o.stderr));
-        text(&o.stdout)
+    /// `memtrim stat PID --json`.
+    fn stat_json(&self) -> Json {
+        stat_json(&self.dir.0, self.pid).unwrap_or_else(|e| panic!("memtrim stat failed: {e}"))
     }
 
     fn rss(&self) -> u64 {
@@ -172,40 +109,8 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "exit");
-        let _ = self.stdin.flush();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(3) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.io.end();
     }
-}
-
-fn read_page(dir: &Path, pid: u32) -> Option<Stats> {
-    let path = std::fs::read_dir(dir).ok()?.filter_map(Result::ok).map(|e| e.path()).find(|p| {
-        p.file_name().and_then(|n| n.to_str()).and_then(parse_file_name).is_some_and(|(p, _)| p == pid)
-    })?;
-    for _ in 0..200 {
-        let bytes = std::fs::read(&path).ok()?;
-        if bytes.len() < core::mem::size_of::<Page>() {
-            return None;
-        }
-        // SAFETY: Page is plain data (integers and atomics); all-zero is a valid value and the
-        // copy fills exactly its size from a buffer at least that long.
-        let mut page: Box<Page> = Box::new(unsafe { core::mem::zeroed() });
-        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), &mut *page as *mut Page as *mut u8, core::mem::size_of::<Page>()) };
-        match page.read() {
-            Ok(s) if s.samples > 0 => return Some(s),
-            Ok(_) | Err(ReadError::Torn) => std::thread::sleep(Duration::from_millis(5)),
-            Err(_) => return None,
-        }
-    }
-    None
 }
 
 fn rss_of(pid: u32) -> u64 {
@@ -236,13 +141,6 @@ fn describe(s: &Stats) -> String {
         s.idle,
         s.psi_armed
     )
-}
-
-/// A number field of the CLI's one-line JSON object.
-fn json_u64(json: &str, field: &str) -> u64 {
-    let key = format!("\"{field}\":");
-    let at = json.find(&key).unwrap_or_else(|| panic!("no {field} in {json}")) + key.len();
-    json[at..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().unwrap_or_else(|_| panic!("{field} is not an integer in {json}"))
 }
 
 fn mib(b: u64) -> f64 {
@@ -294,7 +192,7 @@ fn fragmented_heap_ends_near_live(tag: &str, env: &[(&str, &str)]) -> Option<Sta
     // so that the JSON below sees the same release
     std::thread::sleep(Duration::from_millis(1200));
     let json = h.stat_json();
-    let (live1, rss1, trims) = (json_u64(&json, "live_bytes"), h.rss(), json_u64(&json, "trims"));
+    let (live1, rss1, trims) = (json.int("live_bytes") as u64, h.rss(), json.int("trims") as u64);
     let live_growth = live1.saturating_sub(live0);
     let held = rss_freed.saturating_sub(rss0);
     let kept = rss1.saturating_sub(rss0);
@@ -308,7 +206,7 @@ fn fragmented_heap_ends_near_live(tag: &str, env: &[(&str, &str)]) -> Option<Sta
     );
     assert!(live_growth > 15 * MIB && live_growth < 25 * MIB, "live grew by {:.1} MiB, expected ≈ 19", mib(live_growth));
     assert!(held > 8 * live_growth, "the pattern did not fragment: +{:.1} MiB resident right after the frees", mib(held));
-    assert!(json_u64(&json, "released_bytes") >= held / 2, "released {} B of {} held: {json}", json_u64(&json, "released_bytes"), held);
+    assert!(json.int("released_bytes") as u64 >= held / 2, "released {} B of {} held: {json:?}", json.int("released_bytes"), held);
     assert!(ratio <= NEAR_LIVE, "resident +{:.1} MiB = {ratio:.2} x the live +{:.1} MiB (limit {NEAR_LIVE}); {}", mib(kept), mib(live_growth), describe(&s));
     let lines = release_lines(&h.stderr(), h.pid);
     assert_eq!(lines.len() as u64, trims, "one info line per release; stderr:\n{}", h.stderr());
@@ -366,7 +264,7 @@ fn cli_request_is_honoured() {
     let rss_freed = h.rss();
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(h.page().trims, 0, "a release ran with every automatic trigger off: {}", describe(&h.page()));
-    let o = Command::new(cli()).args(["trim", &h.pid.to_string(), "--timeout", "20", "--dir"]).arg(&h.dir.0).output().unwrap();
+    let o = memtrim(&h.dir.0, &["trim", &h.pid.to_string(), "--timeout", "20"]);
     let out = text(&o.stdout);
     assert!(o.status.success(), "memtrim trim failed: {}\n{}", out, text(&o.stderr));
     assert!(out.contains("released"), "memtrim trim printed {out:?}");
@@ -414,7 +312,7 @@ fn info_log_prints_one_line_per_release() {
     h.page();
     h.ask(FRAG);
     h.ask("apitrim");
-    let o = Command::new(cli()).args(["trim", &h.pid.to_string(), "--timeout", "20", "--dir"]).arg(&h.dir.0).output().unwrap();
+    let o = memtrim(&h.dir.0, &["trim", &h.pid.to_string(), "--timeout", "20"]);
     assert!(o.status.success(), "memtrim trim failed: {}", text(&o.stderr));
     let s = h.wait_page("two releases", Duration::from_secs(5), |s| s.trims >= 2);
     let lines = release_lines(&h.stderr(), h.pid);

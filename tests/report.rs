@@ -17,14 +17,14 @@
 
 mod common;
 
-use common::{allocator, cli, compile, preloaded, require_tool, text};
+use common::{allocator, compile, memtrim, page_path, preloaded, python, text, wait_for, without_env, Driven, Json, Proc, TempDir, TUNING};
 use memtrim_common::futex;
-use memtrim_common::page::{parse_file_name, Page, FILE_BYTES};
+use memtrim_common::page::{Page, FILE_BYTES};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
@@ -33,32 +33,9 @@ fn jemalloc() -> bool {
     allocator() == "jemalloc"
 }
 
-/// A private page directory, removed at the end.
-struct ShmDir(PathBuf);
-
-impl ShmDir {
-    fn new(tag: &str) -> ShmDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!("memtrim-report-{}-{tag}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        ShmDir(p)
-    }
-}
-
-impl Drop for ShmDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn quiet_env(cmd: &mut Command, dir: &Path) {
-    for (k, _) in std::env::vars() {
-        if k.starts_with("MEMTRIM_") || k.starts_with("MALLOC_") || k == "PYTHONMALLOC" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("MEMTRIM_SHM_DIR", dir)
+    without_env(cmd, TUNING)
+        .env("MEMTRIM_SHM_DIR", dir)
         .env("MEMTRIM_INTERVAL_MS", "200ms")
         .env("MEMTRIM_IDLE_MS", "0")
         .env("MEMTRIM_FRAG_THRESHOLD", "off")
@@ -75,11 +52,10 @@ struct Facts {
 
 /// tests/c/report_layout under the library; ended when dropped.
 struct Layout {
-    child: Child,
-    stdin: ChildStdin,
+    io: Driven,
     pid: u32,
     facts: Facts,
-    dir: ShmDir,
+    dir: TempDir,
 }
 
 impl Layout {
@@ -87,17 +63,14 @@ impl Layout {
         static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
         // Once per test binary: tests run in parallel and would write the same file.
         let bin = BIN.get_or_init(|| compile("report_layout.c", &["-fno-builtin"])).clone();
-        let dir = ShmDir::new(tag);
+        let dir = TempDir::new(tag);
         let mut cmd = Command::new(bin);
         quiet_env(&mut cmd, &dir.0);
-        let mut child = preloaded(&mut cmd).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("report_layout starts");
-        let stdin = child.stdin.take().unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let io = Driven::spawn(preloaded(&mut cmd).stderr(Stdio::inherit()));
         let mut facts = Facts::default();
         let pid;
         loop {
-            let mut line = String::new();
-            assert!(out.read_line(&mut line).unwrap() > 0, "report_layout ended before `ready`");
+            let line = io.line(Duration::from_secs(60), || "report_layout ended (or hung) before `ready`".into());
             let w: Vec<&str> = line.split_whitespace().collect();
             let n = |i: usize| w[i].parse::<u64>().unwrap();
             match w[0] {
@@ -111,52 +84,31 @@ impl Layout {
                 other => panic!("unexpected line from report_layout: {other}"),
             }
         }
-        let l = Layout { child, stdin, pid, facts, dir };
-        l.wait_page();
-        l
-    }
-
-    fn wait_page(&self) {
-        let start = Instant::now();
-        while page_path(&self.dir.0, self.pid).is_none() {
-            assert!(start.elapsed() < Duration::from_secs(10), "no page for pid {}", self.pid);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_page(&dir.0, pid);
+        Layout { io, pid, facts, dir }
     }
 }
 
 impl Drop for Layout {
     fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "exit");
-        let _ = self.stdin.flush();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(3) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.io.end();
     }
 }
 
-fn page_path(dir: &Path, pid: u32) -> Option<PathBuf> {
-    std::fs::read_dir(dir).ok()?.filter_map(Result::ok).map(|e| e.path()).find(|p| {
-        p.file_name().and_then(|n| n.to_str()).and_then(parse_file_name).is_some_and(|(p, _)| p == pid)
-    })
+fn wait_for_page(dir: &Path, pid: u32) -> PathBuf {
+    wait_for(&format!("a page for pid {pid}"), Duration::from_secs(10), || page_path(dir, pid).ok_or_else(|| "none yet".to_string()))
 }
 
 /// `memtrim report PID --json`, parsed.
 fn report(dir: &Path, pid: u32) -> Json {
-    let o = Command::new(cli()).args(["report", &pid.to_string(), "--json", "--dir"]).arg(dir).output().unwrap();
+    let o = memtrim(dir, &["report", &pid.to_string(), "--json"]);
     assert!(o.status.success(), "memtrim report failed: {}{}", text(&o.stderr), text(&o.stdout));
     Json::parse(&text(&o.stdout)).unwrap_or_else(|e| panic!("memtrim report --json is not JSON ({e}): {}", text(&o.stdout)))
 }
 
 /// `memtrim trim PID`: the bytes it says were released.
 fn trim(dir: &Path, pid: u32) -> u64 {
-    let o = Command::new(cli()).args(["trim", &pid.to_string(), "--dir"]).arg(dir).output().unwrap();
+    let o = memtrim(dir, &["trim", &pid.to_string()]);
     assert!(o.status.success(), "memtrim trim failed: {}", text(&o.stderr));
     let out = text(&o.stdout);
     // `pid N (comm): released 55.4 MiB (58118144 B) in 17.7 ms`
@@ -187,9 +139,9 @@ fn report_matches_the_layout_the_program_built() {
     let summary = format!(
         "categories {:?}\nverdict {:?}",
         r.get("categories"),
-        r.get("verdict").arr().iter().map(|v| v.str().to_string()).collect::<Vec<_>>()
+        r.get("verdict").arr().iter().map(|v| v.as_str().to_string()).collect::<Vec<_>>()
     );
-    assert_eq!(view.get("allocator").str(), allocator());
+    assert_eq!(view.get("allocator").as_str(), allocator());
     assert_eq!(view.get("pid").u64(), l.pid as u64);
 
     // What the program built, in chunk bytes on glibc (usable + the 8-byte header).
@@ -230,7 +182,7 @@ fn report_matches_the_layout_the_program_built() {
             assert!(!seen.contains(&nr), "threads share arena {nr}");
             seen.push(nr);
             let a = arena(nr as u64);
-            assert_eq!(a.get("match").str(), "exact", "arena {nr}");
+            assert_eq!(a.get("match").as_str(), "exact", "arena {nr}");
             let live_c = chunks(t[1], t[0]);
             let in_use = a.get("in_use_bytes").u64();
             assert!(in_use >= live_c && in_use <= live_c + 64 * 1024, "thread {i} (arena {nr}): in use {in_use} B, the thread holds {live_c} B");
@@ -337,30 +289,18 @@ s.serve_forever()
 
 #[test]
 fn python_server_rss_is_in_named_categories() {
-    if !require_tool("python3") {
-        return;
-    }
-    // The real interpreter, not a pyenv shim (a shell script whose subshells would get pages).
-    let o = Command::new("python3").args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"]).output().unwrap();
-    assert!(o.status.success(), "python3 does not run: {}", text(&o.stderr));
-    let dir = ShmDir::new("python");
-    let mut cmd = Command::new(text(&o.stdout).trim());
+    let Some(python) = python() else { return };
+    let dir = TempDir::new("python");
+    let mut cmd = Command::new(python);
     cmd.args(["-c", PY_SERVER]);
     quiet_env(&mut cmd, &dir.0);
     let mut child = preloaded(&mut cmd).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("python3 starts");
-    struct Kill(Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let child = Kill(child);
+    let child = Proc(child);
     let mut port = String::new();
     out.read_line(&mut port).unwrap();
     let port: u16 = port.trim().parse().unwrap_or_else(|_| panic!("no port from the server: {port:?}"));
-    let pid = child.0.id();
+    let pid = child.pid();
     // Requests from four client threads at once (the server answers each on a thread of its own).
     let clients: Vec<_> = (0..4)
         .map(|c| {
@@ -379,11 +319,7 @@ fn python_server_rss_is_in_named_categories() {
     for c in clients {
         c.join().unwrap();
     }
-    let start = Instant::now();
-    while page_path(&dir.0, pid).is_none() {
-        assert!(start.elapsed() < Duration::from_secs(10), "no page for the server");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_page(&dir.0, pid);
     let r = report(&dir.0, pid);
     let rss = r.get("rss_bytes").u64();
     let named = r.get("named_rss_bytes").u64();
@@ -412,7 +348,7 @@ fn python_server_rss_is_in_named_categories() {
 #[test]
 fn report_file_is_private_and_removed_once_read() {
     let l = Layout::start("private");
-    let page = page_path(&l.dir.0, l.pid).unwrap();
+    let page = wait_for_page(&l.dir.0, l.pid);
     let report_path = PathBuf::from(format!("{}.report", page.display()));
     // Ask through the page as the CLI does, without the CLI (so that nothing removes the file).
     let f = std::fs::OpenOptions::new().read(true).write(true).open(&page).unwrap();
@@ -441,168 +377,4 @@ fn report_file_is_private_and_removed_once_read() {
     let r = report(&l.dir.0, l.pid);
     assert!(r.get("release_bytes").u64() > 0);
     assert!(!report_path.exists(), "the CLI left {}", report_path.display());
-}
-
-// ---------------------------------------------------------------------------------------------
-// A small JSON reader (the CLI's output; no serde in this workspace).
-
-#[derive(Clone, Debug)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(String),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
-
-static NULL: Json = Json::Null;
-
-impl Json {
-    fn parse(s: &str) -> Result<Json, String> {
-        let b = s.as_bytes();
-        let mut i = 0;
-        let v = value(b, &mut i)?;
-        ws(b, &mut i);
-        if i == b.len() { Ok(v) } else { Err(format!("trailing data at {i}")) }
-    }
-    fn get(&self, k: &str) -> &Json {
-        match self {
-            Json::Obj(v) => v.iter().find(|(x, _)| x == k).map_or(&NULL, |(_, v)| v),
-            _ => &NULL,
-        }
-    }
-    fn at(&self, i: usize) -> &Json {
-        self.arr().get(i).unwrap_or(&NULL)
-    }
-    fn arr(&self) -> &[Json] {
-        match self {
-            Json::Arr(v) => v,
-            _ => &[],
-        }
-    }
-    fn u64(&self) -> u64 {
-        match self {
-            Json::Num(s) => s.parse().unwrap_or(0),
-            _ => 0,
-        }
-    }
-    fn i64(&self) -> i64 {
-        match self {
-            Json::Num(s) => s.parse().unwrap_or(0),
-            _ => 0,
-        }
-    }
-    fn bool(&self) -> bool {
-        matches!(self, Json::Bool(true))
-    }
-    fn str(&self) -> &str {
-        match self {
-            Json::Str(s) => s,
-            _ => "",
-        }
-    }
-}
-
-fn ws(b: &[u8], i: &mut usize) {
-    while *i < b.len() && b[*i].is_ascii_whitespace() {
-        *i += 1;
-    }
-}
-
-fn value(b: &[u8], i: &mut usize) -> Result<Json, String> {
-    ws(b, i);
-    match b.get(*i) {
-        Some(b'{') => {
-            *i += 1;
-            let mut v = Vec::new();
-            loop {
-                ws(b, i);
-                if b.get(*i) == Some(&b'}') {
-                    *i += 1;
-                    return Ok(Json::Obj(v));
-                }
-                if b.get(*i) == Some(&b',') {
-                    *i += 1;
-                    ws(b, i);
-                }
-                let k = string(b, i)?;
-                ws(b, i);
-                if b.get(*i) != Some(&b':') {
-                    return Err(format!("expected : at {i}"));
-                }
-                *i += 1;
-                v.push((k, value(b, i)?));
-            }
-        }
-        Some(b'[') => {
-            *i += 1;
-            let mut v = Vec::new();
-            loop {
-                ws(b, i);
-                match b.get(*i) {
-                    Some(b']') => {
-                        *i += 1;
-                        return Ok(Json::Arr(v));
-                    }
-                    Some(b',') => *i += 1,
-                    _ => v.push(value(b, i)?),
-                }
-            }
-        }
-        Some(b'"') => string(b, i).map(Json::Str),
-        Some(b't') => {
-            *i += 4;
-            Ok(Json::Bool(true))
-        }
-        Some(b'f') => {
-            *i += 5;
-            Ok(Json::Bool(false))
-        }
-        Some(b'n') => {
-            *i += 4;
-            Ok(Json::Null)
-        }
-        Some(_) => {
-            let s = *i;
-            while *i < b.len() && matches!(b[*i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
-                *i += 1;
-            }
-            if s == *i {
-                return Err(format!("unexpected byte at {s}"));
-            }
-            Ok(Json::Num(String::from_utf8_lossy(&b[s..*i]).into_owned()))
-        }
-        None => Err("unexpected end".into()),
-    }
-}
-
-fn string(b: &[u8], i: &mut usize) -> Result<String, String> {
-    if b.get(*i) != Some(&b'"') {
-        return Err(format!("expected a string at {i}"));
-    }
-    *i += 1;
-    let mut out = Vec::new();
-    while let Some(&c) = b.get(*i) {
-        *i += 1;
-        match c {
-            b'"' => return Ok(String::from_utf8_lossy(&out).into_owned()),
-            b'\\' => {
-                let e = *b.get(*i).ok_or("unterminated")?;
-                *i += 1;
-                match e {
-                    b'n' => out.push(b'\n'),
-                    b't' => out.push(b'\t'),
-                    b'u' => {
-                        let n = u32::from_str_radix(std::str::from_utf8(&b[*i..*i + 4]).map_err(|e| e.to_string())?, 16).map_err(|e| e.to_string())?;
-                        *i += 4;
-                        out.extend_from_slice(char::from_u32(n).unwrap_or('?').to_string().as_bytes());
-                    }
-                    other => out.push(other),
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    Err("unterminated string".into())
 }

@@ -1,24 +1,16 @@
 //! Which processes get a worker thread and a page: MEMTRIM_ONLY and MEMTRIM_STATS=0. Every other
 //! process that inherits LD_PRELOAD must stay a plain pass-through that leaves no file behind.
 mod common;
+use common::{preloaded, Proc, TempDir};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Sleeper(Child);
-
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `sleep` under the library with its own page directory and a short interval.
-fn sleeper(dir: &Path, env: &[(&str, &str)]) -> Sleeper {
+fn sleeper(dir: &Path, env: &[(&str, &str)]) -> Proc {
     let mut c = Command::new("sleep");
     c.arg("30").env("MEMTRIM_SHM_DIR", dir).env("MEMTRIM_INTERVAL_MS", "50").envs(env.iter().copied()).stdin(Stdio::null());
-    Sleeper(common::preloaded(&mut c).spawn().expect("sleep starts"))
+    Proc(preloaded(&mut c).spawn().expect("sleep starts"))
 }
 
 fn worker_threads(pid: u32) -> usize {
@@ -40,33 +32,22 @@ fn settle(dir: &Path) -> usize {
     pages(dir)
 }
 
-fn tempdir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("memtrim-selection-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 #[test]
 fn only_selects_by_process_name() {
-    let picked = tempdir("picked");
-    let other = tempdir("other");
-    let a = sleeper(&picked, &[("MEMTRIM_ONLY", "gunicorn,sleep")]);
-    let b = sleeper(&other, &[("MEMTRIM_ONLY", "gunicorn,puma")]);
-    assert_eq!(settle(&picked), 1, "a selected process has a page");
-    assert_eq!(worker_threads(a.0.id()), 1, "and one worker thread");
-    assert_eq!(settle(&other), 0, "a process MEMTRIM_ONLY does not name leaves no file");
-    assert_eq!(worker_threads(b.0.id()), 0, "and has no worker thread");
-    drop((a, b));
-    std::fs::remove_dir_all(picked).ok();
-    std::fs::remove_dir_all(other).ok();
+    let picked = TempDir::new("picked");
+    let other = TempDir::new("other");
+    let a = sleeper(picked.path(), &[("MEMTRIM_ONLY", "gunicorn,sleep")]);
+    let b = sleeper(other.path(), &[("MEMTRIM_ONLY", "gunicorn,puma")]);
+    assert_eq!(settle(picked.path()), 1, "a selected process has a page");
+    assert_eq!(worker_threads(a.pid()), 1, "and one worker thread");
+    assert_eq!(settle(other.path()), 0, "a process MEMTRIM_ONLY does not name leaves no file");
+    assert_eq!(worker_threads(b.pid()), 0, "and has no worker thread");
 }
 
 #[test]
 fn stats_off_means_no_thread_and_no_page() {
-    let dir = tempdir("off");
-    let s = sleeper(&dir, &[("MEMTRIM_STATS", "0")]);
-    assert_eq!(settle(&dir), 0);
-    assert_eq!(worker_threads(s.0.id()), 0);
-    drop(s);
-    std::fs::remove_dir_all(dir).ok();
+    let dir = TempDir::new("off");
+    let s = sleeper(dir.path(), &[("MEMTRIM_STATS", "0")]);
+    assert_eq!(settle(dir.path()), 0);
+    assert_eq!(worker_threads(s.pid()), 0);
 }

@@ -10,15 +10,14 @@
 
 mod common;
 
-use common::{lib, require_tool, root, text};
-use memtrim_common::page::{Page, Stats, FILE_BYTES};
+use common::{free_port, memtrim, now_ms, plant_page, python, require_tool, root, show, sleeper, start_ticks, stat_json, text, under_library, wait_for, Proc, TempDir};
+use memtrim_common::page::Stats;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MIB: f64 = (1u64 << 20) as f64;
@@ -26,74 +25,10 @@ const MIB: f64 = (1u64 << 20) as f64;
 // ---------------------------------------------------------------------------------------------
 // Directories, processes, pages.
 
-/// A directory of one test under the target dir, removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("serve-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        TempDir(p)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn join(&self, s: &str) -> PathBuf {
-        self.0.join(s)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A child killed (SIGKILL, by its pid) and reaped when the test ends, however it ends.
-struct Proc(Child);
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The CPython executable itself (not a pyenv shim), so that the pid we start is Python's.
-fn python() -> Option<&'static str> {
-    static PY: OnceLock<Option<String>> = OnceLock::new();
-    PY.get_or_init(|| {
-        if !require_tool("python3") {
-            return None;
-        }
-        let o = Command::new("python3").args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"]).output().ok()?;
-        o.status.success().then(|| text(&o.stdout).trim().to_string())
-    })
-    .as_deref()
-}
-
 /// `c` under the library, writing its page into `dir`, sampling every 100 ms, on the backend
 /// under test, with no other MEMTRIM_ setting of the test's environment.
-fn under_library<'a>(c: &'a mut Command, dir: &Path) -> &'a mut Command {
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("MEMTRIM_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("LD_PRELOAD", lib())
-        .env("MEMTRIM_SHM_DIR", dir)
-        .env("MEMTRIM_INTERVAL_MS", "100")
-        .env("MEMTRIM_ALLOCATOR", common::allocator())
+fn on_backend<'a>(c: &'a mut Command, dir: &Path) -> &'a mut Command {
+    under_library(c, dir, 100).env("MEMTRIM_ALLOCATOR", common::allocator())
 }
 
 /// A Python process under the library holding `mib` MiB (zeroed bytearray), idle after it says
@@ -102,7 +37,7 @@ fn python_holding(dir: &Path, mib: u32, env: &[(&str, &str)]) -> Option<Proc> {
     let py = python()?;
     let mut c = Command::new(py);
     c.args(["-c", &format!("import sys, time\nb = bytearray({mib} << 20)\nprint('ready', flush=True)\ntime.sleep(600)\n")]);
-    under_library(&mut c, dir);
+    on_backend(&mut c, dir);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -119,42 +54,8 @@ fn python_holding(dir: &Path, mib: u32, env: &[(&str, &str)]) -> Option<Proc> {
 fn sleeper_under_library(dir: &Path) -> Proc {
     let mut c = Command::new("sleep");
     c.arg("600");
-    under_library(&mut c, dir);
+    on_backend(&mut c, dir);
     Proc(c.stdin(Stdio::null()).spawn().expect("sleep starts"))
-}
-
-/// `sleep 600` without the library, to lend its live (pid, start) to crafted pages.
-fn plain_sleeper() -> Proc {
-    Proc(Command::new("sleep").arg("600").env_remove("LD_PRELOAD").stdin(Stdio::null()).spawn().expect("sleep starts"))
-}
-
-fn start_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    s.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap()
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-/// A page built with the library's own layout code for (pid, start), as a fresh mapping holds it.
-fn crafted_page(pid: u32, start: u64, comm: &[u8], edit: impl FnOnce(&mut Page)) -> Vec<u8> {
-    let mut buf = vec![0u64; FILE_BYTES / 8];
-    // SAFETY: FILE_BYTES, 8-aligned, zeroed.
-    let page = unsafe { &mut *(buf.as_mut_ptr() as *mut Page) };
-    page.init();
-    let mut c = [0u8; 16];
-    c[..comm.len()].copy_from_slice(comm);
-    page.publish(Stats { pid, start_ticks: start, comm: c, live_bytes: 12345, heap_bytes: 20000, retained_bytes: 7655, updated_at_ms: now_ms(), interval_ms: 600_000, ..Default::default() });
-    edit(page);
-    buf.iter().flat_map(|w| w.to_ne_bytes()).collect()
-}
-
-fn write_page(dir: &Path, pid: u32, start: u64, bytes: &[u8]) -> PathBuf {
-    let path = dir.join(format!("memtrim.{pid}.{start}"));
-    std::fs::write(&path, bytes).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
 }
 
 /// Page files in `dir` for these pids.
@@ -166,33 +67,9 @@ fn count_pages(dir: &Path, pids: &HashSet<u32>) -> usize {
         .count()
 }
 
-/// Polls `f` every 100 ms until it gives Ok, or fails the test after `limit` with the last Err.
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let start = Instant::now();
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(last) if start.elapsed() > limit => panic!("timed out after {limit:?} waiting for {what}; last: {last}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-}
-
-fn memtrim(dir: &Path, args: &[&str]) -> Output {
-    Command::new(common::cli()).args(args).env("MEMTRIM_SHM_DIR", dir).env_remove("LD_PRELOAD").stdin(Stdio::null()).output().expect("memtrim runs")
-}
-
-fn show(o: &Output) -> String {
-    format!("status {}\n--- stdout\n{}\n--- stderr\n{}", o.status, text(&o.stdout), text(&o.stderr))
-}
-
 /// live_bytes of `pid` as `memtrim stat --json` shows it.
 fn page_live_bytes(dir: &Path, pid: u32) -> u64 {
-    let o = memtrim(dir, &["stat", &pid.to_string(), "--json"]);
-    assert!(o.status.success(), "{}", show(&o));
-    let t = text(&o.stdout);
-    let v = t.split("\"live_bytes\":").nth(1).unwrap_or_else(|| panic!("no live_bytes in {t}"));
-    v.split([',', '}']).next().unwrap().trim().parse().unwrap()
+    stat_json(dir, pid).unwrap_or_else(|e| panic!("{e}")).int("live_bytes") as u64
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -489,9 +366,9 @@ fn exposition_passes_promtool_and_carries_the_pages() {
     let dir = TempDir::new("promtool");
     let Some(py) = python_holding(dir.path(), 50, &[("MEMTRIM_LIMIT", "rss:1GiB"), ("MEMTRIM_HARD_LIMIT", "4GiB")]) else { return };
     let sl = sleeper_under_library(dir.path());
-    let odd = plain_sleeper();
+    let odd = sleeper();
     let hostile: &[u8] = "q\"b\\c\nd é}{=,".as_bytes();
-    write_page(dir.path(), odd.pid(), start_ticks(odd.pid()), &crafted_page(odd.pid(), start_ticks(odd.pid()), hostile, |_| {}));
+    plant_page(dir.path(), odd.pid(), start_ticks(odd.pid()), hostile, |_| {});
     let want: HashSet<u32> = [py.pid(), sl.pid(), odd.pid()].into();
     let ex = wait_for("the three processes and python's 50 MiB in the output", Duration::from_secs(20), || {
         let o = memtrim(dir.path(), &["serve", "--once", "-"]);
@@ -621,7 +498,7 @@ fn prometheus_scrapes_serve_and_promql_returns_live_bytes() {
     // a second process with an RSS limit (the dashboard compares each limit with its figure)
     let mut c = Command::new("sleep");
     c.arg("600");
-    under_library(&mut c, dir.path()).env("MEMTRIM_LIMIT", "rss:1GiB");
+    on_backend(&mut c, dir.path()).env("MEMTRIM_LIMIT", "rss:1GiB");
     let _rss_limited = Proc(c.stdin(Stdio::null()).spawn().expect("sleep starts"));
     let serve = Serve::start(dir.path(), &[]);
     let prom = Prometheus::start(serve.port);
@@ -686,11 +563,6 @@ fn dashboard_exprs(dash: &str) -> Vec<String> {
         v.push(out);
     }
     v
-}
-
-/// A free loopback port (bound, then released: Prometheus gets a few tries if it is taken).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Prometheus {
@@ -768,20 +640,20 @@ fn urlencode(s: &str) -> String {
 fn skipped_pages_are_counted_by_reason() {
     let dir = TempDir::new("skipped");
     let real = sleeper_under_library(dir.path());
-    let (a, b, c) = (plain_sleeper(), plain_sleeper(), plain_sleeper());
+    let (a, b, c) = (sleeper(), sleeper(), sleeper());
     let st = |p: &Proc| start_ticks(p.pid());
-    write_page(dir.path(), a.pid(), st(&a), &crafted_page(a.pid(), st(&a), b"newer", |p| p.layout_version = 2));
-    write_page(dir.path(), b.pid(), st(&b), &crafted_page(b.pid(), st(&b), b"torn", |p| p.stats.live_bytes += 1));
-    write_page(dir.path(), c.pid(), st(&c), &crafted_page(c.pid(), st(&c), b"starting", |p| {
+    plant_page(dir.path(), a.pid(), st(&a), b"newer", |p| p.layout_version = 2);
+    plant_page(dir.path(), b.pid(), st(&b), b"torn", |p| p.stats.live_bytes += 1);
+    plant_page(dir.path(), c.pid(), st(&c), b"starting", |p| {
         p.seq = Default::default();
         p.stats = Stats::default();
-    }));
+    });
     // a process that has exited
     let mut gone = Command::new("true").spawn().unwrap();
     let gone_pid = gone.id();
     let gone_start = start_ticks(gone_pid);
     gone.wait().unwrap();
-    write_page(dir.path(), gone_pid, gone_start, &crafted_page(gone_pid, gone_start, b"gone", |_| {}));
+    plant_page(dir.path(), gone_pid, gone_start, b"gone", |_| {});
 
     let serve = Serve::start(dir.path(), &[]);
     let ex = wait_for("the real process's page", Duration::from_secs(10), || {

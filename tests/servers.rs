@@ -16,16 +16,16 @@
 
 mod common;
 
-use common::{preloaded, require_tool, root, text};
-use memtrim_common::page::{parse_file_name, Page, ReadError, Reason, Stats};
+use common::{free_port, on_ci, preloaded, read_page, require_tool, root, serial, text, without_env, TempDir, TUNING};
+use memtrim_common::page::{Reason, Stats};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 const WORKERS: usize = 3;
@@ -33,35 +33,6 @@ const BURSTS: usize = 4;
 const PER_BURST: usize = 24;
 const CONCURRENCY: usize = 4;
 const PAUSE: Duration = Duration::from_millis(900);
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn on_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
-
-/// A private directory (pages, app data, server log), removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!("memtrim-servers-{}-{tag}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(p.join("shm")).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The real python3 (not a pyenv shim, whose subshells would each get the library) if it has
 /// gunicorn and django; on CI their absence fails.
@@ -118,10 +89,6 @@ fn app_data() -> Option<PathBuf> {
     .clone()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A server in its own process group, killed (the whole group) when dropped.
 struct Server {
     child: Child,
@@ -134,14 +101,11 @@ struct Server {
 impl Server {
     fn start(tag: &str, mut cmd: Command, port: u16) -> Server {
         let dir = TempDir::new(tag);
-        let log = dir.0.join("server.log");
-        let shm = dir.0.join("shm");
-        for (k, _) in std::env::vars() {
-            if k.starts_with("MEMTRIM_") || k.starts_with("MALLOC_") || k == "PYTHONMALLOC" {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("MEMTRIM_SHM_DIR", &shm)
+        let log = dir.join("server.log");
+        let shm = dir.join("shm");
+        std::fs::create_dir_all(&shm).unwrap();
+        without_env(&mut cmd, TUNING)
+            .env("MEMTRIM_SHM_DIR", &shm)
             .env("MEMTRIM_IDLE_MS", "100ms")
             .env("MEMTRIM_MIN_RETAINED", "256KiB")
             .env("MEMTRIM_INTERVAL_MS", "100ms")
@@ -236,28 +200,6 @@ fn pid_in(body: &[u8]) -> Option<u32> {
     let t = text(body);
     let at = t.find("\"pid\":")? + 6;
     t[at..].trim_start().chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().ok()
-}
-
-fn read_page(dir: &Path, pid: u32) -> Option<Stats> {
-    let path = std::fs::read_dir(dir).ok()?.filter_map(Result::ok).map(|e| e.path()).find(|p| {
-        p.file_name().and_then(|n| n.to_str()).and_then(parse_file_name).is_some_and(|(p, _)| p == pid)
-    })?;
-    for _ in 0..200 {
-        let bytes = std::fs::read(&path).ok()?;
-        if bytes.len() < core::mem::size_of::<Page>() {
-            return None;
-        }
-        // SAFETY: Page is plain data (integers and atomics); all-zero is valid, and the copy
-        // fills exactly its size from a buffer at least that long.
-        let mut page: Box<Page> = Box::new(unsafe { core::mem::zeroed() });
-        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), &mut *page as *mut Page as *mut u8, core::mem::size_of::<Page>()) };
-        match page.read() {
-            Ok(s) if s.samples > 0 => return Some(s),
-            Ok(_) | Err(ReadError::Torn) => std::thread::sleep(Duration::from_millis(5)),
-            Err(_) => return None,
-        }
-    }
-    None
 }
 
 fn describe(s: &Stats) -> String {

@@ -3,8 +3,10 @@
 //! library: the page is no longer mapped and no longer updated). A live process's page is never touched; a symlink
 //! or other non-regular file with a page's name is reported and left alone (unlink would not
 //! follow it, but it is not ours to judge); without root only your own pages go.
+use crate::args::{Args, Cmd};
 use crate::pages;
 use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 
 const USAGE: &str = "\
 usage: memtrim clean [--dry-run] [--dir DIR]
@@ -12,25 +14,25 @@ usage: memtrim clean [--dry-run] [--dir DIR]
   --dry-run  only list them
   --dir DIR  the page directory (default: $MEMTRIM_SHM_DIR, else /dev/shm)";
 
-pub fn main(args: &[String]) -> i32 {
+const CMD: Cmd = Cmd { name: "clean", usage: USAGE };
+
+fn parse(words: &[String]) -> Result<(bool, PathBuf), i32> {
+    let mut a = Args::new(&CMD, words);
     let mut dry = false;
-    let mut dir: Option<String> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
+    while let Some(w) = a.next() {
+        match w {
             "--dry-run" | "-n" => dry = true,
-            "--dir" => match it.next() {
-                Some(d) => dir = Some(d.clone()),
-                None => return usage("--dir takes a directory"),
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return 0;
-            }
-            other => return usage(&format!("unknown argument {other}")),
+            other => a.common(other)?,
         }
     }
-    let dir = pages::dir(dir.as_deref());
+    Ok((dry, a.page_dir()))
+}
+
+pub fn main(args: &[String]) -> i32 {
+    let (dry, dir) = match parse(args) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
     let cands = match pages::candidates(&dir) {
         Ok(c) => c,
         Err(e) => {
@@ -97,9 +99,4 @@ pub fn main(args: &[String]) -> i32 {
     let verb = if dry { "would remove" } else { "removed" };
     println!("{verb} {removed} stale page{} from {} ({live} live kept)", if removed == 1 { "" } else { "s" }, dir.display());
     if failed > 0 { 1 } else { 0 }
-}
-
-fn usage(why: &str) -> i32 {
-    eprintln!("memtrim clean: {why}\n{USAGE}");
-    2
 }

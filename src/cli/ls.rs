@@ -1,6 +1,8 @@
 //! `memtrim ls [--json] [--sort KEY] [--all] [--dir DIR]`: one row per live process.
+use crate::args::{Args, Cmd};
 use crate::pages::{self, Entry, State};
 use crate::{json, view};
+use std::path::PathBuf;
 use view::SortKey;
 
 const USAGE: &str = "\
@@ -11,42 +13,35 @@ usage: memtrim ls [--json] [--sort KEY] [--all] [--dir DIR]
   --all       also list pages whose process is gone (state \"gone\"; `memtrim clean` removes them)
   --dir DIR   the page directory (default: $MEMTRIM_SHM_DIR, else /dev/shm)";
 
-pub fn main(args: &[String]) -> i32 {
-    let mut as_json = false;
-    let mut all = false;
-    let mut key = SortKey::Pid;
-    let mut dir: Option<String> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
+const CMD: Cmd = Cmd { name: "ls", usage: USAGE };
+
+struct Opts {
+    as_json: bool,
+    all: bool,
+    key: SortKey,
+    dir: PathBuf,
+}
+
+fn parse(words: &[String]) -> Result<Opts, i32> {
+    let mut a = Args::new(&CMD, words);
+    let (mut as_json, mut all, mut key) = (false, false, SortKey::Pid);
+    while let Some(w) = a.next() {
+        match w {
             "--json" => as_json = true,
             "--all" | "-a" => all = true,
-            "--sort" | "-s" => match it.next().and_then(|k| SortKey::parse(k)) {
-                Some(k) => key = k,
-                None => return usage(&format!("--sort takes one of: {}", view::SORT_KEYS)),
-            },
-            "--dir" => match it.next() {
-                Some(d) => dir = Some(d.clone()),
-                None => return usage("--dir takes a directory"),
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return 0;
-            }
-            other => return usage(&format!("unknown argument {other}")),
+            "--sort" | "-s" => key = a.sort_key()?,
+            other => a.common(other)?,
         }
     }
-    let dir = pages::dir(dir.as_deref());
-    let scan = match pages::scan(&dir, all) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("memtrim ls: cannot read {}: {e}", dir.display());
-            return 1;
-        }
+    Ok(Opts { as_json, all, key, dir: a.page_dir() })
+}
+
+pub fn main(args: &[String]) -> i32 {
+    let Opts { as_json, all, key, dir } = match parse(args) {
+        Ok(o) => o,
+        Err(code) => return code,
     };
-    if let Some(line) = scan.skipped_summary("ls") {
-        eprintln!("{line}");
-    }
+    let Some(scan) = pages::scan_saying(&dir, all, "ls") else { return 1 };
     let entries: Vec<&Entry> = scan.entries.iter().filter(|e| all || e.state == State::Live).collect();
     let now = pages::now_ms();
     let out = if as_json {
@@ -79,9 +74,4 @@ pub fn print_or_quiet(s: &str) -> i32 {
             1
         }
     }
-}
-
-fn usage(why: &str) -> i32 {
-    eprintln!("memtrim ls: {why}\n{USAGE}");
-    2
 }

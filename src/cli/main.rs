@@ -1,4 +1,5 @@
 //! memtrim: runs programs under libmemtrim.so and reads what the library publishes.
+mod args;
 mod clean;
 mod config_cmd;
 mod json;
@@ -6,6 +7,7 @@ mod ls;
 mod pages;
 mod metrics;
 mod report;
+mod request;
 mod run;
 mod serve;
 mod smaps;

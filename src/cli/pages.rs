@@ -365,6 +365,22 @@ pub fn scan(dir: &Path, include_gone: bool) -> std::io::Result<Scan> {
     Ok(scan)
 }
 
+/// `scan` for `memtrim CMD`, which says on stderr why `dir` cannot be read (None), or which pages
+/// it skipped.
+pub fn scan_saying(dir: &Path, include_gone: bool, cmd: &str) -> Option<Scan> {
+    let scan = match scan(dir, include_gone) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("memtrim {cmd}: cannot read {}: {e}", dir.display());
+            return None;
+        }
+    };
+    if let Some(line) = scan.skipped_summary(cmd) {
+        eprintln!("{line}");
+    }
+    Some(scan)
+}
+
 /// The page file of the live process `pid` in `dir` (judged by its name only), or a sentence
 /// saying why there is none.
 pub fn locate(dir: &Path, pid: u32) -> Result<(PathBuf, u64), String> {

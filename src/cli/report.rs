@@ -30,11 +30,12 @@
 //!
 //! Then a verdict: how much of the heap is retained, which arenas hold the free bytes, what a
 //! release would return, and what the report cost the process.
-use crate::pages::{self, Skip};
+use crate::args::{Args, Cmd};
+use crate::pages;
+use crate::request::{Ask, Target};
 use crate::smaps::{self, Mapping};
 use crate::{json, view};
 use core::sync::atomic::Ordering::*;
-use memtrim_common::futex;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -56,36 +57,26 @@ const MAX_REPORT: u64 = 64 << 20;
 /// The largest guard page (mapping) below a thread stack that the stack heuristic accepts.
 const MAX_GUARD: u64 = 1 << 20;
 
-pub fn main(args: &[String]) -> i32 {
-    let mut pid: Option<u32> = None;
-    let mut as_json = false;
-    let mut timeout = Duration::from_secs(10);
-    let mut dir: Option<String> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
+const CMD: Cmd = Cmd { name: "report", usage: USAGE };
+
+fn parse(words: &[String]) -> Result<(u32, bool, Duration, PathBuf), i32> {
+    let mut a = Args::new(&CMD, words).with_pid();
+    let (mut as_json, mut timeout) = (false, Duration::from_secs(10));
+    while let Some(w) = a.next() {
+        match w {
             "--json" => as_json = true,
-            "--timeout" | "-t" => match it.next().and_then(|s| s.parse::<f64>().ok()).filter(|s| s.is_finite() && *s > 0.0 && *s < 86400.0) {
-                Some(s) => timeout = Duration::from_secs_f64(s),
-                None => return usage("--timeout takes seconds (> 0)"),
-            },
-            "--dir" => match it.next() {
-                Some(d) => dir = Some(d.clone()),
-                None => return usage("--dir takes a directory"),
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return 0;
-            }
-            p if pid.is_none() && !p.starts_with('-') => match p.parse::<u32>() {
-                Ok(n) if n > 0 => pid = Some(n),
-                _ => return usage(&format!("{p:?} is not a pid")),
-            },
-            other => return usage(&format!("unknown argument {other}")),
+            "--timeout" | "-t" => timeout = a.request_timeout()?,
+            other => a.common(other)?,
         }
     }
-    let Some(pid) = pid else { return usage("which PID?") };
-    let dir = pages::dir(dir.as_deref());
+    Ok((a.need_pid("which PID?")?, as_json, timeout, a.page_dir()))
+}
+
+pub fn main(args: &[String]) -> i32 {
+    let (pid, as_json, timeout, dir) = match parse(args) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
     match run(&dir, pid, timeout, as_json) {
         Ok(text) => {
             println!("{text}");
@@ -98,40 +89,19 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
-fn usage(why: &str) -> i32 {
-    eprintln!("memtrim report: {why}\n{USAGE}");
-    2
-}
-
 fn run(dir: &Path, pid: u32, timeout: Duration, as_json: bool) -> Result<String, String> {
     let (path, start) = pages::locate(dir, pid)?;
-    let me = pages::euid();
-    let map = pages::map(&path, true).map_err(|s| match s {
-        Skip::OtherUser(uid) => format!("permission denied: the page {} belongs to uid {uid} and you are uid {me}; only its owner or root can ask for a report", path.display()),
-        Skip::PermissionDenied => format!("permission denied opening {}: only the page's owner or root can ask for a report", path.display()),
-        other => format!("{}: {}", path.display(), other.describe()),
-    })?;
-    if me != 0 && map.uid != me {
-        return Err(format!("permission denied: the page belongs to uid {}; only its owner or root can ask for a report", map.uid));
-    }
     let deadline = Instant::now() + timeout;
-    // A page created a moment ago is published within the worker's first interval.
-    let stats = loop {
-        match pages::snapshot(&map, pid, start) {
-            Err(Skip::Starting) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            r => break r.map_err(|s| format!("{}: {}", path.display(), s.describe()))?,
-        }
-    };
-    if !pages::is_live(pid, start) {
-        return Err("the process is gone (stale page; `memtrim clean` removes it)".into());
-    }
+    let target = Target::open(&path, pid, start, Ask::Report, deadline)?;
+    let (map, stats) = (&target.map, &target.stats);
     let report_path = PathBuf::from(format!("{}.report", path.display()));
     // The file is removed by the reader it was written for (the last to ask before it was
     // written); a reader that finds it gone because another took it asks again, within the
     // timeout. Missing again and again although nobody else asked: the process could not write.
     let mut missing = 0;
     let (raw, report) = loop {
-        let request = ask(&map, pid, start, deadline, stats.updated_at_ms)?;
+        let request = target.post();
+        target.wait(request, deadline)?;
         match read_report(&report_path, map.uid) {
             Ok(raw) => {
                 let r = Json::parse(&raw).map_err(|e| format!("{}: not a report: {e}", report_path.display()))?;
@@ -171,31 +141,6 @@ fn run(dir: &Path, pid: u32, timeout: Duration, as_json: bool) -> Result<String,
     let shm = dir.display().to_string();
     let a = analyse(&report, &maps, vm_rss, &shm);
     Ok(if as_json { to_json(&a, &report, &raw, pid, &stats.comm_str()) } else { to_text(&a, &report, pid, &stats.comm_str()) })
-}
-
-/// Posts one request and waits until the worker has served it; returns its number.
-fn ask(map: &pages::Mapped, pid: u32, start: u64, deadline: Instant, updated_at_ms: u64) -> Result<u32, String> {
-    let control = &map.page().control;
-    let request = control.report_requested.fetch_add(1, AcqRel).wrapping_add(1);
-    // The worker sleeps on trim_requested: wake it without asking for a release.
-    futex::wake_all(&control.trim_requested);
-    loop {
-        let served = control.report_served.load(Acquire);
-        if served.wrapping_sub(request) as i32 >= 0 {
-            return Ok(request);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(format!(
-                "timed out: the report was not written within the timeout (its memtrim worker is stuck, not running, or of a version without reports; page last updated {} ago)",
-                crate::stat::human_ms(pages::now_ms().saturating_sub(updated_at_ms))
-            ));
-        }
-        if !pages::is_live(pid, start) {
-            return Err("the process exited before writing the report".into());
-        }
-        futex::wait(&control.report_served, served, (deadline - now).min(Duration::from_millis(200)));
-    }
 }
 
 /// Reads the report file: a regular file (never followed through a symlink) owned by the

@@ -1,5 +1,6 @@
 //! `memtrim run [OPTIONS] -- CMD ARGS...`: replaces itself with CMD, libmemtrim.so prepended to
 //! LD_PRELOAD (what was there stays), so CMD keeps memtrim's pid and its exit status is CMD's.
+use crate::args::Cmd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -8,6 +9,8 @@ const USAGE: &str = "\
 usage: memtrim run [OPTIONS] -- CMD ARGS...
   --lib PATH        libmemtrim.so to preload (default: beside this binary, or ../lib/)
   --set NAME=VALUE  set MEMTRIM_NAME=VALUE for CMD (repeatable), e.g. --set REPORT=1";
+
+const CMD: Cmd = Cmd { name: "run", usage: USAGE };
 
 pub fn main(args: &[String]) -> i32 {
     let mut lib: Option<PathBuf> = None;
@@ -19,18 +22,15 @@ pub fn main(args: &[String]) -> i32 {
             Some("--lib") => lib = it.next().map(PathBuf::from),
             Some("--set") => match it.next().and_then(|s| s.split_once('=')) {
                 Some((k, v)) => sets.push((format!("MEMTRIM_{}", k.trim_start_matches("MEMTRIM_")), v.to_string())),
-                None => return usage("--set takes NAME=VALUE"),
+                None => return CMD.usage_error("--set takes NAME=VALUE"),
             },
-            Some("-h" | "--help") => {
-                println!("{USAGE}");
-                return 0;
-            }
+            Some("-h" | "--help") => return CMD.help(),
             Some(other) if !other.starts_with('-') => break std::iter::once(&args[args.len() - it.len() - 1]).chain(it).collect(),
-            Some(other) => return usage(&format!("unknown option {other}")),
+            Some(other) => return CMD.usage_error(&format!("unknown option {other}")),
             None => break Vec::new(),
         }
     };
-    let Some((prog, rest)) = cmd.split_first() else { return usage("no command given") };
+    let Some((prog, rest)) = cmd.split_first() else { return CMD.usage_error("no command given") };
     let lib = match lib.or_else(find_lib) {
         Some(l) if l.exists() => l,
         _ => {
@@ -51,11 +51,6 @@ pub fn main(args: &[String]) -> i32 {
     let err = Command::new(prog).args(rest).env("LD_PRELOAD", preload).envs(sets).exec();
     eprintln!("memtrim run: cannot run {prog}: {err}");
     if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }
-}
-
-fn usage(why: &str) -> i32 {
-    eprintln!("memtrim run: {why}\n{USAGE}");
-    2
 }
 
 /// libmemtrim.so beside the binary (a cargo build) or in ../lib (an installed tree).

@@ -10,8 +10,8 @@
 //!
 //! `--once FILE` writes the same text to FILE atomically (a temporary file in FILE's directory,
 //! then rename) for node_exporter's textfile collector, and exits; `--once -` prints it.
+use crate::args::{Args, Cmd};
 use crate::metrics::{self, Counters};
-use crate::pages;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -52,49 +52,45 @@ struct Server {
     last_dir_error: Mutex<Option<String>>,
 }
 
-pub fn main(args: &[String]) -> i32 {
-    let mut listen = DEFAULT_LISTEN.to_string();
-    let mut dir: Option<String> = None;
-    let mut once: Option<String> = None;
-    let mut timeout = Duration::from_secs(10);
-    let mut max_connections = 64usize;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--listen" | "-l" => match it.next() {
-                Some(v) => listen = v.clone(),
-                None => return usage("--listen takes an address, e.g. 127.0.0.1:9477"),
-            },
-            "--dir" => match it.next() {
-                Some(d) => dir = Some(d.clone()),
-                None => return usage("--dir takes a directory"),
-            },
-            "--once" => match it.next() {
-                Some(f) if !f.is_empty() => once = Some(f.clone()),
-                _ => return usage("--once takes a file name (or - for stdout)"),
-            },
-            "--timeout" | "-t" => match it.next().and_then(|s| s.parse::<f64>().ok()).filter(|s| s.is_finite() && *s > 0.0 && *s <= 3600.0) {
-                Some(s) => timeout = Duration::from_secs_f64(s),
-                None => return usage("--timeout takes seconds (> 0, <= 3600)"),
-            },
-            "--max-connections" => match it.next().and_then(|s| s.parse::<usize>().ok()).filter(|n| (1..=10_000).contains(n)) {
-                Some(n) => max_connections = n,
-                None => return usage("--max-connections takes a number from 1 to 10000"),
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return 0;
+const CMD: Cmd = Cmd { name: "serve", usage: USAGE };
+
+struct Opts {
+    listen: String,
+    dir: PathBuf,
+    once: Option<String>,
+    timeout: Duration,
+    max_connections: usize,
+}
+
+fn parse(words: &[String]) -> Result<Opts, i32> {
+    let mut a = Args::new(&CMD, words);
+    let mut o = Opts { listen: DEFAULT_LISTEN.to_string(), dir: PathBuf::new(), once: None, timeout: Duration::from_secs(10), max_connections: 64 };
+    while let Some(w) = a.next() {
+        match w {
+            "--listen" | "-l" => o.listen = a.value("--listen takes an address, e.g. 127.0.0.1:9477", |v| Some(v.to_string()))?,
+            "--once" => o.once = Some(a.value("--once takes a file name (or - for stdout)", |f| (!f.is_empty()).then(|| f.to_string()))?),
+            "--timeout" | "-t" => o.timeout = a.seconds("--timeout takes seconds (> 0, <= 3600)", |s| s > 0.0 && s <= 3600.0)?,
+            "--max-connections" => {
+                o.max_connections = a.value("--max-connections takes a number from 1 to 10000", |n| n.parse().ok().filter(|n| (1..=10_000).contains(n)))?
             }
-            other => return usage(&format!("unknown argument {other}")),
+            other => a.common(other)?,
         }
     }
-    let dir = pages::dir(dir.as_deref());
+    o.dir = a.page_dir();
+    Ok(o)
+}
+
+pub fn main(args: &[String]) -> i32 {
+    let Opts { listen, dir, once, timeout, max_connections } = match parse(args) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
     if let Some(file) = once {
         return write_once(&dir, &file);
     }
     let addr = match resolve(&listen) {
         Ok(a) => a,
-        Err(e) => return usage(&e),
+        Err(e) => return CMD.usage_error(&e),
     };
     let listener = match TcpListener::bind(addr) {
         Ok(l) => l,
@@ -119,11 +115,6 @@ pub fn main(args: &[String]) -> i32 {
     });
     accept_loop(&listener, &server);
     1
-}
-
-fn usage(msg: &str) -> i32 {
-    eprintln!("memtrim serve: {msg}\n{USAGE}");
-    2
 }
 
 /// `HOST:PORT`, `[V6]:PORT`, or `:PORT` (every IPv4 address).

@@ -1,9 +1,11 @@
 //! `memtrim stat PID [--json] [--watch [SECS]] [--dir DIR]`: every field of one process's page,
 //! with its unit and meaning.
+use crate::args::{Args, Cmd};
 use crate::pages::{self, Entry};
 use crate::{json, ls::print_or_quiet, view};
 use memtrim_common::limit::Metric;
 use memtrim_common::page::{Reason, Stats};
+use std::path::PathBuf;
 use std::time::Duration;
 
 const USAGE: &str = "\
@@ -14,49 +16,45 @@ usage: memtrim stat PID [--json] [--watch [SECS]] [--dir DIR]
                   (with --json: one object per line)
   --dir DIR       the page directory (default: $MEMTRIM_SHM_DIR, else /dev/shm)";
 
-pub fn main(args: &[String]) -> i32 {
-    let mut as_json = false;
-    let mut watch: Option<f64> = None;
-    let mut dir: Option<String> = None;
-    let mut pid: Option<u32> = None;
-    let mut i = 0;
-    while i < args.len() {
-        match args[i].as_str() {
+const CMD: Cmd = Cmd { name: "stat", usage: USAGE };
+
+struct Opts {
+    pid: u32,
+    as_json: bool,
+    watch: Option<f64>,
+    dir: PathBuf,
+}
+
+fn parse(words: &[String]) -> Result<Opts, i32> {
+    let mut a = Args::new(&CMD, words).with_pid();
+    let (mut as_json, mut watch) = (false, None);
+    while let Some(w) = a.next() {
+        match w {
             "--json" => as_json = true,
             "--watch" | "-w" => {
                 watch = Some(1.0);
                 // `stat --watch 1234` means pid 1234: a number after --watch is SECS only if
                 // the pid is given elsewhere.
-                let pid_elsewhere = pid.is_some() || args[(i + 2).min(args.len())..].iter().any(|a| !a.starts_with('-'));
-                if let Some(secs) = args.get(i + 1).filter(|_| pid_elsewhere).and_then(|s| s.parse::<f64>().ok()) {
+                let pid_elsewhere = a.pid.is_some() || a.rest().iter().skip(1).any(|w| !w.starts_with('-'));
+                if let Some(secs) = a.rest().first().filter(|_| pid_elsewhere).and_then(|s| s.parse::<f64>().ok()) {
                     if !(0.05..=86400.0).contains(&secs) {
-                        return usage("--watch takes seconds from 0.05 to 86400");
+                        return Err(a.usage_error("--watch takes seconds from 0.05 to 86400"));
                     }
                     watch = Some(secs);
-                    i += 1;
+                    a.next();
                 }
             }
-            "--dir" => match args.get(i + 1) {
-                Some(d) => {
-                    dir = Some(d.clone());
-                    i += 1;
-                }
-                None => return usage("--dir takes a directory"),
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return 0;
-            }
-            p if pid.is_none() && !p.starts_with('-') => match p.parse::<u32>() {
-                Ok(n) if n > 0 => pid = Some(n),
-                _ => return usage(&format!("{p:?} is not a pid")),
-            },
-            other => return usage(&format!("unknown argument {other}")),
+            other => a.common(other)?,
         }
-        i += 1;
     }
-    let Some(pid) = pid else { return usage("which PID?") };
-    let dir = pages::dir(dir.as_deref());
+    Ok(Opts { pid: a.need_pid("which PID?")?, as_json, watch, dir: a.page_dir() })
+}
+
+pub fn main(args: &[String]) -> i32 {
+    let Opts { pid, as_json, watch, dir } = match parse(args) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
     let Some(every) = watch else {
         return match pages::find(&dir, pid) {
             Ok(e) => print_or_quiet(&if as_json { json::object(&e, pages::now_ms()) } else { describe(&e) }),
@@ -92,11 +90,6 @@ pub fn main(args: &[String]) -> i32 {
         }
         std::thread::sleep(Duration::from_secs_f64(every));
     }
-}
-
-fn usage(why: &str) -> i32 {
-    eprintln!("memtrim stat: {why}\n{USAGE}");
-    2
 }
 
 fn clock_ticks() -> u64 {

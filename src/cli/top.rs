@@ -4,6 +4,7 @@
 //!
 //! The terminal goes into raw mode on the alternate screen and is restored on q, on Ctrl-C,
 //! on SIGINT/SIGTERM/SIGHUP and on a panic.
+use crate::args::{Args, Cmd};
 use crate::pages::{self, Entry};
 use crate::view::{self, SortKey};
 use core::sync::atomic::{AtomicI32, Ordering::*};
@@ -125,32 +126,27 @@ struct View {
     dir: std::path::PathBuf,
 }
 
-pub fn main(args: &[String]) -> i32 {
+const CMD: Cmd = Cmd { name: "top", usage: USAGE };
+
+fn parse(words: &[String]) -> Result<View, i32> {
+    let mut a = Args::new(&CMD, words);
     let mut v = View { key: SortKey::Rss, tree: true, scroll: 0, delay: Duration::from_secs(1), dir: Default::default() };
-    let mut dir: Option<String> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--delay" | "-d" => match it.next().and_then(|s| s.parse::<f64>().ok()).filter(|s| s.is_finite() && *s >= 0.1 && *s <= 3600.0) {
-                Some(s) => v.delay = Duration::from_secs_f64(s),
-                None => return usage("--delay takes seconds from 0.1 to 3600"),
-            },
-            "--sort" | "-s" => match it.next().and_then(|k| SortKey::parse(k)) {
-                Some(k) => v.key = k,
-                None => return usage(&format!("--sort takes one of: {}", view::SORT_KEYS)),
-            },
-            "--dir" => match it.next() {
-                Some(d) => dir = Some(d.clone()),
-                None => return usage("--dir takes a directory"),
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return 0;
-            }
-            other => return usage(&format!("unknown argument {other}")),
+    while let Some(w) = a.next() {
+        match w {
+            "--delay" | "-d" => v.delay = a.seconds("--delay takes seconds from 0.1 to 3600", |s| (0.1..=3600.0).contains(&s))?,
+            "--sort" | "-s" => v.key = a.sort_key()?,
+            other => a.common(other)?,
         }
     }
-    v.dir = pages::dir(dir.as_deref());
+    v.dir = a.page_dir();
+    Ok(v)
+}
+
+pub fn main(args: &[String]) -> i32 {
+    let mut v = match parse(args) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
     // SAFETY: isatty has no preconditions.
     if unsafe { libc::isatty(0) != 1 || libc::isatty(1) != 1 } {
         eprintln!("memtrim top: needs a terminal on stdin and stdout (`memtrim ls` prints once)");
@@ -179,11 +175,6 @@ pub fn main(args: &[String]) -> i32 {
     let code = run(&mut v, wake);
     restore();
     code
-}
-
-fn usage(why: &str) -> i32 {
-    eprintln!("memtrim top: {why}\n{USAGE}");
-    2
 }
 
 enum Key {

@@ -3,10 +3,10 @@
 //! setting the served counter and waking it. No signal is sent (signals belong to the host).
 //! Only the page's owner (or root) can ask: the page is 0600, and a page owned by another user
 //! is refused even to root-like callers that could open it (unless root).
-use crate::pages::{self, Mapped, Skip};
+use crate::args::{Args, Cmd};
+use crate::pages;
+use crate::request::{Ask, Target};
 use crate::{json, view};
-use core::sync::atomic::Ordering::*;
-use memtrim_common::futex;
 use memtrim_common::page::Stats;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,58 +18,46 @@ usage: memtrim trim PID|--all [--timeout SECS] [--dir DIR]
   --timeout SECS  how long to wait for each answer (default 10)
   --dir DIR       the page directory (default: $MEMTRIM_SHM_DIR, else /dev/shm)";
 
+const CMD: Cmd = Cmd { name: "trim", usage: USAGE };
+
 struct Pending {
-    pid: u32,
-    start_ticks: u64,
+    target: Target,
     comm: String,
-    map: Mapped,
-    before: Stats,
     request: u32,
 }
 
-pub fn main(args: &[String]) -> i32 {
-    let mut all = false;
-    let mut pid: Option<u32> = None;
-    let mut timeout = Duration::from_secs(10);
-    let mut dir: Option<String> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
+struct Opts {
+    all: bool,
+    pid: Option<u32>,
+    timeout: Duration,
+    dir: PathBuf,
+}
+
+fn parse(words: &[String]) -> Result<Opts, i32> {
+    let mut a = Args::new(&CMD, words).with_pid();
+    let (mut all, mut timeout) = (false, Duration::from_secs(10));
+    while let Some(w) = a.next() {
+        match w {
             "--all" | "-a" => all = true,
-            "--timeout" | "-t" => match it.next().and_then(|s| s.parse::<f64>().ok()).filter(|s| s.is_finite() && *s > 0.0 && *s < 86400.0) {
-                Some(s) => timeout = Duration::from_secs_f64(s),
-                None => return usage("--timeout takes seconds (> 0)"),
-            },
-            "--dir" => match it.next() {
-                Some(d) => dir = Some(d.clone()),
-                None => return usage("--dir takes a directory"),
-            },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return 0;
-            }
-            p if pid.is_none() && !p.starts_with('-') => match p.parse::<u32>() {
-                Ok(n) if n > 0 => pid = Some(n),
-                _ => return usage(&format!("{p:?} is not a pid")),
-            },
-            other => return usage(&format!("unknown argument {other}")),
+            "--timeout" | "-t" => timeout = a.request_timeout()?,
+            other => a.common(other)?,
         }
     }
-    let dir = pages::dir(dir.as_deref());
-    let targets: Vec<(PathBuf, u32, u64)> = match (all, pid) {
-        (true, Some(_)) => return usage("give a PID or --all, not both"),
-        (false, None) => return usage("which PID? (or --all)"),
-        (true, None) => {
-            let scan = match pages::scan(&dir, false) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("memtrim trim: cannot read {}: {e}", dir.display());
-                    return 1;
-                }
-            };
-            if let Some(line) = scan.skipped_summary("trim") {
-                eprintln!("{line}");
-            }
+    match (all, a.pid) {
+        (true, Some(_)) => Err(a.usage_error("give a PID or --all, not both")),
+        (false, None) => Err(a.usage_error("which PID? (or --all)")),
+        (all, pid) => Ok(Opts { all, pid, timeout, dir: a.page_dir() }),
+    }
+}
+
+pub fn main(args: &[String]) -> i32 {
+    let Opts { all, pid, timeout, dir } = match parse(args) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    let targets: Vec<(PathBuf, u32, u64)> = match pid {
+        None => {
+            let Some(scan) = pages::scan_saying(&dir, false, "trim") else { return 1 };
             let t: Vec<_> = scan.live().map(|e| (e.path.clone(), e.stats.pid, e.stats.start_ticks)).collect();
             if t.is_empty() {
                 eprintln!("memtrim trim: no live process of yours has a page in {}", dir.display());
@@ -77,7 +65,7 @@ pub fn main(args: &[String]) -> i32 {
             }
             t
         }
-        (false, Some(pid)) => match pages::locate(&dir, pid) {
+        Some(pid) => match pages::locate(&dir, pid) {
             Ok((path, start)) => vec![(path, pid, start)],
             Err(why) => {
                 eprintln!("memtrim trim: {why}");
@@ -101,8 +89,9 @@ pub fn main(args: &[String]) -> i32 {
     for p in pending {
         match wait(&p, deadline) {
             Ok(after) => {
-                let released = after.released_bytes.saturating_sub(p.before.released_bytes);
-                let releases = after.trims.saturating_sub(p.before.trims);
+                let before = &p.target.stats;
+                let released = after.released_bytes.saturating_sub(before.released_bytes);
+                let releases = after.trims.saturating_sub(before.trims);
                 total += released;
                 served += 1;
                 let how = if releases == 0 {
@@ -110,10 +99,10 @@ pub fn main(args: &[String]) -> i32 {
                 } else {
                     format!("in {} ms", json::ms_from_us(after.last_trim_us))
                 };
-                println!("pid {} ({}): released {} ({released} B) {how}", p.pid, pages::printable(&p.comm), view::size(released));
+                println!("pid {} ({}): released {} ({released} B) {how}", p.target.pid, pages::printable(&p.comm), view::size(released));
             }
             Err(why) => {
-                eprintln!("memtrim trim: pid {} ({}): {why}", p.pid, pages::printable(&p.comm));
+                eprintln!("memtrim trim: pid {} ({}): {why}", p.target.pid, pages::printable(&p.comm));
                 failed += 1;
             }
         }
@@ -124,55 +113,17 @@ pub fn main(args: &[String]) -> i32 {
     if failed > 0 { 1 } else { 0 }
 }
 
-fn usage(why: &str) -> i32 {
-    eprintln!("memtrim trim: {why}\n{USAGE}");
-    2
-}
-
 /// Opens the page for writing, checks it, and posts one request.
 fn request(path: &std::path::Path, pid: u32, start: u64) -> Result<Pending, String> {
-    let me = pages::euid();
-    let map = pages::map(path, true).map_err(|s| match s {
-        Skip::OtherUser(uid) => format!(
-            "permission denied: the page {} belongs to uid {uid} and you are uid {me}; only its owner or root can request a release",
-            path.display()
-        ),
-        Skip::PermissionDenied => format!("permission denied opening {}: only the page's owner or root can request a release", path.display()),
-        other => format!("{}: {}", path.display(), other.describe()),
-    })?;
-    if me != 0 && map.uid != me {
-        return Err(format!("permission denied: the page belongs to uid {}; only its owner or root can request a release", map.uid));
-    }
-    let before = pages::snapshot(&map, pid, start).map_err(|s| format!("{}: {}", path.display(), s.describe()))?;
-    if !pages::is_live(pid, start) {
-        return Err("the process is gone (stale page; `memtrim clean` removes it)".into());
-    }
-    let control = &map.page().control;
-    let request = control.trim_requested.fetch_add(1, AcqRel).wrapping_add(1);
-    futex::wake_all(&control.trim_requested);
-    Ok(Pending { pid, start_ticks: start, comm: before.comm_str(), map, before, request })
+    let target = Target::open(path, pid, start, Ask::Release, Instant::now())?;
+    let request = target.post();
+    Ok(Pending { comm: target.stats.comm_str(), target, request })
 }
 
-/// Waits until the worker has served the request (and published what it did), the deadline
-/// passes, or the process exits.
+/// Waits until the worker has served the request; the page it then published.
 fn wait(p: &Pending, deadline: Instant) -> Result<Stats, String> {
-    let control = &p.map.page().control;
-    loop {
-        let served = control.trim_served.load(Acquire);
-        if served.wrapping_sub(p.request) as i32 >= 0 {
-            // The worker publishes before it marks the request served.
-            return pages::snapshot(&p.map, p.pid, p.start_ticks).map_err(|s| s.describe());
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(format!(
-                "timed out: the request was not served within the timeout (its memtrim worker is stuck or not running; page last updated {} ago)",
-                crate::stat::human_ms(pages::now_ms().saturating_sub(p.before.updated_at_ms))
-            ));
-        }
-        if !pages::is_live(p.pid, p.start_ticks) {
-            return Err("the process exited before serving the request".into());
-        }
-        futex::wait(&control.trim_served, served, (deadline - now).min(Duration::from_millis(200)));
-    }
+    let t = &p.target;
+    t.wait(p.request, deadline)?;
+    // The worker publishes before it marks the request served.
+    pages::snapshot(&t.map, t.pid, t.start_ticks).map_err(|s| s.describe())
 }

@@ -30,25 +30,15 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "memtrim.h"
 #include "backend.h"
-
-/* glibc 2.26 removed cfree from its headers and keeps it only as a compat symbol, which an old
- * binary still calls: bind to that version, as such a binary does. */
-#if defined(__x86_64__)
-__asm__(".symver cfree, cfree@GLIBC_2.2.5");
-#elif defined(__aarch64__)
-__asm__(".symver cfree, cfree@GLIBC_2.17");
-#endif
-extern void cfree(void *);
+#include "probe.h"
 
 #define MAX_THREADS 16
 #define SLOTS 256
 #define CHECKPOINTS 4
 
-typedef int (*get_stats_fn)(struct memtrim_stats *, size_t);
 static get_stats_fn get_stats;
-static size_t (*trim)(void);
+static trim_fn trim;
 /* The reference for the byte counts (backend.h): glibc's own malloc_usable_size, looked up in
  * libc.so.6, when glibc serves (the library's exported malloc_usable_size must then agree with
  * it); the exported one on jemalloc. */
@@ -102,17 +92,9 @@ static const char *op_names[OP_COUNT] = {
   "failing-reallocarray", "failing-calloc", "failing-posix_memalign", "malloc(0)"
 };
 
-static uint64_t next(uint64_t *s) {
-  uint64_t x = *s;
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  return *s = x;
-}
-
 /* Sizes from 0 to ~400 KiB: mostly small, some medium, a few mmapped. */
 static size_t rand_size(uint64_t *s) {
-  uint64_t r = next(s);
+  uint64_t r = xorshift(s);
   unsigned k = r % 1000;
   r >>= 10;
   if (k < 5) return 0;
@@ -150,7 +132,7 @@ static void hold(struct worker *w, int i, void *p, size_t req, size_t align, con
     fail(w, "%s(%zu): block not aligned to %zu (malloc's minimum)", what, req, 2 * sizeof(void *));
   b->p = p;
   b->usable = u;
-  b->tag = (unsigned char)(next(&w->rng) | 1);
+  b->tag = (unsigned char)(xorshift(&w->rng) | 1);
   if (u > 0) {
     b->p[0] = b->tag;
     b->p[u - 1] = b->tag;
@@ -176,7 +158,7 @@ static void do_alloc(struct worker *w, int i) {
   static const size_t any_align[] = {1, 2, 3, 4, 8, 16, 24, 32, 48, 64, 100, 128, 256, 1000, 4096, 8192};
   static const size_t pm_align[] = {8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384};
   size_t sz = rand_size(&w->rng);
-  uint64_t r = next(&w->rng);
+  uint64_t r = xorshift(&w->rng);
   int op;
   switch (r % 16) {
     case 0: case 1: case 2: op = OP_MALLOC; break;
@@ -252,7 +234,7 @@ static void do_alloc(struct worker *w, int i) {
 static void do_release(struct worker *w, int i) {
   struct block *b = &w->slots[i];
   check_tag(w, b, "before release");
-  uint64_t r = next(&w->rng);
+  uint64_t r = xorshift(&w->rng);
   int op;
   switch (r % 16) {
     case 0: case 1: case 2: case 3: case 4: op = OP_FREE; break;
@@ -346,7 +328,7 @@ static void *run_ops(void *arg) {
   long per_checkpoint = w->ops / CHECKPOINTS;
   for (int c = 0; c < CHECKPOINTS; c++) {
     for (long k = 0; k < per_checkpoint; k++) {
-      int i = next(&w->rng) % SLOTS;
+      int i = xorshift(&w->rng) % SLOTS;
       if (w->slots[i].p) do_release(w, i);
       else do_alloc(w, i);
     }
@@ -375,22 +357,12 @@ static void *free_neighbour(void *arg) {
   return NULL;
 }
 
-static struct memtrim_stats stats(void) {
-  struct memtrim_stats s;
-  memset(&s, 0xff, sizeof s);
-  int rc = get_stats(&s, sizeof s);
-  if (rc != 0) {
-    printf("FAIL: memtrim_get_stats returned %d\n", rc);
-    failures++;
-  }
-  return s;
-}
+static struct memtrim_stats stats(void) { return read_stats(get_stats, "", &failures); }
 
+/* The live bytes and blocks since s0 against what the workers hold, and the struct's header. */
 static void check(const char *where, const struct memtrim_stats *s0, uint64_t want_bytes, int64_t want_blocks) {
   struct memtrim_stats s = stats();
-  int64_t got_bytes = (int64_t)(s.live_bytes - s0->live_bytes);
-  int64_t got_blocks = (int64_t)((s.allocs - s.frees) - (s0->allocs - s0->frees));
-  int ok = got_bytes == (int64_t)want_bytes && got_blocks == want_blocks;
+  int ok = check_live("", where, s0, &s, want_bytes, want_blocks);
   if (s.size != sizeof s || s.version != MEMTRIM_STATS_VERSION) {
     printf("FAIL %s: stats size %" PRIu32 " version %" PRIu32 "\n", where, s.size, s.version);
     ok = 0;
@@ -399,13 +371,6 @@ static void check(const char *where, const struct memtrim_stats *s0, uint64_t wa
     printf("FAIL %s: peak_live_bytes %" PRIu64 " below live_bytes %" PRIu64 "\n", where, s.peak_live_bytes, s.live_bytes);
     ok = 0;
   }
-  if (got_bytes != (int64_t)want_bytes || got_blocks != want_blocks)
-    printf("FAIL %s: live_bytes delta %" PRId64 " expected %" PRIu64 " (off by %" PRId64 "); "
-           "allocs-frees delta %" PRId64 " expected %" PRId64 " (allocs +%" PRIu64 ", frees +%" PRIu64 ")\n",
-           where, got_bytes, want_bytes, got_bytes - (int64_t)want_bytes, got_blocks, want_blocks,
-           s.allocs - s0->allocs, s.frees - s0->frees);
-  else
-    printf("ok %s: live_bytes delta %" PRId64 ", live blocks delta %" PRId64 "\n", where, got_bytes, got_blocks);
   if (!ok) failures++;
 }
 
@@ -423,11 +388,6 @@ static void *trimmer(void *arg) {
   return arg;
 }
 
-static void *warm(void *arg) {
-  free(malloc(100));
-  return arg;
-}
-
 int main(int argc, char **argv) {
   if (argc > 1) nthreads = atoi(argv[1]);
   if (argc > 2) ops_per_thread = atol(argv[2]);
@@ -440,8 +400,8 @@ int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   printf("accounting: %d threads x %ld operations, seed %#" PRIx64 "\n", nthreads, ops_per_thread, seed);
 
-  get_stats = (get_stats_fn)dlsym(RTLD_DEFAULT, "memtrim_get_stats");
-  trim = (size_t(*)(void))dlsym(RTLD_DEFAULT, "memtrim_trim");
+  get_stats = find_get_stats();
+  trim = find_trim();
   if (!get_stats || !trim) {
     printf("FAIL: memtrim_get_stats or memtrim_trim not found (is libmemtrim.so preloaded?)\n");
     return 1;
@@ -457,15 +417,11 @@ int main(int argc, char **argv) {
    * dynamic threshold after the first mmapped free; on jemalloc mallopt changes nothing). */
   mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 
-  /* glibc keeps the stacks of joined threads in a cache, each with its DTV, which
-   * pthread_create allocated with calloc (through the interposed calloc). Fill the cache with
-   * as many stacks as the phases use at once, so that the phases reuse them and allocate none. */
+  /* As many stacks in glibc's cache as the phases use at once (probe.h). */
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, 256 * 1024);
-  pthread_t warmers[MAX_THREADS + 1];
-  for (int t = 0; t <= nthreads; t++) pthread_create(&warmers[t], &attr, warm, NULL);
-  for (int t = 0; t <= nthreads; t++) pthread_join(warmers[t], NULL);
+  fill_stack_cache(&attr, nthreads + 1);
   pthread_barrier_init(&barrier, NULL, nthreads + 1);
 
   struct memtrim_stats s0 = stats();

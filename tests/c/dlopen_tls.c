@@ -22,7 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "memtrim.h"
+#include "probe.h"
 
 #define NTHREADS 4
 #define LATE_THREADS 8
@@ -39,26 +39,18 @@ static volatile int loaded; /* set once every module is loaded and looked up */
 static volatile int stop;
 static volatile long touched_total, bad_total;
 
-static uint64_t next(uint64_t *s) {
-  uint64_t x = *s;
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  return *s = x;
-}
-
 static void *worker(void *arg) {
   uint64_t rng = (uintptr_t)arg * 0x9e3779b97f4a7c15ull + 1;
   void *slots[64] = {0};
   long touched = 0, bad = 0;
   int touching = 0;
   while (!stop || !touching) { /* the modules are loaded before stop is set */
-    int i = next(&rng) % 64;
+    int i = xorshift(&rng) % 64;
     free(slots[i]);
-    slots[i] = malloc(next(&rng) % 2048);
+    slots[i] = malloc(xorshift(&rng) % 2048);
     if (loaded) {
       touching = 1;
-      for (int m = 0; m < nmodules; m++) bad += touch[m]((long)(next(&rng) % 100000));
+      for (int m = 0; m < nmodules; m++) bad += touch[m]((long)(xorshift(&rng) % 100000));
       touched++;
     }
   }
@@ -145,7 +137,7 @@ int main(int argc, char **argv) {
     printf("round %d: %d modules loaded, touched and closed\n", round, nmodules);
   }
   /* The library still answers, and its counts are plausible. */
-  int (*get_stats)(struct memtrim_stats *, size_t) = (int (*)(struct memtrim_stats *, size_t))dlsym(RTLD_DEFAULT, "memtrim_get_stats");
+  get_stats_fn get_stats = find_get_stats();
   if (get_stats) {
     struct memtrim_stats s;
     if (get_stats(&s, sizeof s) != 0 || s.allocs < s.frees || s.allocs == 0) {

@@ -26,15 +26,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "memtrim.h"
 #include "backend.h"
-
-#if defined(__x86_64__)
-__asm__(".symver cfree, cfree@GLIBC_2.2.5");
-#elif defined(__aarch64__)
-__asm__(".symver cfree, cfree@GLIBC_2.17");
-#endif
-extern void cfree(void *);
+#include "probe.h"
 
 /* The program reads blocks after a realloc that failed, on purpose. */
 #pragma GCC diagnostic ignored "-Wpragmas"
@@ -51,7 +44,6 @@ static volatile size_t ptrdiff_max = PTRDIFF_MAX;
 static int (*volatile posix_memalign_v)(void **, size_t, size_t) = posix_memalign;
 static size_t page;
 
-typedef int (*get_stats_fn)(struct memtrim_stats *, size_t);
 static get_stats_fn get_stats;
 static struct memtrim_stats s0;
 static uint64_t held_bytes; /* usable sizes of the blocks this program holds */
@@ -120,8 +112,8 @@ static void verify(const char *step) {
     stat_failures++;
     return;
   }
-  int64_t bytes = (int64_t)(s.live_bytes - s0.live_bytes);
-  int64_t blocks = (int64_t)((s.allocs - s.frees) - (s0.allocs - s0.frees));
+  int64_t bytes = live_bytes_since(&s0, &s);
+  int64_t blocks = live_blocks_since(&s0, &s);
   if (bytes != (int64_t)held_bytes || blocks != held_blocks) {
     fprintf(stderr, "FAIL after %s: live_bytes delta %" PRId64 " expected %" PRIu64 ", live blocks delta %" PRId64
             " expected %" PRId64 "\n", step, bytes, held_bytes, blocks, held_blocks);
@@ -230,7 +222,7 @@ int main(void) {
     fprintf(stderr, "FAIL: glibc's malloc_usable_size not found\n");
     return 1;
   }
-  get_stats = (get_stats_fn)dlsym(RTLD_DEFAULT, "memtrim_get_stats");
+  get_stats = find_get_stats();
   if (get_stats && get_stats(&s0, sizeof s0) != 0) {
     fprintf(stderr, "FAIL: memtrim_get_stats failed\n");
     return 1;

@@ -22,12 +22,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "memtrim.h"
+#include "probe.h"
 
 #define NTHREADS 4
 #define SLOTS 128
 
-typedef int (*get_stats_fn)(struct memtrim_stats *, size_t);
 static get_stats_fn get_stats;
 static pthread_attr_t attr;
 static char who[32] = "parent";
@@ -49,16 +48,8 @@ struct worker {
 static volatile int stop;
 static pthread_barrier_t barrier;
 
-static uint64_t next(uint64_t *s) {
-  uint64_t x = *s;
-  x ^= x << 13;
-  x ^= x >> 7;
-  x ^= x << 17;
-  return *s = x;
-}
-
 static size_t rand_size(uint64_t *s) {
-  uint64_t r = next(s);
+  uint64_t r = xorshift(s);
   unsigned k = r % 100;
   r >>= 8;
   if (k < 70) return r % 256;
@@ -67,8 +58,8 @@ static size_t rand_size(uint64_t *s) {
 }
 
 static void step(struct worker *w) {
-  int i = next(&w->rng) % SLOTS;
-  uint64_t r = next(&w->rng);
+  int i = xorshift(&w->rng) % SLOTS;
+  uint64_t r = xorshift(&w->rng);
   if (w->p[i]) {
     w->held_bytes -= w->usable[i];
     w->held_blocks--;
@@ -125,28 +116,18 @@ static void *churn_then_free_peer(void *arg) {
   return NULL;
 }
 
-static struct memtrim_stats stats(void) {
-  struct memtrim_stats s;
-  memset(&s, 0, sizeof s);
-  if (get_stats(&s, sizeof s) != 0) {
-    printf("[%s] FAIL: memtrim_get_stats failed\n", who);
-    failures++;
-  }
-  return s;
+/* "[who] ", before each line this process prints. */
+static const char *tag(void) {
+  static char t[sizeof who + 3];
+  snprintf(t, sizeof t, "[%s] ", who);
+  return t;
 }
+
+static struct memtrim_stats stats(void) { return read_stats(get_stats, tag(), &failures); }
 
 static void check(const char *where, const struct memtrim_stats *s0, uint64_t bytes, int64_t blocks) {
   struct memtrim_stats s = stats();
-  int64_t got_bytes = (int64_t)(s.live_bytes - s0->live_bytes);
-  int64_t got_blocks = (int64_t)((s.allocs - s.frees) - (s0->allocs - s0->frees));
-  if (got_bytes == (int64_t)bytes && got_blocks == blocks) {
-    printf("[%s] ok %s: live_bytes delta %" PRId64 ", live blocks delta %" PRId64 "\n", who, where, got_bytes, got_blocks);
-  } else {
-    printf("[%s] FAIL %s: live_bytes delta %" PRId64 " expected %" PRIu64 " (off by %" PRId64 "), live blocks delta %" PRId64
-           " expected %" PRId64 " (allocs +%" PRIu64 ", frees +%" PRIu64 ")\n",
-           who, where, got_bytes, bytes, got_bytes - (int64_t)bytes, got_blocks, blocks, s.allocs - s0->allocs, s.frees - s0->frees);
-    failures++;
-  }
+  if (!check_live(tag(), where, s0, &s, bytes, blocks)) failures++;
 }
 
 static int wait_child(pid_t pid, const char *name) {
@@ -210,26 +191,18 @@ static void child_main(int depth) {
   exit(failures ? 1 : 0);
 }
 
-static void *warm(void *arg) {
-  free(malloc(100));
-  return arg;
-}
-
 int main(void) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   printf("[parent] fork test: %d threads, 3 children, each with a grandchild\n", NTHREADS);
-  get_stats = (get_stats_fn)dlsym(RTLD_DEFAULT, "memtrim_get_stats");
+  get_stats = find_get_stats();
   if (!get_stats) {
     printf("[parent] FAIL: memtrim_get_stats not found (is libmemtrim.so preloaded?)\n");
     return 1;
   }
-  /* Fill glibc's stack cache first: each new thread stack gets a DTV from calloc that lives as
-   * long as the cached stack, so only reused stacks keep the counts comparable. */
+  /* Fill glibc's stack cache first (probe.h): only reused stacks keep the counts comparable. */
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, 256 * 1024);
-  pthread_t warmers[NTHREADS];
-  for (int t = 0; t < NTHREADS; t++) pthread_create(&warmers[t], &attr, warm, NULL);
-  for (int t = 0; t < NTHREADS; t++) pthread_join(warmers[t], NULL);
+  fill_stack_cache(&attr, NTHREADS);
 
   static struct worker w[NTHREADS];
   struct memtrim_stats s0 = stats();

@@ -18,8 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "memtrim.h"
 #include "backend.h"
+#include "probe.h"
 
 #define N 1100
 
@@ -49,7 +49,7 @@ static int round_of_threads(pthread_attr_t *attr, void (*parked)(void)) {
   return 0;
 }
 
-static int (*get_stats)(struct memtrim_stats *, size_t);
+static get_stats_fn get_stats;
 static size_t (*ref_usable)(void *);
 static struct memtrim_stats s0;
 static int failures;
@@ -61,8 +61,8 @@ static void check(const char *where, uint64_t bytes, int64_t nblocks) {
     failures++;
     return;
   }
-  int64_t got_bytes = (int64_t)(s.live_bytes - s0.live_bytes);
-  int64_t got_blocks = (int64_t)((s.allocs - s.frees) - (s0.allocs - s0.frees));
+  int64_t got_bytes = live_bytes_since(&s0, &s);
+  int64_t got_blocks = live_blocks_since(&s0, &s);
   int ok = got_bytes == (int64_t)bytes && got_blocks == nblocks;
   printf("%s %s: live_bytes delta %" PRId64 " expected %" PRIu64 ", live blocks delta %" PRId64 " expected %" PRId64 "\n",
          ok ? "ok" : "FAIL", where, got_bytes, bytes, got_blocks, nblocks);
@@ -78,7 +78,7 @@ static void parked(void) {
 int main(void) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   printf("many_threads: %d threads at once\n", N); /* stdout's buffer exists before counting */
-  get_stats = (int (*)(struct memtrim_stats *, size_t))dlsym(RTLD_DEFAULT, "memtrim_get_stats");
+  get_stats = find_get_stats();
   if (!get_stats) {
     printf("FAIL: memtrim_get_stats not found (is libmemtrim.so preloaded?)\n");
     return 1;

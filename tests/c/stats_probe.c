@@ -20,15 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "memtrim.h"
 #include "backend.h"
-
-#if defined(__x86_64__)
-__asm__(".symver cfree, cfree@GLIBC_2.2.5");
-#elif defined(__aarch64__)
-__asm__(".symver cfree, cfree@GLIBC_2.17");
-#endif
-extern void cfree(void *);
+#include "probe.h"
 
 static int failures;
 
@@ -74,8 +67,6 @@ static void *everything(void *arg) {
   return arg;
 }
 
-typedef int (*get_stats_fn)(struct memtrim_stats *, size_t);
-
 static int count_threads(void) {
   DIR *d = opendir("/proc/self/task");
   if (!d) return -1;
@@ -90,8 +81,8 @@ int main(void) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   printf("threads_at_start=%d\n", count_threads());
   printf("allocator: %s\n", serving_name(serving_allocator()));
-  get_stats_fn get_stats = (get_stats_fn)dlsym(RTLD_DEFAULT, "memtrim_get_stats");
-  size_t (*trim)(void) = (size_t(*)(void))dlsym(RTLD_DEFAULT, "memtrim_trim");
+  get_stats_fn get_stats = find_get_stats();
+  trim_fn trim = find_trim();
   if (!get_stats || !trim) {
     printf("FAIL: memtrim_get_stats or memtrim_trim not found (is libmemtrim.so preloaded?)\n");
     return 1;

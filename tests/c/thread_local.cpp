@@ -25,7 +25,7 @@
 #include <thread>
 #include <vector>
 
-#include "memtrim.h"
+#include "probe.h"
 
 static std::atomic<long> constructed{0}, destructed{0}, dtor_bytes{0};
 
@@ -72,14 +72,12 @@ static void body(int n) {
   free(p);
 }
 
-typedef int (*get_stats_fn)(struct memtrim_stats *, size_t);
-
 int main(int argc, char **argv) {
   int rounds = argc > 1 ? atoi(argv[1]) : 500;
   bool warmup = !(argc > 2 && strcmp(argv[2], "--no-warmup") == 0);
   setvbuf(stdout, nullptr, _IOLBF, 0);
   printf("thread_local: %d rounds of 4 threads%s\n", rounds, warmup ? "" : ", no warm-up");
-  auto get_stats = (get_stats_fn)dlsym(RTLD_DEFAULT, "memtrim_get_stats");
+  get_stats_fn get_stats = find_get_stats();
   if (!get_stats) {
     printf("FAIL: memtrim_get_stats not found (is libmemtrim.so preloaded?)\n");
     return 1;
@@ -100,8 +98,8 @@ int main(int argc, char **argv) {
     for (auto &t : ts) t.join();
   }
   if (get_stats(&s, sizeof s) != 0) return 1;
-  int64_t bytes = (int64_t)(s.live_bytes - s0.live_bytes);
-  int64_t blocks = (int64_t)((s.allocs - s.frees) - (s0.allocs - s0.frees));
+  int64_t bytes = live_bytes_since(&s0, &s);
+  int64_t blocks = live_blocks_since(&s0, &s);
   long want = (long)rounds * 4;
   bool ok = bytes == 0 && blocks == 0 && constructed == want && destructed == want;
   printf("%s: live_bytes delta %" PRId64 ", live blocks delta %" PRId64 " (allocs +%" PRIu64 ", frees +%" PRIu64

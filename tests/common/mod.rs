@@ -1,9 +1,21 @@
 //! What the integration tests share: where the built artefacts are, compiling the C programs,
-//! running commands with the library preloaded, and requiring tools on CI.
+//! running commands (with the library preloaded, with a time limit, driven over stdin and
+//! stdout), private directories, the stats pages and the CLI, a JSON reader, and requiring
+//! tools on CI.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+mod json;
+
+pub use json::Json;
+use memtrim_common::page::{parse_file_name, Page, ReadError, Stats, FILE_BYTES};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -25,15 +37,26 @@ pub fn cli() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_memtrim"))
 }
 
+pub fn on_ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
 /// Whether `tool` is on PATH. On CI (CI=true) a missing tool fails the test instead of
 /// skipping it; elsewhere the skip is printed.
 pub fn require_tool(tool: &str) -> bool {
     let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
     if !found {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{tool} is required on CI but missing");
+        assert!(!on_ci(), "{tool} is required on CI but missing");
         eprintln!("SKIP: {tool} not installed");
     }
     found
+}
+
+/// For the tests of a binary that must run one at a time (they time things against the
+/// library, or use both cores): hold the guard for the length of the test.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Compiles tests/c/NAME (C or C++ by extension) into the target dir, with include/ on the
@@ -76,10 +99,338 @@ pub fn preloaded(cmd: &mut Command) -> &mut Command {
     cmd.env("LD_PRELOAD", preload)
 }
 
+/// `cmd` without the variables of the test's own environment whose names start with one of
+/// `prefixes` (MEMTRIM_ settings, say, that would change what the test measures).
+pub fn without_env<'a>(cmd: &'a mut Command, prefixes: &[&str]) -> &'a mut Command {
+    for (k, _) in std::env::vars_os() {
+        if prefixes.iter().any(|p| k.to_string_lossy().starts_with(p)) {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// What tunes the library or the allocators: a test that measures them removes these.
+pub const TUNING: &[&str] = &["MEMTRIM_", "MALLOC_", "PYTHONMALLOC"];
+
+/// `c` under the library (LD_PRELOAD is the library alone), writing its page into `dir` and
+/// sampling every `interval_ms`, with no other MEMTRIM_ setting of the test's environment.
+pub fn under_library<'a>(c: &'a mut Command, dir: &Path, interval_ms: u32) -> &'a mut Command {
+    without_env(c, &["MEMTRIM_"]).env("LD_PRELOAD", lib()).env("MEMTRIM_SHM_DIR", dir).env("MEMTRIM_INTERVAL_MS", interval_ms.to_string())
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("command starts")
 }
 
+/// Runs `cmd` with stdout and stderr captured; kills it and fails the test after `limit`.
+pub fn run_for(cmd: &mut Command, limit: Duration) -> Output {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out_reader = read_all(Box::new(child.stdout.take().unwrap()));
+    let err_reader = read_all(Box::new(child.stderr.take().unwrap()));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for child") {
+            break st;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            // descendants may still hold the pipes: do not wait for the readers
+            panic!("{what} did not finish in {} s (killed: a hang?)", limit.as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = out_reader.join().unwrap();
+    let stderr = err_reader.join().unwrap();
+    eprintln!("{what}: {status} in {:.1} s", start.elapsed().as_secs_f64());
+    Output { status, stdout, stderr }
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// A command's status and output, for a failure message.
+pub fn show(o: &Output) -> String {
+    format!("status {}\n--- stdout\n{}\n--- stderr\n{}", o.status, text(&o.stdout), text(&o.stderr))
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+/// Polls `f` every 50 ms until it gives Ok, or fails the test after `limit` with the last Err.
+pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) if start.elapsed() > limit => panic!("timed out after {limit:?} waiting for {what}; last: {last}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// A free loopback port (bound, then released: whoever binds it next may find it taken).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Directories and processes.
+
+/// A directory of one test under the target dir (open to other users, 0755, so that a test can
+/// switch to `nobody`), named after the test binary, `name` and this process; removed at the
+/// end.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let binary = module_path!().split("::").next().unwrap_or("test");
+        let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{binary}-{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, s: &str) -> PathBuf {
+        self.0.join(s)
+    }
+
+    /// Names of the page files (memtrim.PID.START) for `pid`.
+    pub fn pages_of(&self, pid: u32) -> Vec<String> {
+        let prefix = format!("memtrim.{pid}.");
+        let mut v: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed (SIGKILL, by its pid) and reaped when the test ends, however it ends.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The lines `r` gives, read on a thread of their own as they come.
+pub fn lines_of(r: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A program driven over its stdin and stdout, a command a line and an answer a line (the test
+/// hosts of tests/py/, tests/c/report_layout.c); killed when dropped.
+pub struct Driven {
+    pub proc: Proc,
+    pub stdin: ChildStdin,
+    lines: Receiver<String>,
+}
+
+impl Driven {
+    /// Starts `cmd` with its stdin and stdout piped (its stderr as `cmd` says).
+    pub fn spawn(cmd: &mut Command) -> Driven {
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let stdin = child.stdin.take().unwrap();
+        let lines = lines_of(child.stdout.take().unwrap());
+        Driven { proc: Proc(child), stdin, lines }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// The next line it prints, within `limit`; a failure otherwise, with `context()` (what it
+    /// said on stderr, say).
+    pub fn line(&self, limit: Duration, context: impl FnOnce() -> String) -> String {
+        self.lines.recv_timeout(limit).unwrap_or_else(|_| panic!("no line from pid {} within {limit:?}; {}", self.pid(), context()))
+    }
+
+    pub fn send(&mut self, command: &str) {
+        writeln!(self.stdin, "{command}").and_then(|_| self.stdin.flush()).expect("the program reads commands");
+    }
+
+    /// Sends `command`; its answer (within 60 s), which must not be an error.
+    pub fn ask(&mut self, command: &str, context: impl FnOnce() -> String) -> String {
+        self.send(command);
+        let answer = self.line(Duration::from_secs(60), context);
+        assert!(!answer.starts_with("error"), "{command}: {answer}");
+        answer
+    }
+
+    /// Asks it to end (`exit`), gives it 3 s, then kills it.
+    pub fn end(&mut self) {
+        let _ = writeln!(self.stdin, "exit");
+        let _ = self.stdin.flush();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) {
+            if let Ok(Some(_)) = self.proc.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.proc.0.kill();
+        let _ = self.proc.0.wait();
+    }
+}
+
+/// The CPython executable itself (not a pyenv shim, a shell script whose subshells would each
+/// get the library and a page), so that the pid a test starts is the interpreter's.
+pub fn python() -> Option<&'static str> {
+    static PY: OnceLock<Option<String>> = OnceLock::new();
+    PY.get_or_init(|| {
+        if !require_tool("python3") {
+            return None;
+        }
+        let o = Command::new("python3").args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"]).output().expect("python3 runs");
+        assert!(o.status.success(), "python3 does not run: {}", text(&o.stderr));
+        Some(text(&o.stdout).trim().to_string())
+    })
+    .as_deref()
+}
+
+/// `sleep 600` without the library, to lend its live (pid, start) to crafted pages.
+pub fn sleeper() -> Proc {
+    Proc(Command::new("sleep").arg("600").env_remove("LD_PRELOAD").stdin(Stdio::null()).spawn().expect("sleep starts"))
+}
+
+/// Start time of a process in clock ticks after boot (field 22 of /proc/PID/stat).
+pub fn start_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    s.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pages and the CLI.
+
+/// Runs `memtrim ARGS` with MEMTRIM_SHM_DIR=dir.
+pub fn memtrim(dir: &Path, args: &[&str]) -> Output {
+    Command::new(cli()).args(args).env("MEMTRIM_SHM_DIR", dir).env_remove("LD_PRELOAD").stdin(Stdio::null()).output().expect("memtrim runs")
+}
+
+/// `memtrim stat PID --json`, parsed; Err with what it printed when it fails.
+pub fn stat_json(dir: &Path, pid: u32) -> Result<Json, String> {
+    let o = memtrim(dir, &["stat", &pid.to_string(), "--json"]);
+    if !o.status.success() {
+        return Err(show(&o));
+    }
+    Json::parse(text(&o.stdout).trim()).map_err(|e| format!("bad JSON ({e}):\n{}", show(&o)))
+}
+
+/// The page file of `pid` in `dir`.
+pub fn page_path(dir: &Path, pid: u32) -> Option<PathBuf> {
+    std::fs::read_dir(dir).ok()?.filter_map(Result::ok).map(|e| e.path()).find(|p| {
+        p.file_name().and_then(|n| n.to_str()).and_then(parse_file_name).is_some_and(|(p, _)| p == pid)
+    })
+}
+
+/// The page of `pid` in `dir` once the worker has published it, read with the layout of
+/// crates/common (the code the library writes it with).
+pub fn read_page(dir: &Path, pid: u32) -> Option<Stats> {
+    let path = page_path(dir, pid)?;
+    for _ in 0..200 {
+        let bytes = std::fs::read(&path).ok()?;
+        if bytes.len() < core::mem::size_of::<Page>() {
+            return None;
+        }
+        // SAFETY: Page is plain data (integers and atomics); all-zero is a valid value and the
+        // copy fills exactly its size from a buffer at least that long.
+        let mut page: Box<Page> = Box::new(unsafe { core::mem::zeroed() });
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), &mut *page as *mut Page as *mut u8, core::mem::size_of::<Page>()) };
+        match page.read() {
+            Ok(s) if s.samples > 0 => return Some(s),
+            Ok(_) | Err(ReadError::Torn) => std::thread::sleep(Duration::from_millis(5)),
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// A page built with the library's own layout code for (pid, start), as a fresh mapping holds
+/// it, then changed by `edit`. Published now, with an interval of 10 minutes (so that it is not
+/// taken for abandoned while the test runs).
+pub fn crafted_page(pid: u32, start: u64, comm: &[u8], edit: impl FnOnce(&mut Page)) -> Vec<u8> {
+    let mut buf = vec![0u64; FILE_BYTES / 8];
+    // SAFETY: FILE_BYTES, 8-aligned, zeroed: what a fresh page mapping is.
+    let page = unsafe { &mut *(buf.as_mut_ptr() as *mut Page) };
+    page.init();
+    let mut c = [0u8; 16];
+    c[..comm.len()].copy_from_slice(comm);
+    page.publish(Stats {
+        pid,
+        start_ticks: start,
+        comm: c,
+        live_bytes: 12345,
+        heap_bytes: 20000,
+        retained_bytes: 7655,
+        updated_at_ms: now_ms(),
+        interval_ms: 600_000,
+        ..Default::default()
+    });
+    edit(page);
+    buf.iter().flat_map(|w| w.to_ne_bytes()).collect()
+}
+
+/// Writes a page file, mode 0600 as the library makes it.
+pub fn write_page(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// The name of the page of (pid, start) in `dir`.
+pub fn page_file(dir: &Path, pid: u32, start: u64) -> PathBuf {
+    dir.join(format!("memtrim.{pid}.{start}"))
+}
+
+/// A crafted page (see `crafted_page`) written into `dir` under the name of (pid, start).
+pub fn plant_page(dir: &Path, pid: u32, start: u64, comm: &[u8], edit: impl FnOnce(&mut Page)) -> PathBuf {
+    let path = page_file(dir, pid, start);
+    write_page(&path, &crafted_page(pid, start, comm, edit));
+    path
 }
