@@ -145,7 +145,12 @@ fn slow(w: usize, bytes: u64, allocs: u64, frees: u64) -> bool {
     if limit != 0 && frees == 0 && before.wrapping_add(bytes).wrapping_sub(blocks.wrapping_mul(backend::header())) > limit {
         s.bytes.fetch_sub(bytes, Relaxed);
         s.allocs.fetch_sub(allocs, Relaxed);
-        REFUSED.fetch_add(1, Relaxed);
+        if REFUSED.fetch_add(1, Relaxed) == 0 {
+            // Once, so that a host dying of the refusal says why; a fixed line, no allocation.
+            const LINE: &[u8] = b"memtrim: MEMTRIM_HARD_LIMIT refused an allocation; later refusals are counted, not reported\n";
+            // SAFETY: a static buffer.
+            unsafe { libc::write(2, LINE.as_ptr().cast(), LINE.len()) };
+        }
         return false;
     }
     true

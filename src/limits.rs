@@ -26,6 +26,7 @@ pub struct LimitWatch {
     signals: u64,
     last_value: u64,
     released_this_episode: bool,
+    live_at_release: u64,
     quiet_until: Option<Instant>,
 }
 
@@ -45,15 +46,18 @@ impl LimitWatch {
             signals: 0,
             last_value: 0,
             released_this_episode: false,
+            live_at_release: 0,
             quiet_until: None,
         };
         w.resolve(Instant::now());
         if w.limit.is_some() && w.bytes == 0 {
             stderr::line("memtrim: MEMTRIM_LIMIT is relative to the cgroup's memory limit, and this process's cgroup has none; no limit");
             w.limit = None;
+            w.bytes = 0;
         } else if w.limit.is_some() && w.bytes <= live {
             stderr::line(&format!("memtrim: MEMTRIM_LIMIT bound {} is below the live size at start ({}); no limit", format_size(w.bytes), format_size(live)));
             w.limit = None;
+            w.bytes = 0;
         }
         w
     }
@@ -92,8 +96,11 @@ impl LimitWatch {
             self.released_this_episode = false;
             return Action::None;
         }
-        if !self.released_this_episode {
+        // Release first, and again when live memory has fallen since the last release: what the
+        // host freed since is retained now, and a release, not a signal, is the answer to it.
+        if !self.released_this_episode || s.live_bytes.saturating_add(self.cfg.min_retained) < self.live_at_release {
             self.released_this_episode = true;
+            self.live_at_release = s.live_bytes;
             return Action::Release;
         }
         self.strikes += 1;

@@ -10,11 +10,16 @@ with tests/apps on its python path).
 The server reads APP_DATA (the DIR above). Routes:
     /rows?offset=O&limit=N   N rows (1..5000) from the ORM, rendered as one JSON object
     /health                  `ok PID` (plain text)
+    /leak?mb=N&sleep=S       leaks on purpose (tests/limits.rs): appends N MiB (0..1024, written,
+                             so resident) to a module-level list that is never freed, then
+                             sleeps S seconds (0..30, default 0); answers
+                             {"pid": PID, "leaked_mb": TOTAL in this process}
 """
 import datetime
 import os
 import random
 import sys
+import time
 
 import django
 from django.conf import settings
@@ -90,7 +95,25 @@ def health(request):
     return HttpResponse(f"ok {os.getpid()}\n", content_type="text/plain")
 
 
-urlpatterns = [path("rows", rows), path("health", health)]
+LEAKED = []  # never freed: the leak of /leak
+
+
+def leak(request):
+    try:
+        mb = int(request.GET.get("mb", "1"))
+        pause = float(request.GET.get("sleep", "0"))
+    except ValueError:
+        return HttpResponseBadRequest("mb is an integer, sleep a number\n")
+    if not (0 <= mb <= 1024 and 0 <= pause <= 30):
+        return HttpResponseBadRequest("0 <= mb <= 1024, 0 <= sleep <= 30\n")
+    # 1 MiB blocks filled with a non-zero byte: resident, and live to the allocator
+    LEAKED.extend(b"\x01" * (1 << 20) for _ in range(mb))
+    if pause:
+        time.sleep(pause)
+    return JsonResponse({"pid": os.getpid(), "leaked_mb": len(LEAKED)})
+
+
+urlpatterns = [path("rows", rows), path("health", health), path("leak", leak)]
 
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 

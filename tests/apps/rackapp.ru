@@ -4,12 +4,17 @@
 # request hydrates its rows into hashes (the work an ORM does) and renders them as JSON.
 #   /rows?offset=O&limit=N   N rows (1..5000) as one JSON object
 #   /health                  `ok PID`
+#   /leak?mb=N&sleep=S       leaks on purpose (tests/limits.rs): appends N MiB (0..1024, written,
+#                            so resident) to a list that is never freed, then sleeps S seconds
+#                            (0..30, default 0); answers {"pid": PID, "leaked_mb": TOTAL}
 require "json"
 require "time"
 
 data = ENV.fetch("APP_DATA") { File.join(__dir__, "data") }
 LINES = File.readlines(File.join(data, "rows.tsv"), chomp: true).map(&:freeze).freeze
 MAX_ROWS = 5000
+LEAKED = [] # never freed: the leak of /leak
+LEAK_LOCK = Mutex.new
 
 def hydrate(line)
   f = line.split("\t")
@@ -35,6 +40,21 @@ run(lambda do |env|
     [200, { "content-type" => "application/json", "content-length" => body.bytesize.to_s }, [body]]
   when "/health"
     [200, { "content-type" => "text/plain" }, ["ok #{Process.pid}\n"]]
+  when "/leak"
+    q = Rack::Utils.parse_query(env["QUERY_STRING"].to_s)
+    mb = Integer(q.fetch("mb", "1"), exception: false)
+    pause = Float(q.fetch("sleep", "0"), exception: false)
+    unless mb && pause && mb >= 0 && mb <= 1024 && pause >= 0 && pause <= 30
+      next [400, { "content-type" => "text/plain" }, ["0 <= mb <= 1024, 0 <= sleep <= 30\n"]]
+    end
+    # 1 MiB strings filled with a non-zero byte: resident, and live to the allocator
+    total = LEAK_LOCK.synchronize do
+      mb.times { LEAKED << ("\x01" * (1 << 20)) }
+      LEAKED.size
+    end
+    sleep(pause) if pause > 0
+    body = JSON.generate({ "pid" => Process.pid, "leaked_mb" => total })
+    [200, { "content-type" => "application/json", "content-length" => body.bytesize.to_s }, [body]]
   else
     [404, { "content-type" => "text/plain" }, ["not found\n"]]
   end
