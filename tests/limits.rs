@@ -24,100 +24,28 @@
 
 mod common;
 
-use common::{cli, preloaded, require_tool, root, text};
+use common::servers::{body_u64, get, is_live, python_with_django, Server, Tally, WORKERS};
+use common::{by, cli, free_port, gathered, lines_of, page_path, preloaded, python, read_page, require_tool, root, rss_of, serial, text, without_env, TempDir, TUNING};
 use memtrim_common::limit::Metric;
-use memtrim_common::page::{parse_file_name, Page, ReadError, Reason, Stats};
+use memtrim_common::page::{Reason, Stats};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MIB: u64 = 1 << 20;
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn on_ci() -> bool {
-    std::env::var("CI").as_deref() == Ok("true")
-}
 
 fn mib(b: u64) -> f64 {
     b as f64 / MIB as f64
 }
 
-/// A private directory (pages, logs), removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!("memtrim-limits-{}-{tag}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(p.join("shm")).unwrap();
-        TempDir(p)
-    }
-
-    fn shm(&self) -> PathBuf {
-        self.0.join("shm")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Removes every MEMTRIM_ (and allocator) setting the test runner inherited: each test sets its own.
-fn clean_env(cmd: &mut Command) {
-    for (k, _) in std::env::vars() {
-        if k.starts_with("MEMTRIM_") || k.starts_with("MALLOC_") || k == "PYTHONMALLOC" {
-            cmd.env_remove(k);
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Pages, the CLI's JSON and the library's log lines
-
-fn read_page(dir: &Path, pid: u32) -> Option<Stats> {
-    let path = page_path(dir, pid)?;
-    for _ in 0..200 {
-        let bytes = std::fs::read(&path).ok()?;
-        if bytes.len() < core::mem::size_of::<Page>() {
-            return None;
-        }
-        // SAFETY: Page is plain data (integers and atomics); all-zero is a valid value and the
-        // copy fills exactly its size from a buffer at least that long.
-        let mut page: Box<Page> = Box::new(unsafe { core::mem::zeroed() });
-        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), &mut *page as *mut Page as *mut u8, core::mem::size_of::<Page>()) };
-        match page.read() {
-            Ok(s) if s.samples > 0 => return Some(s),
-            Ok(_) | Err(ReadError::Torn) => std::thread::sleep(Duration::from_millis(5)),
-            Err(_) => return None,
-        }
-    }
-    None
-}
-
-fn page_path(dir: &Path, pid: u32) -> Option<PathBuf> {
-    std::fs::read_dir(dir).ok()?.filter_map(Result::ok).map(|e| e.path()).find(|p| {
-        p.file_name().and_then(|n| n.to_str()).and_then(parse_file_name).is_some_and(|(p, _)| p == pid)
-    })
-}
-
-fn by(s: &Stats, r: Reason) -> u64 {
-    s.releases_by_reason[r as usize]
-}
 
 fn describe(s: &Stats) -> String {
     format!(
@@ -237,16 +165,6 @@ fn near(a: u64, b: u64) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Python hosts
 
-fn python() -> Option<String> {
-    if !require_tool("python3") {
-        return None;
-    }
-    // The real interpreter, not a pyenv shim: a shim's subshells would each get the library.
-    let o = Command::new("python3").args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"]).output().ok()?;
-    assert!(o.status.success(), "python3 does not run: {}", text(&o.stderr));
-    Some(text(&o.stdout).trim().to_string())
-}
-
 /// A Python script under the library, with its own page directory; killed when dropped.
 struct Host {
     child: Child,
@@ -273,8 +191,7 @@ impl Host {
     /// commands, `exit` last.
     fn spawn(tag: &str, mut cmd: Command, env: &[(&str, &str)], cgroup: Option<&Path>) -> std::io::Result<Host> {
         let dir = TempDir::new(tag);
-        clean_env(&mut cmd);
-        cmd.env("MEMTRIM_SHM_DIR", dir.shm()).envs(env.iter().copied());
+        without_env(&mut cmd, TUNING).env("MEMTRIM_SHM_DIR", dir.path()).envs(env.iter().copied());
         if let Some(procs) = cgroup {
             let path = std::ffi::CString::new(procs.as_os_str().as_encoded_bytes()).unwrap();
             // SAFETY: between fork and exec only async-signal-safe calls, and no allocation:
@@ -305,24 +222,8 @@ impl Host {
         }
         let mut child = preloaded(&mut cmd).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
         let stdin = child.stdin.take().unwrap();
-        let (tx, lines) = channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (err, sink) = (child.stderr.take().unwrap(), stderr.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
+        let lines = lines_of(child.stdout.take().unwrap());
+        let stderr = gathered(child.stderr.take().unwrap());
         let mut host = Host { child, stdin, lines, stderr, pid: 0, dir, exited: false, preamble: Vec::new() };
         let ready = loop {
             let l = host.line(Duration::from_secs(30));
@@ -369,7 +270,7 @@ impl Host {
     fn page(&self) -> Stats {
         let start = Instant::now();
         loop {
-            if let Some(s) = read_page(&self.dir.shm(), self.pid) {
+            if let Some(s) = read_page(self.dir.path(), self.pid) {
                 return s;
             }
             assert!(start.elapsed() < Duration::from_secs(10), "no page for pid {} in 10 s; stderr:\n{}", self.pid, self.stderr());
@@ -400,7 +301,7 @@ impl Host {
     }
 
     fn stat_json(&self) -> String {
-        cli_stat(&self.dir.shm(), self.pid).unwrap_or_else(|| panic!("memtrim stat {} --json failed; stderr:\n{}", self.pid, self.stderr()))
+        cli_stat(self.dir.path(), self.pid).unwrap_or_else(|| panic!("memtrim stat {} --json failed; stderr:\n{}", self.pid, self.stderr()))
     }
 
     fn alive(&mut self) -> bool {
@@ -442,11 +343,6 @@ impl Drop for Host {
     }
 }
 
-fn rss_of(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 1024
-}
-
 // ---------------------------------------------------------------------------------------------
 // Retained memory: released, not recycled
 
@@ -475,7 +371,7 @@ fn over_only_by_retained_memory_is_released_not_recycled() {
     let t0 = Instant::now();
     h.ask(&format!("frag {FRAG_N} {FRAG_SIZE} 16"));
     let took = t0.elapsed();
-    let rss_fragmented = rss_of(h.pid);
+    let rss_fragmented = rss_of(h.pid).unwrap_or(0);
     let s = h.wait_page("the limit's release", Duration::from_secs(10), |s| by(s, Reason::Limit) >= 1);
     assert!(!h.signalled_within(Duration::from_millis(2500)), "signalled although a release brought it under: {}\nstderr:\n{}", describe(&h.page()), h.stderr());
     let after = h.page();
@@ -838,7 +734,6 @@ fn bad_settings_are_one_line_and_a_safe_default() {
 // ---------------------------------------------------------------------------------------------
 // Servers: the leaking worker is recycled gracefully
 
-const WORKERS: usize = 3;
 /// Client threads sending normal requests, and the most each sends.
 const LOADERS: usize = 3;
 const MAX_PER_LOADER: usize = 1000;
@@ -848,176 +743,6 @@ const MAX_PER_LOADER: usize = 1000;
 const LEAK_MB: u64 = 70;
 const LEAK_SLEEP: &str = "1.5";
 const MAX_LEAKS: usize = 6;
-
-/// The real python3 if it has gunicorn and django; on CI their absence fails.
-fn python_with_django() -> Option<String> {
-    if !require_tool("gunicorn") {
-        return None;
-    }
-    let python = python()?;
-    let o = Command::new(&python).args(["-c", "import gunicorn, django"]).output().unwrap();
-    if o.status.success() {
-        return Some(python);
-    }
-    assert!(!on_ci(), "python3 with gunicorn and django is required on CI: {}", text(&o.stderr));
-    eprintln!("SKIP: python3 cannot import gunicorn and django: {}", text(&o.stderr));
-    None
-}
-
-/// APP_DATA (`djangoapp.py init`), shared with tests/servers.rs: made once in the target directory.
-fn app_data() -> Option<PathBuf> {
-    static DATA: OnceLock<Option<PathBuf>> = OnceLock::new();
-    DATA.get_or_init(|| {
-        let python = python_with_django()?;
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
-        let dir = target.join("servers-app-data");
-        if dir.join("rows.tsv").exists() {
-            return Some(dir);
-        }
-        let tmp = target.join(format!("servers-app-data.limits.{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let o = Command::new(python).arg(root().join("tests/apps/djangoapp.py")).arg("init").arg(&tmp).arg("3000").env("APP_DATA", &tmp).env_remove("LD_PRELOAD").output().unwrap();
-        assert!(o.status.success(), "djangoapp.py init failed: {}", text(&o.stderr));
-        if std::fs::rename(&tmp, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&tmp); // another run made it first
-        }
-        Some(dir)
-    })
-    .clone()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A server in its own process group, killed (the whole group) when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    dir: TempDir,
-}
-
-impl Server {
-    fn start(tag: &str, mut cmd: Command, port: u16, env: &[(&str, &str)]) -> Server {
-        let dir = TempDir::new(tag);
-        clean_env(&mut cmd);
-        cmd.env("MEMTRIM_SHM_DIR", dir.shm())
-            .envs(env.iter().copied())
-            .env("APP_DATA", app_data().expect("app data"))
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .current_dir(root().join("tests/apps"))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.0.join("server.out")).unwrap())
-            .stderr(std::fs::File::create(dir.0.join("server.err")).unwrap())
-            .process_group(0);
-        let child = preloaded(&mut cmd).spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        let mut s = Server { child, port, dir };
-        s.wait_ready();
-        s
-    }
-
-    fn master(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn shm(&self) -> PathBuf {
-        self.dir.shm()
-    }
-
-    /// stdout then stderr: the server's log and the library's lines.
-    fn logs(&self) -> String {
-        let read = |n: &str| std::fs::read_to_string(self.dir.0.join(n)).unwrap_or_default();
-        format!("{}{}", read("server.out"), read("server.err"))
-    }
-
-    fn workers(&self) -> Vec<u32> {
-        children(self.master())
-    }
-
-    fn wait_ready(&mut self) {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("the server exited with {st} before it was ready:\n{}", self.logs());
-            }
-            assert!(start.elapsed() < Duration::from_secs(60), "the server is not ready in 60 s:\n{}", self.logs());
-            let w = self.workers();
-            if w.len() == WORKERS && w.iter().all(|&p| read_page(&self.shm(), p).is_some()) && get(self.port, "/health").is_ok_and(|(st, _)| st == 200) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // every worker has loaded the app (without --preload each imports it after the fork)
-        std::thread::sleep(Duration::from_millis(1500));
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let pg = -(self.child.id() as i32);
-        // SAFETY: signals to the server's own process group.
-        unsafe { libc::kill(pg, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(8) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // SAFETY: as above; whatever is left of the group goes.
-        unsafe { libc::kill(pg, libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
-/// Live (not zombie) children of `pid`.
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
-        let Some(n) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{n}/stat")) else { continue };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
-        let mut f = rest.split_whitespace();
-        let state = f.next();
-        if f.next().and_then(|p| p.parse::<u32>().ok()) == Some(pid) && state != Some("Z") {
-            out.push(n);
-        }
-    }
-    out.sort();
-    out
-}
-
-fn is_live(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rfind(')').and_then(|i| s[i + 2..].split_whitespace().next()) != Some("Z"))
-}
-
-/// One HTTP/1.0 GET on a new connection: (status, body).
-fn get(port: u16, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.set_write_timeout(Some(Duration::from_secs(30)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut all = Vec::new();
-    s.read_to_end(&mut all)?;
-    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no header end"))?;
-    let status = text(&all[..head_end]).split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    Ok((status, all[head_end + 4..].to_vec()))
-}
-
-/// A number field of the apps' JSON bodies (`"pid": N` or `"pid":N`).
-fn body_u64(body: &[u8], field: &str) -> Option<u64> {
-    let t = text(body);
-    let key = format!("\"{field}\":");
-    let at = t.find(&key)? + key.len();
-    t[at..].trim_start().chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().ok()
-}
-
-#[derive(Default)]
-struct Tally {
-    ok: usize,
-    failed: Vec<String>,
-    per_worker: BTreeMap<u32, usize>,
-}
 
 /// Normal requests (100..600 rows) from LOADERS threads until `stop`, at most MAX_PER_LOADER each.
 fn normal_load(port: u16, stop: Arc<AtomicBool>, tally: Arc<Mutex<Tally>>) -> Vec<std::thread::JoinHandle<()>> {
@@ -1034,17 +759,7 @@ fn normal_load(port: u16, stop: Arc<AtomicBool>, tally: Arc<Mutex<Tally>>) -> Ve
                     let offset = k * 104_729 % (3000 - limit);
                     let path = format!("/rows?offset={offset}&limit={limit}");
                     let r = get(port, &path);
-                    let mut t = tally.lock().unwrap();
-                    match r {
-                        Ok((200, body)) if body.ends_with(b"]}") && body.len() as u64 > limit * 100 => {
-                            t.ok += 1;
-                            if let Some(pid) = body_u64(&body, "pid") {
-                                *t.per_worker.entry(pid as u32).or_default() += 1;
-                            }
-                        }
-                        Ok((st, body)) => t.failed.push(format!("{path}: status {st}, {} bytes: {:?}", body.len(), text(&body[..body.len().min(200)]))),
-                        Err(e) => t.failed.push(format!("{path}: {e}")),
-                    }
+                    tally.lock().unwrap().count(&path, limit, r);
                 }
             })
         })
@@ -1080,10 +795,10 @@ fn leaking_worker_is_recycled(server: &Server, e: Expect) {
     // the library's log lines, with when each was first seen
     let seen: Arc<Mutex<BTreeMap<u32, Instant>>> = Arc::default();
     let watcher = {
-        let (stop, seen, out, err) = (stop.clone(), seen.clone(), server.dir.0.join("server.out"), server.dir.0.join("server.err"));
+        let (stop, seen, logs) = (stop.clone(), seen.clone(), server.log_files());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let log = format!("{}{}", std::fs::read_to_string(&out).unwrap_or_default(), std::fs::read_to_string(&err).unwrap_or_default());
+                let log: String = logs.iter().map(|f| std::fs::read_to_string(f).unwrap_or_default()).collect();
                 let now = Instant::now();
                 let mut seen = seen.lock().unwrap();
                 for l in over_lines(&log) {
@@ -1098,7 +813,7 @@ fn leaking_worker_is_recycled(server: &Server, e: Expect) {
     let leakers: Arc<Mutex<BTreeSet<u32>>> = Arc::default();
     let stats: Arc<Mutex<BTreeMap<u32, Vec<String>>>> = Arc::default();
     let monitor = {
-        let (stop, leakers, stats, shm) = (stop.clone(), leakers.clone(), stats.clone(), server.shm());
+        let (stop, leakers, stats, shm) = (stop.clone(), leakers.clone(), stats.clone(), server.shm.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let pids: Vec<u32> = leakers.lock().unwrap().iter().copied().collect();
@@ -1141,7 +856,7 @@ fn leaking_worker_is_recycled(server: &Server, e: Expect) {
     while !signalled.is_empty() && wait_start.elapsed() < Duration::from_secs(20) {
         let now = server.workers();
         let new: Vec<u32> = now.iter().copied().filter(|p| !first.contains(p)).collect();
-        if signalled.iter().all(|p| !is_live(*p)) && now.len() == WORKERS && !new.is_empty() && new.iter().all(|&p| read_page(&server.shm(), p).is_some()) {
+        if signalled.iter().all(|p| !is_live(*p)) && now.len() == WORKERS && !new.is_empty() && new.iter().all(|&p| read_page(&server.shm, p).is_some()) {
             replacement = Some(new);
             break;
         }
@@ -1161,7 +876,7 @@ fn leaking_worker_is_recycled(server: &Server, e: Expect) {
     loaders.into_iter().for_each(|h| h.join().unwrap());
     watcher.join().unwrap();
     monitor.join().unwrap();
-    let ls = cli_ls(&server.shm());
+    let ls = cli_ls(&server.shm);
     let logs = server.logs();
     let t = std::mem::take(&mut *tally.lock().unwrap());
     let stats = std::mem::take(&mut *stats.lock().unwrap());
@@ -1228,7 +943,7 @@ fn leaking_worker_is_recycled(server: &Server, e: Expect) {
     assert_eq!((json_str(row, "limit_metric").as_deref(), json_u64(row, "limit_bytes"), json_u64(row, "limit_signals")), (Some(e.metric), e.bound, 0), "{row}");
     assert!(!ls.iter().any(|o| json_raw(o, "pid") == Some(&p.to_string())), "memtrim ls --json still lists {p}");
     // the library unlinks a page in its exit handler: a worker killed by a signal leaves it
-    assert!(page_path(&server.shm(), p).is_none(), "the page of {p} is still in {}: it did not exit normally", server.shm().display());
+    assert!(page_path(&server.shm, p).is_none(), "the page of {p} is still in {}: it did not exit normally", server.shm.display());
     assert_eq!(server.workers().len(), WORKERS);
     assert!(!is_live(p));
     for l in (e.log_lines)(p, r) {

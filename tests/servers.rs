@@ -16,197 +16,27 @@
 
 mod common;
 
-use common::{free_port, on_ci, preloaded, read_page, require_tool, root, serial, text, without_env, TempDir, TUNING};
+use common::servers::{get, python_with_django, Server, Tally, WORKERS};
+use common::{by, free_port, read_page, require_tool, root, serial};
 use memtrim_common::page::{Reason, Stats};
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
-const WORKERS: usize = 3;
 const BURSTS: usize = 4;
 const PER_BURST: usize = 24;
 const CONCURRENCY: usize = 4;
 const PAUSE: Duration = Duration::from_millis(900);
 
-/// The real python3 (not a pyenv shim, whose subshells would each get the library) if it has
-/// gunicorn and django; on CI their absence fails.
-fn python_with_django() -> Option<String> {
-    if !require_tool("python3") || !require_tool("gunicorn") {
-        return None;
-    }
-    static PY: OnceLock<Result<String, String>> = OnceLock::new();
-    let r = PY.get_or_init(|| {
-        let o = Command::new("python3")
-            .args(["-c", "import os, sys, gunicorn, django; print(os.path.realpath(sys.executable))"])
-            .output()
-            .map_err(|e| e.to_string())?;
-        if o.status.success() { Ok(text(&o.stdout).trim().to_string()) } else { Err(text(&o.stderr)) }
-    });
-    match r {
-        Ok(p) => Some(p.clone()),
-        Err(e) => {
-            assert!(!on_ci(), "python3 with gunicorn and django is required on CI: {e}");
-            eprintln!("SKIP: python3 cannot import gunicorn and django: {e}");
-            None
-        }
-    }
-}
-
-/// APP_DATA with the rows (`djangoapp.py init`), made once in the target directory
-/// and reused.
-fn app_data() -> Option<PathBuf> {
-    static DATA: OnceLock<Option<PathBuf>> = OnceLock::new();
-    DATA.get_or_init(|| {
-        let python = python_with_django()?;
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
-        let dir = target.join("servers-app-data");
-        if dir.join("rows.tsv").exists() {
-            return Some(dir);
-        }
-        let tmp = target.join(format!("servers-app-data.{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let o = Command::new(python)
-            .arg(root().join("tests/apps/djangoapp.py"))
-            .arg("init")
-            .arg(&tmp)
-            .arg("3000")
-            .env("APP_DATA", &tmp)
-            .env_remove("LD_PRELOAD")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "djangoapp.py init failed: {}", text(&o.stderr));
-        if std::fs::rename(&tmp, &dir).is_err() {
-            let _ = std::fs::remove_dir_all(&tmp); // another run made it first
-        }
-        Some(dir)
-    })
-    .clone()
-}
-
-/// A server in its own process group, killed (the whole group) when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    shm: PathBuf,
-    _dir: TempDir,
-}
-
-impl Server {
-    fn start(tag: &str, mut cmd: Command, port: u16) -> Server {
-        let dir = TempDir::new(tag);
-        let log = dir.join("server.log");
-        let shm = dir.join("shm");
-        std::fs::create_dir_all(&shm).unwrap();
-        without_env(&mut cmd, TUNING)
-            .env("MEMTRIM_SHM_DIR", &shm)
-            .env("MEMTRIM_IDLE_MS", "100ms")
-            .env("MEMTRIM_MIN_RETAINED", "256KiB")
-            .env("MEMTRIM_INTERVAL_MS", "100ms")
-            .env("APP_DATA", app_data().expect("app data"))
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .current_dir(root().join("tests/apps"))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(dir.0.join("server.err")).unwrap())
-            .process_group(0);
-        let child = preloaded(&mut cmd).spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        let mut s = Server { child, port, log, shm, _dir: dir };
-        s.wait_ready();
-        s
-    }
-
-    fn logs(&self) -> String {
-        let err = self.log.with_file_name("server.err");
-        format!("{}{}", std::fs::read_to_string(&self.log).unwrap_or_default(), std::fs::read_to_string(err).unwrap_or_default())
-    }
-
-    fn workers(&self) -> Vec<u32> {
-        children(self.child.id())
-    }
-
-    fn wait_ready(&mut self) {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("the server exited with {st} before it was ready:\n{}", self.logs());
-            }
-            assert!(start.elapsed() < Duration::from_secs(60), "the server is not ready in 60 s:\n{}", self.logs());
-            if self.workers().len() == WORKERS && get(self.port, "/health").is_ok_and(|(st, _)| st == 200) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // every worker has loaded the app (without --preload each imports it after the fork)
-        std::thread::sleep(Duration::from_millis(1500));
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let pg = -(self.child.id() as i32);
-        // SAFETY: signals to the server's own process group.
-        unsafe { libc::kill(pg, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(8) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // SAFETY: as above; whatever is left of the group goes.
-        unsafe { libc::kill(pg, libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
-        let Some(n) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{n}/stat")) else { continue };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
-        let mut f = rest.split_whitespace();
-        let state = f.next();
-        if f.next().and_then(|p| p.parse::<u32>().ok()) == Some(pid) && state != Some("Z") {
-            out.push(n);
-        }
-    }
-    out.sort();
-    out
-}
-
-/// One HTTP/1.0 GET on a new connection: (status, body).
-fn get(port: u16, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.set_write_timeout(Some(Duration::from_secs(30)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut all = Vec::new();
-    s.read_to_end(&mut all)?;
-    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no header end"))?;
-    let status = text(&all[..head_end]).split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    Ok((status, all[head_end + 4..].to_vec()))
-}
-
-/// The pid a page of rows names (`"pid": N` or `"pid":N`).
-fn pid_in(body: &[u8]) -> Option<u32> {
-    let t = text(body);
-    let at = t.find("\"pid\":")? + 6;
-    t[at..].trim_start().chars().take_while(|c| c.is_ascii_digit()).collect::<String>().parse().ok()
-}
+/// The library's settings for every server: releases in the pauses between bursts.
+const TUNED: [(&str, &str); 3] = [("MEMTRIM_IDLE_MS", "100ms"), ("MEMTRIM_MIN_RETAINED", "256KiB"), ("MEMTRIM_INTERVAL_MS", "100ms")];
 
 fn describe(s: &Stats) -> String {
     format!(
         "trims {} {:?}, released {:.1} MiB, longest {:.1} ms, live {:.1} MiB, retained {:.1} MiB, floor {:.1} MiB, skipped_small {}, skipped_backoff {}, alloc_rate {}",
         s.trims,
-        Reason::ALL.iter().map(|r| (r.name(), s.releases_by_reason[*r as usize])).filter(|x| x.1 > 0).collect::<Vec<_>>(),
+        Reason::ALL.iter().map(|r| (r.name(), by(s, *r))).filter(|x| x.1 > 0).collect::<Vec<_>>(),
         s.released_bytes as f64 / 1048576.0,
         s.max_trim_us as f64 / 1000.0,
         s.live_bytes as f64 / 1048576.0,
@@ -216,13 +46,6 @@ fn describe(s: &Stats) -> String {
         s.skipped_backoff,
         s.alloc_rate
     )
-}
-
-#[derive(Default)]
-struct Tally {
-    ok: usize,
-    failed: Vec<String>,
-    per_worker: BTreeMap<u32, usize>,
 }
 
 /// One burst: PER_BURST requests from CONCURRENCY threads, each for 300..1500 rows.
@@ -240,17 +63,7 @@ fn burst(port: u16, seed: usize, tally: &Mutex<Tally>) {
                 let offset = k * 104_729 % (3000 - limit);
                 let path = format!("/rows?offset={offset}&limit={limit}");
                 let r = get(port, &path);
-                let mut t = tally.lock().unwrap();
-                match r {
-                    Ok((200, body)) if body.ends_with(b"]}") && body.len() as u64 > limit * 100 => {
-                        t.ok += 1;
-                        if let Some(pid) = pid_in(&body) {
-                            *t.per_worker.entry(pid).or_default() += 1;
-                        }
-                    }
-                    Ok((st, body)) => t.failed.push(format!("{path}: status {st}, {} bytes: {:?}", body.len(), text(&body[..body.len().min(200)]))),
-                    Err(e) => t.failed.push(format!("{path}: {e}")),
-                }
+                tally.lock().unwrap().count(&path, limit, r);
             });
         }
     });
@@ -306,7 +119,7 @@ fn gunicorn(worker_class: &str, preload: bool) {
         cmd.arg("--preload");
     }
     cmd.arg("djangoapp:application");
-    let server = Server::start(&format!("gunicorn-{worker_class}-{preload}"), cmd, port);
+    let server = Server::start(&format!("gunicorn-{worker_class}-{preload}"), cmd, port, &TUNED);
     serve_and_check(&server);
 }
 
@@ -342,7 +155,7 @@ fn puma(preload: bool) {
         cmd.arg("--preload");
     }
     cmd.arg(root().join("tests/apps/rackapp.ru"));
-    let server = Server::start(&format!("puma-{preload}"), cmd, port);
+    let server = Server::start(&format!("puma-{preload}"), cmd, port, &TUNED);
     serve_and_check(&server);
 }
 

@@ -1,20 +1,21 @@
 //! What the integration tests share: where the built artefacts are, compiling the C programs,
 //! running commands (with the library preloaded, with a time limit, driven over stdin and
-//! stdout), private directories, the stats pages and the CLI, a JSON reader, and requiring
-//! tools on CI.
+//! stdout), private directories, the stats pages and the CLI, a JSON reader, requiring
+//! tools on CI, and (in `servers`) the prefork servers some tests load.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 mod json;
+pub mod servers;
 
 pub use json::Json;
-use memtrim_common::page::{parse_file_name, Page, ReadError, Stats, FILE_BYTES};
+use memtrim_common::page::{parse_file_name, Page, ReadError, Reason, Stats, FILE_BYTES};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {
@@ -320,6 +321,27 @@ impl Driven {
     }
 }
 
+/// What `r` (a child's stderr, say) prints, gathered line by line on a thread of its own.
+pub fn gathered(r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let all = Arc::new(Mutex::new(String::new()));
+    let sink = all.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    all
+}
+
+/// VmRSS of `pid` in bytes (None once it is gone).
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok())?;
+    Some(kib * 1024)
+}
+
 /// The CPython executable itself (not a pyenv shim, a shell script whose subshells would each
 /// get the library and a page), so that the pid a test starts is the interpreter's.
 pub fn python() -> Option<&'static str> {
@@ -390,6 +412,11 @@ pub fn read_page(dir: &Path, pid: u32) -> Option<Stats> {
         }
     }
     None
+}
+
+/// The releases a page counts for `r`.
+pub fn by(s: &Stats, r: Reason) -> u64 {
+    s.releases_by_reason[r as usize]
 }
 
 /// A page built with the library's own layout code for (pid, start), as a fresh mapping holds
