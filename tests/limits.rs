@@ -24,7 +24,7 @@
 
 mod common;
 
-use common::servers::{body_u64, get, is_live, python_with_django, Server, Tally, WORKERS};
+use common::servers::{body_u64, get, is_live, puma_command, python_with_django, Server, Tally, WORKERS};
 use common::{by, cli, free_port, gathered, lines_of, page_path, preloaded, python, read_page, require_tool, root, rss_of, serial, text, without_env, TempDir, TUNING};
 use memtrim_common::limit::Metric;
 use memtrim_common::page::{Reason, Stats};
@@ -975,13 +975,8 @@ fn gunicorn_leaking_worker_is_recycled_gracefully() {
 #[test]
 fn puma_leaking_worker_is_recycled_gracefully() {
     let _g = serial();
-    if !require_tool("puma") || !require_tool("ruby") || python_with_django().is_none() {
-        return;
-    }
     let port = free_port();
-    let mut cmd = Command::new("puma");
-    cmd.args(["-w", &WORKERS.to_string(), "-t", "4:4", "-e", "production", "-b", &format!("tcp://127.0.0.1:{port}")]);
-    cmd.arg(root().join("tests/apps/rackapp.ru"));
+    let Some(cmd) = puma_command(port, false) else { return };
     let env = [("MEMTRIM_LIMIT", "rss:130MiB"), ("MEMTRIM_LIMIT_STRIKES", "2"), ("MEMTRIM_INTERVAL_MS", "200ms")];
     let server = Server::start("puma", cmd, port, &env);
     // puma logs nothing when a worker stops by itself; it logs the boot of the new one

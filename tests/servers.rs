@@ -16,8 +16,8 @@
 
 mod common;
 
-use common::servers::{get, python_with_django, Server, Tally, WORKERS};
-use common::{by, free_port, read_page, require_tool, root, serial};
+use common::servers::{puma_command, get, python_with_django, Server, Tally, WORKERS};
+use common::{by, free_port, read_page, serial};
 use memtrim_common::page::{Reason, Stats};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -145,16 +145,8 @@ fn gunicorn_gthread_workers_preload() {
 
 fn puma(preload: bool) {
     let _g = serial();
-    if !require_tool("puma") || !require_tool("ruby") || python_with_django().is_none() {
-        return;
-    }
     let port = free_port();
-    let mut cmd = Command::new("puma");
-    cmd.args(["-w", &WORKERS.to_string(), "-t", "4:4", "-e", "production", "-b", &format!("tcp://127.0.0.1:{port}")]);
-    if preload {
-        cmd.arg("--preload");
-    }
-    cmd.arg(root().join("tests/apps/rackapp.ru"));
+    let Some(cmd) = puma_command(port, preload) else { return };
     let server = Server::start(&format!("puma-{preload}"), cmd, port, &TUNED);
     serve_and_check(&server);
 }

@@ -156,6 +156,21 @@ impl Drop for Server {
 }
 
 /// Live (not zombie) children of `pid`.
+/// puma in cluster mode serving tests/apps/rackapp.ru on `port`: WORKERS workers of 4 threads;
+/// None (the test returns) where puma, ruby or the app data are missing.
+pub fn puma_command(port: u16, preload: bool) -> Option<Command> {
+    if !require_tool("puma") || !require_tool("ruby") || python_with_django().is_none() {
+        return None;
+    }
+    let mut cmd = Command::new("puma");
+    cmd.args(["-w", &WORKERS.to_string(), "-t", "4:4", "-e", "production", "-b", &format!("tcp://127.0.0.1:{port}")]);
+    if preload {
+        cmd.arg("--preload");
+    }
+    cmd.arg(root().join("tests/apps/rackapp.ru"));
+    Some(cmd)
+}
+
 pub fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
