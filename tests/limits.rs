@@ -25,7 +25,7 @@
 mod common;
 
 use common::servers::{body_u64, get, is_live, puma_command, python_with_django, Server, Tally, WORKERS};
-use common::{by, cli, free_port, gathered, lines_of, page_path, preloaded, python, read_page, require_tool, root, rss_of, serial, text, without_env, TempDir, TUNING};
+use common::{by, cli, free_port, gathered, lines_of, page_path, preloaded, python, read_page, require_tool, root, rss_of, serial, text, wait_for, without_env, TempDir, TUNING};
 use memtrim_common::limit::Metric;
 use memtrim_common::page::{Reason, Stats};
 use std::collections::{BTreeMap, BTreeSet};
@@ -280,15 +280,10 @@ impl Host {
 
     /// Polls the page until `done` holds; fails with the last page otherwise.
     fn wait_page(&self, what: &str, limit: Duration, done: impl Fn(&Stats) -> bool) -> Stats {
-        let start = Instant::now();
-        loop {
+        wait_for(what, limit, || {
             let s = self.page();
-            if done(&s) {
-                return s;
-            }
-            assert!(start.elapsed() < limit, "{what}: not within {} s; last page: {}\nstderr:\n{}", limit.as_secs(), describe(&s), self.stderr());
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            if done(&s) { Ok(s) } else { Err(format!("{}\nstderr:\n{}", describe(&s), self.stderr())) }
+        })
     }
 
     /// Whether a `signal TERM` line arrives within `limit` (other lines are a failure).

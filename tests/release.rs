@@ -21,7 +21,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
 
@@ -86,15 +86,10 @@ impl Host {
     /// Waits until `done` holds for the page (polling); the page when it does, or a failure
     /// that shows the last page.
     fn wait_page(&self, what: &str, limit: Duration, done: impl Fn(&Stats) -> bool) -> Stats {
-        let start = Instant::now();
-        loop {
+        wait_for(what, limit, || {
             let s = self.page();
-            if done(&s) {
-                return s;
-            }
-            assert!(start.elapsed() < limit, "{what}: not within {} s; last page: {}", limit.as_secs(), describe(&s));
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            if done(&s) { Ok(s) } else { Err(describe(&s)) }
+        })
     }
 
     /// `memtrim stat PID --json`.
