@@ -9,6 +9,7 @@
 # lines go to stderr and start with "check ok" (or "check FAIL", and exit 1).
 
 require "digest"
+require "digest/sha2" # loaded here: Digest's lazy autoload races when threads first touch SHA256
 require "json"
 require "zlib"
 
