@@ -1,6 +1,7 @@
 //! libmemtrim.so: preloaded into a host process, it serves the host's malloc family from the
 //! host's allocator, counts live bytes, and gives retained memory back. See DESIGN.md.
 mod accounting;
+mod arena_tops;
 mod backend;
 mod capi;
 mod cgroup;
@@ -10,6 +11,7 @@ mod environ;
 mod exports;
 mod glibc;
 mod glibc_family;
+mod glibc_heaps;
 mod heap_stats;
 mod init;
 mod jemalloc_ctl;

@@ -1,6 +1,6 @@
 //! Giving retained memory back to the kernel, measured by the resident set before and after,
 //! and the record of every release.
-use crate::{backend, clock, divert, init, jemalloc_ctl, procfs, stderr};
+use crate::{arena_tops, backend, clock, divert, init, jemalloc_ctl, procfs, stderr};
 use memtrim_common::config::Allocator;
 use memtrim_common::config::LogLevel;
 use memtrim_common::units::format_size;
@@ -38,7 +38,8 @@ pub struct Outcome {
     pub us: u64,
 }
 
-/// `malloc_trim(0)` on every arena (glibc) or a purge of every arena (jemalloc). A release already running elsewhere makes this one return
+/// `malloc_trim(0)` on every arena and the thread arenas' tops (glibc), or a purge of every
+/// arena (jemalloc). A release already running elsewhere makes this one return
 /// `None` at once instead of queueing behind it.
 pub fn release(reason: Reason) -> Option<Outcome> {
     if BUSY.swap(true, Acquire) {
@@ -47,9 +48,13 @@ pub fn release(reason: Reason) -> Option<Outcome> {
     let t0 = Instant::now();
     let before = procfs::rss_bytes();
     match backend::active() {
-        // SAFETY: malloc_trim may be called from any thread at any time.
         Allocator::Glibc => {
-            divert::run(|| unsafe { libc::malloc_trim(0) });
+            let arenas = arena_tops::find();
+            divert::run(|| {
+                // SAFETY: malloc_trim may be called from any thread at any time.
+                unsafe { libc::malloc_trim(0) };
+                arena_tops::release(&arenas);
+            });
         }
         Allocator::Jemalloc => jemalloc_ctl::purge(),
     }

@@ -43,13 +43,15 @@
 //!   free bytes that are not in whole pages (about a page plus 48 bytes per free chunk, all of a
 //!   small one); the prediction is the smaller of the two. Bytes in use that were never touched
 //!   (a calloc from fresh top) make the resident estimate, and so the prediction, low by as much.
-//!   The main arena's top adds its resident part above `top - 33` rounded down to pages.
-//!   Thread arenas' tops are not trimmed by malloc_trim (free() shrinks their heaps itself).
+//!   Each arena's top adds its resident part above `top - 33` rounded down to pages: the main
+//!   arena's through malloc_trim's sbrk, the thread arenas' through arena_tops.rs (malloc_trim
+//!   leaves those).
 //! - jemalloc: its dirty and muzzy pages (muzzy pages already given back lazily still count in
 //!   RSS until the kernel reclaims them, so they count here too). jemalloc has no addresses to
 //!   give, so no residency check: dirty pages it never handed out touched (the cache-oblivious
 //!   page of each large block, the rest of a fresh mapping) make the figure high by them, about
 //!   8 % on tests/c/report_layout.c.
+use crate::glibc_heaps::{find_heaps, page_size, peek_words, read_maps, Heap, Vma, HEAP_MAX};
 use crate::{accounting, backend, clock, side_pool};
 use core::ffi::{c_char, c_int, c_void};
 use memtrim_common::config::Allocator;
@@ -60,12 +62,10 @@ use std::time::{Duration, Instant};
 
 /// The report file's format version (the CLI rejects another).
 pub const VERSION: u32 = 1;
-/// glibc's HEAP_MAX_SIZE on 64-bit targets: thread heaps are aligned to it.
-const HEAP_MAX: usize = 64 << 20;
 /// Bytes before the first page glibc's malloc_trim may release inside a free chunk
 /// (sizeof(struct malloc_chunk)).
 const CHUNK_HEAD: u64 = 48;
-/// glibc's MINSIZE + 1: what systrim keeps of the main arena's top.
+/// glibc's MINSIZE + 1: what a release keeps of an arena's top.
 const TOP_KEEP: u64 = 33;
 const PROBE_LIMIT: u64 = 200_000;
 const PROBE_BUDGET: Duration = Duration::from_millis(150);
@@ -85,78 +85,6 @@ pub fn serve(dir: &str, pid: u32, start_ticks: u64, request: u32) {
             crate::stderr::line(&format!("memtrim: cannot write the report: {e}"));
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The process's mappings
-
-struct Vma {
-    start: usize,
-    end: usize,
-    perms: [u8; 4],
-    /// Empty for an anonymous mapping.
-    path: String,
-}
-
-impl Vma {
-    fn anon_private_rw(&self) -> bool {
-        self.path.is_empty() && &self.perms == b"rw-p"
-    }
-}
-
-fn read_maps() -> Vec<Vma> {
-    let Ok(s) = std::fs::read_to_string("/proc/self/maps") else { return Vec::new() };
-    let mut v = Vec::new();
-    for line in s.lines() {
-        let mut it = line.splitn(6, ' ');
-        let (Some(range), Some(perms)) = (it.next(), it.next()) else { continue };
-        let (_off, _dev, _ino) = (it.next(), it.next(), it.next());
-        let path = it.next().unwrap_or("").trim_start().to_string();
-        let Some((a, b)) = range.split_once('-') else { continue };
-        let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else { continue };
-        let mut p = [b'-'; 4];
-        for (d, s) in p.iter_mut().zip(perms.bytes()) {
-            *d = s;
-        }
-        v.push(Vma { start, end, perms: p, path });
-    }
-    v
-}
-
-fn page_size() -> usize {
-    // SAFETY: no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}
-
-/// Reads `buf.len()` bytes at `addr` of this process without faulting on a mapping that went
-/// away (process_vm_readv; /proc/self/mem if that is refused).
-fn peek(addr: usize, buf: &mut [u8]) -> bool {
-    let local = libc::iovec { iov_base: buf.as_mut_ptr() as *mut c_void, iov_len: buf.len() };
-    let remote = libc::iovec { iov_base: addr as *mut c_void, iov_len: buf.len() };
-    // SAFETY: both iovecs describe valid memory of the right length (the remote one may be
-    // unmapped: the kernel then returns an error).
-    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-    if n == buf.len() as isize {
-        return true;
-    }
-    if n < 0 && matches!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENOSYS) | Some(libc::EPERM)) {
-        use std::os::unix::fs::FileExt;
-        return std::fs::File::open("/proc/self/mem").and_then(|f| f.read_exact_at(buf, addr as u64)).is_ok();
-    }
-    false
-}
-
-fn peek_words<const N: usize>(addr: usize) -> Option<[usize; N]> {
-    let mut b = [0u8; 64];
-    let n = N * 8;
-    if n > b.len() || !peek(addr, &mut b[..n]) {
-        return None;
-    }
-    let mut w = [0usize; N];
-    for (i, x) in w.iter_mut().enumerate() {
-        *x = usize::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().ok()?);
-    }
-    Some(w)
 }
 
 /// Resident bytes in [start, end) (mincore, page-rounded; 0 where nothing is mapped).
@@ -386,41 +314,6 @@ fn whole_pages(b: &Bin, page: u64) -> u64 {
     avg.saturating_sub(page + CHUNK_HEAD) * b.count
 }
 
-#[derive(Clone, Copy)]
-struct Heap {
-    base: usize,
-    size: usize,
-    mprotect: usize,
-    ar_ptr: usize,
-    prev: usize,
-}
-
-/// Thread heaps: 64 MiB-aligned starts in private anonymous read-write mappings that begin with
-/// a plausible heap_info.
-fn find_heaps(maps: &[Vma], page: usize) -> Vec<Heap> {
-    let mut v = Vec::new();
-    for m in maps.iter().filter(|m| m.anon_private_rw()) {
-        let mut a = (m.start + HEAP_MAX - 1) & !(HEAP_MAX - 1);
-        while a < m.end && v.len() < 4096 {
-            if let Some([ar_ptr, prev, size, mprotect]) = peek_words::<4>(a) {
-                let plausible = size >= page
-                    && size <= HEAP_MAX
-                    && mprotect >= size
-                    && mprotect <= HEAP_MAX
-                    && prev % HEAP_MAX == 0
-                    && ar_ptr != 0
-                    && ar_ptr % 8 == 0
-                    && a + (mprotect.div_ceil(page) * page) <= m.end;
-                if plausible {
-                    v.push(Heap { base: a, size, mprotect, ar_ptr, prev });
-                }
-            }
-            a += HEAP_MAX;
-        }
-    }
-    v
-}
-
 /// Gives each thread arena of malloc_info its heaps.
 fn match_heaps(arenas: &mut [GArena], heaps: &[Heap]) {
     // Groups by arena pointer: (ar_ptr, total size, heap indices).
@@ -473,8 +366,10 @@ fn glibc_predict(mi: &mut MallocInfo, maps: &[Vma], res: &mut Residency, page: u
         a.whole_free = a.bins.iter().map(|b| whole_pages(b, page)).sum();
         let binned: u64 = a.bins.iter().filter(|b| !b.fast).map(|b| b.total).sum();
         a.slack = (binned + a.fast_bytes).saturating_sub(a.whole_free);
-        let (mut top_release, mut top_extra) = (0, 0);
-        if a.nr == 0 {
+        // The top chunk ends the main heap at the break, or a thread arena's newest heap (the
+        // one no other heap names as previous); a release gives back its whole pages past the
+        // header (malloc_trim for the main arena, arena_tops.rs for the others).
+        let top_end = if a.nr == 0 {
             a.matched = "brk";
             let Some(m) = main_vma.filter(|m| brk > m.start && brk <= m.end) else {
                 a.matched = "none";
@@ -482,22 +377,18 @@ fn glibc_predict(mi: &mut MallocInfo, maps: &[Vma], res: &mut Residency, page: u
             };
             a.range = Some((m.start, brk));
             a.resident = res.bytes(m.start, brk);
-            let top_start = brk.saturating_sub(a.top as usize);
-            a.top_resident = res.bytes(top_start.next_multiple_of(page as usize), brk);
-            top_extra = a.top.saturating_sub(TOP_KEEP) / page * page;
-            top_release = res.bytes(brk - top_extra as usize, brk);
+            brk
         } else {
-            if a.heaps.is_empty() {
+            let Some(h) = a.heaps.iter().find(|h| !a.heaps.iter().any(|o| o.prev == h.base)) else {
                 a.matched = "none";
                 continue;
-            }
+            };
             a.resident = a.heaps.iter().map(|h| res.bytes(h.base, h.base + h.size)).sum();
-            // The top chunk ends its newest heap: the one no other heap names as previous.
-            if let Some(h) = a.heaps.iter().find(|h| !a.heaps.iter().any(|o| o.prev == h.base)) {
-                let end = h.base + h.size;
-                a.top_resident = res.bytes(end.saturating_sub(a.top as usize).next_multiple_of(page as usize), end);
-            }
-        }
+            h.base + h.size
+        };
+        a.top_resident = res.bytes(top_end.saturating_sub(a.top as usize).next_multiple_of(page as usize), top_end);
+        let top_extra = a.top.saturating_sub(TOP_KEEP) / page * page;
+        let top_release = res.bytes(top_end.saturating_sub(top_extra as usize), top_end);
         let resident_free = a.resident.saturating_sub(a.in_use + a.top_resident);
         a.release = resident_free.saturating_sub(a.slack).min(a.whole_free) + top_release;
         a.whole_free += top_extra;

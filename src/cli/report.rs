@@ -542,7 +542,7 @@ struct Analysis {
     free: Vec<(String, u64)>,
     free_total: u64,
     /// glibc: free bytes still resident (the arenas' resident bytes less those in use), and
-    /// the resident part of the thread arenas' top chunks (which malloc_trim leaves alone).
+    /// the resident part of the thread arenas' top chunks (which malloc_trim alone leaves).
     free_resident: Option<u64>,
     thread_tops: u64,
     release: u64,
@@ -793,7 +793,7 @@ fn verdict(a: &Analysis, r: &Json) -> Vec<String> {
     }
     if !a.jemalloc && a.thread_tops > (1 << 20).max(rss / 50) {
         v.push(format!(
-            "{} is resident in the top chunks of thread arenas: malloc_trim does not give those back (glibc shrinks a thread heap only in free(), once its top passes M_TRIM_THRESHOLD, which freeing large blocks raises)",
+            "{} is resident in the top chunks of thread arenas: a release gives those back, malloc_trim alone does not (glibc shrinks a thread heap only in free(), once its top passes M_TRIM_THRESHOLD, which freeing large blocks raises)",
             view::size(a.thread_tops)
         ));
     }
