@@ -49,7 +49,8 @@ pub fn release(reason: Reason) -> Option<Outcome> {
     let before = procfs::rss_bytes();
     match backend::active() {
         Allocator::Glibc => {
-            let arenas = arena_tops::find();
+            let tops = init::config().is_some_and(|c| c.arena_tops);
+            let arenas = if tops { arena_tops::find() } else { Vec::new() };
             divert::run(|| {
                 // SAFETY: malloc_trim may be called from any thread at any time.
                 unsafe { libc::malloc_trim(0) };

@@ -371,7 +371,8 @@ fn psi_trigger_is_armed_where_the_kernel_offers_it() {
 
 /// Thread arenas' top chunks, which malloc_trim(0) leaves resident, are given back by a release
 /// without touching a byte in use (tests/c/arena_tops.c: 4 threads × 6 MiB of freed top, a
-/// release and 200 more while two threads allocate and check, then calloc from the tops).
+/// release and 200 more while two threads allocate and check, then calloc from the tops);
+/// MEMTRIM_ARENA_TOPS=0 leaves them, as malloc_trim(0) does.
 #[test]
 fn thread_arena_tops_are_released() {
     let bin = common::compile("arena_tops.c", &[]);
@@ -382,8 +383,14 @@ fn thread_arena_tops_are_released() {
     };
     let plain = released(&common::run(without_env(&mut Command::new(&bin), TUNING).env_remove("LD_PRELOAD")));
     let dir = TempDir::new("arena-tops");
-    let mut c = Command::new(&bin);
-    let with = released(&common::run(preloaded(without_env(&mut c, TUNING).env("MEMTRIM_SHM_DIR", dir.path()))));
-    eprintln!("malloc_trim(0) alone returned {:.1} MiB; memtrim_trim() {:.1} MiB", mib(plain), mib(with));
+    let under = |tops: &str| {
+        let mut c = Command::new(&bin);
+        released(&common::run(preloaded(without_env(&mut c, TUNING).env("MEMTRIM_SHM_DIR", dir.path()).env("MEMTRIM_ARENA_TOPS", tops))))
+    };
+    let (with, off) = (under("1"), under("0"));
+    eprintln!("malloc_trim(0) alone returned {:.1} MiB; memtrim_trim() {:.1} MiB, {:.1} MiB with MEMTRIM_ARENA_TOPS=0", mib(plain), mib(with), mib(off));
     assert!(with >= plain + 16 * MIB, "memtrim_trim() returned {:.1} MiB, malloc_trim(0) {:.1} MiB of 24 MiB of thread tops", mib(with), mib(plain));
+    if common::allocator() == "glibc" {
+        assert!(off < plain + 4 * MIB, "with MEMTRIM_ARENA_TOPS=0 memtrim_trim() returned {:.1} MiB", mib(off));
+    }
 }

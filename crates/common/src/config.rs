@@ -23,6 +23,7 @@ pub const VARS: &[Var] = &[
     Var { name: "MEMTRIM_MIN_RETAINED", default: "1MiB", meaning: "no automatic release unless this much memory was retained since the last one" },
     Var { name: "MEMTRIM_FRAG_THRESHOLD", default: "0.5", meaning: "while busy, release when retained/heap reaches this fraction (0.5, 50%; off: only when idle)" },
     Var { name: "MEMTRIM_IDLE_MS", default: "1000", meaning: "release once the allocation rate has stayed low this long (0: never on idle)" },
+    Var { name: "MEMTRIM_ARENA_TOPS", default: "1", meaning: "glibc: a release also gives back the top chunks of thread arenas, which malloc_trim(0) leaves resident (0: malloc_trim(0) alone)" },
     Var { name: "MEMTRIM_PSI_STALL_MS", default: "100", meaning: "release when memory pressure stalls tasks this long per second (PSI; 0: off)" },
     Var { name: "MEMTRIM_LIMIT", default: "", meaning: "memory limit: pss:600MiB, rss:1GiB, uss:70% (of the cgroup limit), a bare size is PSS (empty: none)" },
     Var { name: "MEMTRIM_LIMIT_STRIKES", default: "3", meaning: "consecutive samples over the limit, after a release, before the signal" },
@@ -70,6 +71,7 @@ pub struct Config {
     /// None: no release while busy.
     pub frag_threshold: Option<f64>,
     pub idle_ms: u64,
+    pub arena_tops: bool,
     pub psi_stall_ms: u64,
     pub limit: Option<Limit>,
     pub limit_strikes: u64,
@@ -115,6 +117,7 @@ impl Config {
             min_retained: 0,
             frag_threshold: None,
             idle_ms: 0,
+            arena_tops: false,
             psi_stall_ms: 0,
             limit: None,
             limit_strikes: 0,
@@ -166,6 +169,7 @@ impl Config {
                 }
             }
             "MEMTRIM_IDLE_MS" => self.idle_ms = duration_or_zero(value)?,
+            "MEMTRIM_ARENA_TOPS" => self.arena_tops = parse_bool(value).ok_or("a boolean (0/1)")?,
             "MEMTRIM_PSI_STALL_MS" => self.psi_stall_ms = duration_in(value, 0, 1000).map_err(|_| "a stall from 0 to 1000ms per second")?,
             "MEMTRIM_LIMIT" => {
                 self.limit = match value.trim() {
