@@ -1,7 +1,7 @@
 //! Which allocator serves the host: chosen once, at the first allocation (before any
 //! constructor), from MEMTRIM_ALLOCATOR, and never changed. The exports jump through one
 //! function pointer each; until the choice is made the pointers lead to `boot`, which makes it.
-use crate::{environ, glibc_family, jemalloc_family};
+use crate::{environ, glibc, glibc_family, jemalloc_family};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::*};
 use memtrim_common::config::{parse_allocator, Allocator};
@@ -64,6 +64,18 @@ const JEMALLOC: Family = Family {
     usable: jemalloc_family::malloc_usable_size,
 };
 
+/// MEMTRIM_DISABLE=1: glibc's own entry points, nothing counted; an export costs one jump.
+const PASSTHROUGH: Family = Family {
+    malloc: glibc::__libc_malloc,
+    free: glibc::__libc_free,
+    calloc: glibc::__libc_calloc,
+    realloc: glibc::__libc_realloc,
+    memalign: glibc::__libc_memalign,
+    valloc: glibc::__libc_valloc,
+    pvalloc: glibc::__libc_pvalloc,
+    usable: glibc_family::malloc_usable_size,
+};
+
 static CHOSEN: AtomicU8 = AtomicU8::new(0);
 
 /// Reads MEMTRIM_ALLOCATOR without allocating (MEMTRIM_DISABLE=1 and AT_SECURE mean glibc;
@@ -79,7 +91,11 @@ fn choose() {
         _ => Allocator::Glibc,
     };
     CHOSEN.store(chosen as u8 + 1, Release);
-    install(if chosen == Allocator::Jemalloc { &JEMALLOC } else { &GLIBC });
+    install(match chosen {
+        Allocator::Jemalloc => &JEMALLOC,
+        Allocator::Glibc if disabled => &PASSTHROUGH,
+        Allocator::Glibc => &GLIBC,
+    });
 }
 
 /// The backend serving the host, choosing it if no allocation has yet.
