@@ -90,6 +90,9 @@ fn choose() {
         Some(Allocator::Jemalloc) if !secure && !disabled => Allocator::Jemalloc,
         _ => Allocator::Glibc,
     };
+    if chosen == Allocator::Jemalloc {
+        jemalloc_family::prepare();
+    }
     CHOSEN.store(chosen as u8 + 1, Release);
     install(match chosen {
         Allocator::Jemalloc => &JEMALLOC,

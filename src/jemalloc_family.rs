@@ -7,10 +7,37 @@
 use crate::accounting::{self, on_alloc, on_move};
 use crate::exports::set_errno;
 use core::ffi::c_void;
+use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use tikv_jemalloc_sys as je;
 
 /// The smallest request: jemalloc's classes from 16 bytes up are 16-aligned.
 const MIN_SIZE: usize = 16;
+/// Requests up to this size find their size class in [`CLASSES`].
+const TABLE_MAX: usize = 4096;
+/// jemalloc's size class (the usable size) of the requests in (16 i, 16 i + 16], read once from
+/// nallocx by [`prepare`]: every class is a multiple of the 16-byte quantum, so one entry serves
+/// all 16 sizes, and counting a malloc is a load instead of a call into jemalloc.
+static CLASSES: [AtomicU32; TABLE_MAX / 16] = [const { AtomicU32::new(0) }; TABLE_MAX / 16];
+
+/// Fills [`CLASSES`]; called once, when this backend is chosen, before it serves a block.
+pub fn prepare() {
+    for (i, c) in CLASSES.iter().enumerate() {
+        // SAFETY: nallocx only computes (and initialises jemalloc, which allocates nothing through us).
+        c.store(unsafe { je::nallocx((i + 1) * 16, 0) } as u32, Relaxed);
+    }
+}
+
+/// The usable size of a block jemalloc returns for a request of `size` (at least MIN_SIZE) with
+/// no alignment: what malloc_usable_size would say of it, and what jemalloc itself counts.
+#[inline(always)]
+fn usable_for(size: usize) -> usize {
+    if size <= TABLE_MAX {
+        CLASSES[(size - 1) / 16].load(Relaxed) as usize
+    } else {
+        // SAFETY: nallocx only computes.
+        unsafe { je::nallocx(size, 0) }
+    }
+}
 
 #[inline(always)]
 unsafe fn counted(p: *mut c_void) -> *mut c_void {
@@ -32,9 +59,9 @@ unsafe fn refused(p: *mut c_void) -> *mut c_void {
 pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
     let size = size.max(MIN_SIZE);
     let p = je::malloc(size);
-    // The size class of the request is the block's usable size; nallocx computes it without
-    // the pointer lookup malloc_usable_size needs.
-    if !p.is_null() && !on_alloc(je::nallocx(size, 0)) {
+    // The size class of the request is the block's usable size, known without the pointer
+    // lookup malloc_usable_size needs.
+    if !p.is_null() && !on_alloc(usable_for(size)) {
         return refused(p);
     }
     p
@@ -70,9 +97,11 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         return q;
     }
     let old = je::malloc_usable_size(p);
-    let q = je::realloc(p, size.max(MIN_SIZE));
+    let size = size.max(MIN_SIZE);
+    let q = je::realloc(p, size);
     if !q.is_null() {
-        on_move(old, je::malloc_usable_size(q));
+        // moved or resized in place, the block is of the request's class (jemalloc counts it so)
+        on_move(old, usable_for(size));
     }
     q
 }
