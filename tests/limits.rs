@@ -616,8 +616,12 @@ fn cgroup_relative_limit_follows_the_cgroup() {
 
     h.ask("leak 140");
     let signalled = h.signalled_within(Duration::from_secs(8));
-    let stderr = h.stderr();
-    assert!(signalled, "no SIGTERM over the new bound; stderr:\n{stderr}");
+    assert!(signalled, "no SIGTERM over the new bound; stderr:\n{}", h.stderr());
+    // the line was written before the signal, but comes through its own pipe and reader
+    let stderr = wait_for("the over-limit log line", Duration::from_secs(5), || {
+        let e = h.stderr();
+        if over_lines(&e).is_empty() { Err(e) } else { Ok(e) }
+    });
     let lines = over_lines(&stderr);
     assert_eq!(lines.len(), 1, "{stderr}");
     let l = &lines[0];

@@ -78,6 +78,15 @@ impl Host {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The release log lines once there are at least `n`: stderr comes through a pipe and a
+    /// reader thread, so a line may still be on its way when the page already counts its release.
+    fn release_lines(&self, n: u64) -> Vec<(String, String)> {
+        wait_for(&format!("{n} release log lines"), Duration::from_secs(5), || {
+            let lines = release_lines(&self.stderr(), self.pid);
+            if lines.len() as u64 >= n { Ok(lines) } else { Err(self.stderr()) }
+        })
+    }
+
     /// The page once the worker has published it, with the layout of crates/common.
     fn page(&self) -> Stats {
         wait_for(&format!("a page for pid {} in {}", self.pid, self.dir.0.display()), Duration::from_secs(10), || read_page(&self.dir.0, self.pid).ok_or_else(|| "none yet".to_string()))
@@ -203,7 +212,7 @@ fn fragmented_heap_ends_near_live(tag: &str, env: &[(&str, &str)]) -> Option<Sta
     assert!(held > 8 * live_growth, "the pattern did not fragment: +{:.1} MiB resident right after the frees", mib(held));
     assert!(json.int("released_bytes") as u64 >= held / 2, "released {} B of {} held: {json:?}", json.int("released_bytes"), held);
     assert!(ratio <= NEAR_LIVE, "resident +{:.1} MiB = {ratio:.2} x the live +{:.1} MiB (limit {NEAR_LIVE}); {}", mib(kept), mib(live_growth), describe(&s));
-    let lines = release_lines(&h.stderr(), h.pid);
+    let lines = h.release_lines(trims);
     assert_eq!(lines.len() as u64, trims, "one info line per release; stderr:\n{}", h.stderr());
     Some(s)
 }
@@ -268,7 +277,7 @@ fn cli_request_is_honoured() {
     assert_eq!((s.trims, by(&s, Reason::Request)), (1, 1), "{}", describe(&s));
     let dropped = rss_freed.saturating_sub(h.rss());
     assert!(dropped > 100 * MIB, "RSS fell by only {:.1} MiB (from {:.1})", mib(dropped), mib(rss_freed));
-    let lines = release_lines(&h.stderr(), h.pid);
+    let lines = h.release_lines(1);
     assert_eq!(lines.len(), 1, "stderr:\n{}", h.stderr());
     assert_eq!(lines[0].0, "request");
     check_log_line(&lines[0].1);
@@ -295,7 +304,7 @@ fn c_api_request_is_honoured() {
     assert!(again < 20 * MIB, "a second memtrim_trim() released {again} B");
     let s = h.wait_page("the second API release", Duration::from_secs(5), |s| s.trims >= 2);
     assert_eq!(by(&s, Reason::Api), 2, "{}", describe(&s));
-    let lines = release_lines(&h.stderr(), h.pid);
+    let lines = h.release_lines(2);
     assert_eq!(lines.iter().map(|l| l.0.as_str()).collect::<Vec<_>>(), ["api", "api"], "stderr:\n{}", h.stderr());
     lines.iter().for_each(|l| check_log_line(&l.1));
 }
@@ -310,7 +319,7 @@ fn info_log_prints_one_line_per_release() {
     let o = memtrim(&h.dir.0, &["trim", &h.pid.to_string(), "--timeout", "20"]);
     assert!(o.status.success(), "memtrim trim failed: {}", text(&o.stderr));
     let s = h.wait_page("two releases", Duration::from_secs(5), |s| s.trims >= 2);
-    let lines = release_lines(&h.stderr(), h.pid);
+    let lines = h.release_lines(s.trims);
     eprintln!("{}", h.stderr());
     assert_eq!(lines.len() as u64, s.trims, "stderr:\n{}", h.stderr());
     assert_eq!(lines.iter().map(|l| l.0.as_str()).collect::<Vec<_>>(), ["api", "request"]);
