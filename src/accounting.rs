@@ -5,8 +5,10 @@
 //! all slots are taken) count exactly, with atomic read-modify-writes, in the shared slot.
 //! Under MEMTRIM_HARD_LIMIT every thread counts in the shared slot, where each allocation is
 //! checked against the limit: slower, and opt-in.
-use crate::{backend, init, tls};
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+//! On the jemalloc backend a slot's bytes come from jemalloc's own per-thread counters, which it
+//! keeps on every call anyway: the hot path then counts blocks only, and never asks a block's size.
+use crate::{backend, init, jemalloc_ctl, tls};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 
 #[repr(C, align(64))]
 pub struct Slot {
@@ -15,11 +17,23 @@ pub struct Slot {
     allocs: AtomicU64,
     frees: AtomicU64,
     owned: AtomicBool,
+    /// jemalloc's allocated and deallocated byte counters of the owning thread, in that thread's
+    /// TLS (null: the slot counts its own bytes). Touched only under `lock`, which the thread
+    /// takes to fold them into `bytes` before it exits and its TLS goes away.
+    borrowed: [AtomicPtr<u64>; 2],
+    lock: AtomicBool,
 }
 
 impl Slot {
     const fn new() -> Slot {
-        Slot { bytes: AtomicU64::new(0), allocs: AtomicU64::new(0), frees: AtomicU64::new(0), owned: AtomicBool::new(false) }
+        Slot {
+            bytes: AtomicU64::new(0),
+            allocs: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            owned: AtomicBool::new(false),
+            borrowed: [const { AtomicPtr::new(core::ptr::null_mut()) }; 2],
+            lock: AtomicBool::new(false),
+        }
     }
 }
 
@@ -35,6 +49,8 @@ static REFUSED: AtomicU64 = AtomicU64::new(0);
 static mut EXIT_KEY: libc::pthread_key_t = 0;
 /// Whether the exit key exists; without it every thread counts in SHARED.
 static SLOTS_USABLE: AtomicBool = AtomicBool::new(false);
+/// Slots borrow jemalloc's per-thread counters (the jemalloc backend serves the host).
+static BORROW: AtomicBool = AtomicBool::new(false);
 
 // TLS word values below a slot address.
 const UNCLAIMED: usize = 0;
@@ -69,6 +85,34 @@ impl Slot {
     #[inline(always)]
     pub fn count_free(&self, bytes: usize) {
         bump(&self.bytes, (bytes as u64).wrapping_neg());
+        bump(&self.frees, 1);
+    }
+}
+
+/// This thread's slot, whichever path is open: for a backend whose slots borrow jemalloc's
+/// counters, which must never count bytes of their own.
+#[inline(always)]
+pub fn slot() -> Option<&'static Slot> {
+    let w = tls::get();
+    // SAFETY: as in fast_slot.
+    (w > OFF).then(|| unsafe { &*(w as *const Slot) })
+}
+
+/// The block counts of a slot whose bytes jemalloc counts.
+impl Slot {
+    #[inline(always)]
+    pub fn tally_alloc(&self) {
+        bump(&self.allocs, 1);
+    }
+
+    #[inline(always)]
+    pub fn tally_free(&self) {
+        bump(&self.frees, 1);
+    }
+
+    #[inline(always)]
+    pub fn tally_move(&self) {
+        bump(&self.allocs, 1);
         bump(&self.frees, 1);
     }
 }
@@ -173,13 +217,64 @@ fn claim() -> Option<&'static Slot> {
     tls::set(SHARED_WORD); // re-entrant allocations below (pthread_setspecific may calloc) use SHARED
     let (i, slot) = SLOTS.iter().enumerate().find(|(_, s)| s.owned.compare_exchange(false, true, Acquire, Relaxed).is_ok())?;
     USED.fetch_max(i + 1, Release);
+    let counters = if BORROW.load(Relaxed) { jemalloc_ctl::thread_counters() } else { Some([core::ptr::null_mut(); 2]) };
     // SAFETY: the key was created before the state became Ready.
-    if unsafe { libc::pthread_setspecific(EXIT_KEY, slot as *const Slot as *const libc::c_void) } != 0 {
+    let Some(counters) = counters.filter(|_| unsafe { libc::pthread_setspecific(EXIT_KEY, slot as *const Slot as *const libc::c_void) } == 0) else {
         slot.owned.store(false, Release);
         return None;
-    }
+    };
+    // Last, after every allocation of this call (the caller's included, already made): the slot
+    // starts from jemalloc's count as it stands, less what it had counted so far.
+    slot.locked(|| {
+        slot.borrowed.iter().zip(counters).for_each(|(b, c)| b.store(c, Relaxed));
+        slot.bytes.fetch_sub(slot.net_borrowed(), Relaxed);
+    });
     tls::set(slot as *const Slot as usize);
     Some(slot)
+}
+
+impl Slot {
+    fn lock(&self) {
+        while self.lock.compare_exchange_weak(false, true, Acquire, Relaxed).is_err() {
+            core::hint::spin_loop();
+        }
+    }
+
+    fn unlock(&self) {
+        self.lock.store(false, Release);
+    }
+
+    fn locked<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.lock();
+        let r = f();
+        self.unlock();
+        r
+    }
+
+    /// Bytes jemalloc counts live for the borrowed thread; under `lock`.
+    fn net_borrowed(&self) -> u64 {
+        let [a, d] = [0, 1].map(|i| self.borrowed[i].load(Relaxed));
+        if a.is_null() {
+            return 0;
+        }
+        // SAFETY: the owner cannot exit (and its TLS go) while we hold the lock; jemalloc writes
+        // these aligned words with plain stores, which a volatile load reads whole.
+        unsafe { core::ptr::read_volatile(a).wrapping_sub(core::ptr::read_volatile(d)) }
+    }
+
+    /// Moves the borrowed count into `bytes` and lets the counters go; under `lock`.
+    fn settle(&self) {
+        self.bytes.fetch_add(self.net_borrowed(), Relaxed);
+        self.borrowed.iter().for_each(|b| b.store(core::ptr::null_mut(), Relaxed));
+    }
+
+    fn live_bytes(&self) -> u64 {
+        if BORROW.load(Relaxed) {
+            self.locked(|| self.bytes.load(Relaxed).wrapping_add(self.net_borrowed()))
+        } else {
+            self.bytes.load(Relaxed)
+        }
+    }
 }
 
 /// The calling thread's allocations through the exports (libc's own, as in fopen) are the
@@ -191,20 +286,45 @@ pub fn exclude_this_thread() {
 /// Thread-exit hook: later allocations of the exiting thread count in SHARED and the slot,
 /// counters intact, waits for another thread.
 extern "C" fn release(slot: *mut libc::c_void) {
-    tls::set(SHARED_WORD);
     // SAFETY: the key's value is always a slot of SLOTS.
-    unsafe { (*(slot as *const Slot)).owned.store(false, Release) };
+    let slot = unsafe { &*(slot as *const Slot) };
+    slot.locked(|| slot.settle());
+    tls::set(SHARED_WORD);
+    slot.owned.store(false, Release);
+}
+
+/// Holds every slot's lock across fork when slots borrow jemalloc's counters, so that the child
+/// finds none half-claimed or half-settled.
+pub fn before_fork() {
+    if BORROW.load(Relaxed) {
+        SLOTS.iter().for_each(Slot::lock);
+    }
+}
+
+pub fn after_fork_in_parent() {
+    if BORROW.load(Relaxed) {
+        SLOTS.iter().for_each(Slot::unlock);
+    }
 }
 
 /// In a forked child only the forking thread lives on: free every other slot, keeping its
-/// counters, because the blocks they counted live on in the child's copy of the heap.
+/// counters, because the blocks they counted live on in the child's copy of the heap (and the
+/// gone threads' TLS, with jemalloc's counters, is still mapped for the settling).
 pub fn after_fork_in_child() {
     let mine = tls::get();
     for s in &SLOTS[..USED.load(Acquire)] {
         if s as *const Slot as usize != mine {
+            s.settle();
             s.owned.store(false, Release);
         }
     }
+    after_fork_in_parent();
+}
+
+/// From the first allocation on, slots count bytes with jemalloc's per-thread counters;
+/// called when the jemalloc backend is chosen, before any slot is claimed.
+pub fn borrow_jemalloc_counters() {
+    BORROW.store(true, Relaxed);
 }
 
 /// Under a hard limit every allocation is checked, and realloc goes by copy so that a refused
@@ -239,7 +359,7 @@ pub struct Totals {
 pub fn totals() -> Totals {
     let (mut bytes, mut allocs, mut frees) = (0u64, 0u64, 0u64);
     for s in core::iter::once(&SHARED).chain(&SLOTS[..USED.load(Acquire)]) {
-        bytes = bytes.wrapping_add(s.bytes.load(Relaxed));
+        bytes = bytes.wrapping_add(s.live_bytes());
         allocs = allocs.wrapping_add(s.allocs.load(Relaxed));
         frees = frees.wrapping_add(s.frees.load(Relaxed));
     }

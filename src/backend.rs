@@ -1,7 +1,7 @@
 //! Which allocator serves the host: chosen once, at the first allocation (before any
 //! constructor), from MEMTRIM_ALLOCATOR, and never changed. The exports jump through one
 //! function pointer each; until the choice is made the pointers lead to `boot`, which makes it.
-use crate::{environ, glibc, glibc_family, jemalloc_family};
+use crate::{accounting, environ, glibc, glibc_family, jemalloc_family};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::*};
 use memtrim_common::config::{parse_allocator, Allocator};
@@ -91,7 +91,7 @@ fn choose() {
         _ => Allocator::Glibc,
     };
     if chosen == Allocator::Jemalloc {
-        jemalloc_family::prepare();
+        accounting::borrow_jemalloc_counters();
     }
     CHOSEN.store(chosen as u8 + 1, Release);
     install(match chosen {

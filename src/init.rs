@@ -68,12 +68,20 @@ extern "C" fn constructor() {
         return;
     }
     accounting::init(hard_limit);
-    // SAFETY: registers a plain function.
-    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    // SAFETY: registers plain functions.
+    unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork_in_parent), Some(after_fork_in_child)) };
     STATE.store(State::Ready as u8, Release);
     if !secure {
         worker::start_if_selected();
     }
+}
+
+extern "C" fn before_fork() {
+    accounting::before_fork();
+}
+
+extern "C" fn after_fork_in_parent() {
+    accounting::after_fork_in_parent();
 }
 
 extern "C" fn after_fork_in_child() {

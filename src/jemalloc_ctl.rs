@@ -1,5 +1,5 @@
-//! jemalloc's named controls, on the worker thread only: its figures (refreshed by advancing
-//! `epoch`), purging, and decay times.
+//! jemalloc's named controls: its figures (refreshed by advancing `epoch`), purging, and decay
+//! times, on the worker thread; each host thread's own byte counters, once.
 use core::ffi::{c_char, c_void};
 use tikv_jemalloc_sys as je;
 
@@ -14,6 +14,12 @@ fn read<T: Copy + Default>(name: &[u8]) -> Option<T> {
 fn write<T: Copy>(name: &[u8], mut v: T) -> bool {
     // SAFETY: as in read, the new value is a T.
     unsafe { je::mallctl(name.as_ptr() as *const c_char, core::ptr::null_mut(), core::ptr::null_mut(), &mut v as *mut T as *mut c_void, core::mem::size_of::<T>()) == 0 }
+}
+
+/// Where jemalloc counts the calling thread's allocated and deallocated bytes (usable sizes, on
+/// every call), for as long as the thread lives.
+pub fn thread_counters() -> Option<[*mut u64; 2]> {
+    Some([read::<usize>(b"thread.allocatedp\0")? as *mut u64, read::<usize>(b"thread.deallocatedp\0")? as *mut u64])
 }
 
 /// Bytes in physically resident pages of the allocator: active allocations, unused dirty pages
