@@ -73,7 +73,7 @@ pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
 /// realloc of a live block to a size above 0 (the export handles NULL and 0).
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     let size = size.max(MIN_SIZE);
-    match accounting::slot() {
+    let q = match accounting::slot() {
         Some(s) => {
             let q = je::realloc(p, size);
             if !q.is_null() {
@@ -82,7 +82,12 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
             q
         }
         None => realloc_slow(p, size),
+    };
+    if q.is_null() {
+        // jemalloc 5.3.0 leaves errno alone for sizes beyond its largest class.
+        set_errno(libc::ENOMEM);
     }
+    q
 }
 
 #[cold]
