@@ -29,11 +29,29 @@ pub fn resident() -> u64 {
     read::<usize>(b"stats.resident\0").unwrap_or(0) as u64
 }
 
+/// Bytes a purge would give back now: every arena's unused dirty and muzzy pages (the figures
+/// of the last `epoch`).
+pub fn purgeable() -> u64 {
+    write(b"epoch\0", 1u64);
+    let pages = [&b"stats.arenas.4096.pdirty\0"[..], b"stats.arenas.4096.pmuzzy\0"].map(|n| read::<usize>(n).unwrap_or(0));
+    (pages[0] + pages[1]) as u64 * read::<usize>(b"arenas.page\0").unwrap_or(4096) as u64
+}
+
 /// Purges every arena's unused dirty and muzzy pages.
 pub fn purge() {
     // 4096 is MALLCTL_ARENAS_ALL.
-    // SAFETY: a control that takes no value.
-    unsafe { je::mallctl(b"arena.4096.purge\0".as_ptr() as *const c_char, core::ptr::null_mut(), core::ptr::null_mut(), core::ptr::null_mut(), 0) };
+    act(b"arena.4096.purge\0");
+}
+
+/// Purges, in every arena, the unused pages that the decay times say are due: what jemalloc's
+/// background thread would do, keeping the pages freed recently for the allocations to come.
+pub fn decay() {
+    act(b"arena.4096.decay\0");
+}
+
+fn act(name: &[u8]) {
+    // SAFETY: name is NUL-terminated; a control that takes no value.
+    unsafe { je::mallctl(name.as_ptr() as *const c_char, core::ptr::null_mut(), core::ptr::null_mut(), core::ptr::null_mut(), 0) };
 }
 
 /// Decay times for arenas to come and for those that exist.

@@ -2,12 +2,14 @@
 //! going idle (its allocation rate falls, as when a worker finishes its requests); or, while
 //! busy, fragmentation over MEMTRIM_FRAG_THRESHOLD. Each needs MEMTRIM_MIN_RETAINED of new
 //! retained memory (pressure excepted), and a cost model spaces releases: one that took long
-//! waits a hundredfold, one that yielded little doubles a back-off.
+//! waits a hundredfold; one that yielded little doubles a back-off on the busy-time trigger
+//! (only: the one release of an idle spell must not wait minutes behind busy-time ones).
 //!
-//! New retained memory is counted in resident bytes: before the first release, the allocator's
-//! retained bytes; after it, the growth of RSS since the release that live growth does not
-//! explain. (glibc's own figures do not move when a release returns pages, nor when the host
-//! faults them in again.)
+//! New retained memory, on glibc, is counted in resident bytes: before the first release, the
+//! allocator's retained bytes; after it, the growth of RSS since the release that live growth
+//! does not explain. (glibc's own figures do not move when a release returns pages, nor when
+//! the host faults them in again.) jemalloc says exactly what a purge would return: its unused
+//! dirty and muzzy pages.
 use crate::pressure::Pressure;
 use crate::release::Outcome;
 use crate::stderr;
@@ -29,13 +31,13 @@ pub struct Policy {
     fresh: u64,
     next_allowed: Instant,
     backoff: Duration,
+    backoff_until: Instant,
     /// Allocations plus frees at the previous sample, and when: the first sample (in a forked
     /// child, the parent's lifetime counts) only sets this.
     last: Option<(u64, Instant)>,
     rate: f64,
     busy_rate: f64,
     quiet_since: Option<Instant>,
-    released_this_idle: bool,
     checks: u64,
     skipped_small: u64,
     skipped_backoff: u64,
@@ -56,19 +58,20 @@ impl Policy {
             fresh: 0,
             next_allowed: now,
             backoff: Duration::ZERO,
+            backoff_until: now,
             last: None,
             rate: 0.0,
             busy_rate: 0.0,
             quiet_since: None,
-            released_this_idle: false,
             checks: 0,
             skipped_small: 0,
             skipped_backoff: 0,
         }
     }
 
-    /// The reason to release now, if any.
-    pub fn decide(&mut self, s: &Stats, now: Instant) -> Option<Reason> {
+    /// The reason to release now, if any; `purgeable` is what the allocator itself knows a
+    /// release would return, where it knows (jemalloc).
+    pub fn decide(&mut self, s: &Stats, purgeable: Option<u64>, now: Instant) -> Option<Reason> {
         self.checks += 1;
         let ops = s.allocs.wrapping_add(s.frees);
         let Some((last_ops, last_at)) = self.last.replace((ops, now)) else { return None };
@@ -79,11 +82,11 @@ impl Policy {
             self.quiet_since.get_or_insert(now);
         } else {
             self.quiet_since = None;
-            self.released_this_idle = false;
         }
-        self.fresh = match self.floor {
-            None => s.retained_bytes,
-            Some((rss, live)) => {
+        self.fresh = match (purgeable, self.floor) {
+            (Some(bytes), _) => bytes,
+            (None, None) => s.retained_bytes,
+            (None, Some((rss, live))) => {
                 let unexplained = (s.rss_bytes as i64 - rss as i64) - (s.live_bytes as i64 - live as i64);
                 if unexplained < 0 {
                     // The host gave memory back by itself: measure from here.
@@ -94,8 +97,9 @@ impl Policy {
         };
 
         let pressure = self.pressure.as_ref().is_some_and(|p| p.fired());
+        // Quiet for long enough; again later in the same quiet spell only if new retained memory
+        // (below) came since, as a trickle of requests leaves.
         let idle = self.cfg.idle_ms > 0
-            && !self.released_this_idle
             && self.quiet_since.is_some_and(|q| now.duration_since(q) >= Duration::from_millis(self.cfg.idle_ms));
         let fragmented = self.cfg.frag_threshold.is_some_and(|t| s.frag_ratio() >= t);
         let reason = match (pressure, idle, fragmented) {
@@ -108,7 +112,7 @@ impl Policy {
             self.skipped_small += 1;
             return None;
         }
-        if now < self.next_allowed {
+        if now < self.next_allowed || (reason == Reason::Retained && now < self.backoff_until) {
             self.skipped_backoff += 1;
             return None;
         }
@@ -116,10 +120,7 @@ impl Policy {
     }
 
     /// Books a release that ran; `after` is a sample taken just after it.
-    pub fn released(&mut self, reason: Reason, out: &Outcome, after: &Stats, now: Instant) {
-        if reason == Reason::Idle {
-            self.released_this_idle = true;
-        }
+    pub fn released(&mut self, out: &Outcome, after: &Stats, now: Instant) {
         let interval = Duration::from_millis(self.cfg.interval_ms);
         self.backoff = if out.released < self.cfg.min_retained / 2 {
             (self.backoff * 2).clamp(interval * 2, MAX_BACKOFF)
@@ -127,7 +128,8 @@ impl Policy {
             Duration::ZERO
         };
         let spacing = interval.max(Duration::from_micros(out.us) * 100);
-        self.next_allowed = now + spacing.max(self.backoff);
+        self.next_allowed = now + spacing;
+        self.backoff_until = now + self.backoff;
         self.floor = Some((after.rss_bytes, after.live_bytes));
         self.fresh = 0;
     }

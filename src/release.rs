@@ -39,8 +39,9 @@ pub struct Outcome {
 }
 
 /// `malloc_trim(0)` on every arena and the thread arenas' tops (glibc), or a purge of every
-/// arena (jemalloc). A release already running elsewhere makes this one return
-/// `None` at once instead of queueing behind it.
+/// arena (jemalloc; while the host is busy, only the pages its decay times say are due, since a
+/// busy jemalloc reuses recently freed pages and would fault them in again). A release already
+/// running elsewhere makes this one return `None` at once instead of queueing behind it.
 pub fn release(reason: Reason) -> Option<Outcome> {
     if BUSY.swap(true, Acquire) {
         return None;
@@ -57,6 +58,7 @@ pub fn release(reason: Reason) -> Option<Outcome> {
                 arena_tops::release(&arenas);
             });
         }
+        Allocator::Jemalloc if reason == Reason::Retained => jemalloc_ctl::decay(),
         Allocator::Jemalloc => jemalloc_ctl::purge(),
     }
     let after = procfs::rss_bytes();

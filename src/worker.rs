@@ -5,7 +5,8 @@ use crate::page_file::{self, PageFile};
 use crate::policy::Policy;
 use crate::sampler::Sampler;
 use crate::limits::{self, LimitWatch};
-use crate::{accounting, divert, init, procfs, release, stderr};
+use crate::{accounting, backend, divert, init, jemalloc_ctl, procfs, release, stderr};
+use memtrim_common::config::Allocator;
 use core::sync::atomic::{AtomicBool, Ordering::*};
 use memtrim_common::futex;
 use memtrim_common::page::{Reason, Stats};
@@ -86,11 +87,12 @@ fn run() {
         served = requested;
         let mut stats = sampler.sample(false);
         let now = Instant::now();
-        let decided = policy.decide(&stats, now);
+        let purgeable = (backend::active() == Allocator::Jemalloc).then(jemalloc_ctl::purgeable);
+        let decided = policy.decide(&stats, purgeable, now);
         let mut release_for = |reason: Reason, stats: &mut Stats| {
             if let Some(out) = release::release(reason) {
                 *stats = sampler.sample(true);
-                policy.released(reason, &out, stats, now);
+                policy.released(&out, stats, now);
             }
         };
         if let Some(reason) = if asked { Some(Reason::Request) } else { decided } {

@@ -191,14 +191,16 @@ fn fragmented_heap_ends_near_live(tag: &str, env: &[(&str, &str)]) -> Option<Sta
     let (live0, rss0) = (base.live_bytes, h.rss());
     h.ask(FRAG);
     let rss_freed = h.rss();
-    let s = h.wait_page("a release after the fragmenting pattern", Duration::from_secs(20), |s| s.trims >= 1);
+    let held = rss_freed.saturating_sub(rss0);
+    // On the jemalloc backend a busy-time release returns only the pages past their decay time,
+    // so the first release need not be the one that returns most.
+    let s = h.wait_page("releases after the fragmenting pattern", Duration::from_secs(20), |s| s.trims >= 1 && s.released_bytes >= held / 2);
     // the page of the release is published before the worker sleeps again; one more interval
     // so that the JSON below sees the same release
     std::thread::sleep(Duration::from_millis(1200));
     let json = h.stat_json();
     let (live1, rss1, trims) = (json.int("live_bytes") as u64, h.rss(), json.int("trims") as u64);
     let live_growth = live1.saturating_sub(live0);
-    let held = rss_freed.saturating_sub(rss0);
     let kept = rss1.saturating_sub(rss0);
     let ratio = kept as f64 / live_growth.max(1) as f64;
     eprintln!(
@@ -226,8 +228,8 @@ fn fragmented_python_heap_ends_near_live_size_after_idle() {
     }
 }
 
-/// Default settings: whichever automatic trigger fires first (here usually fragmentation over
-/// 0.5 on the first sample after the frees, else idle) brings the heap near its live size.
+/// Default settings: the automatic triggers (here usually fragmentation over 0.5 on the first
+/// sample after the frees, else idle) bring the heap near its live size.
 #[test]
 fn fragmented_python_heap_ends_near_live_size_with_defaults() {
     if let Some(s) = fragmented_heap_ends_near_live("defaults", &[]) {
