@@ -149,3 +149,63 @@ impl Policy {
         s.psi_armed = self.pressure.is_some() as u64;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn policy() -> Policy {
+        let mut cfg = Config::defaults();
+        cfg.psi_stall_ms = 0;
+        Policy::new(Box::leak(Box::new(cfg)))
+    }
+
+    /// A sample: `ops` allocations and frees so far, `retained` of a 100 MiB heap.
+    fn stats(ops: u64, retained: u64) -> Stats {
+        Stats { allocs: ops, heap_bytes: 100 * MIB, retained_bytes: retained, ..Default::default() }
+    }
+
+    fn small_release() -> Outcome {
+        Outcome { released: 0, before: 0, after: 0, us: 10 }
+    }
+
+    #[test]
+    fn backoff_of_busy_releases_does_not_hold_the_idle_one() {
+        let mut p = policy();
+        let t = Instant::now();
+        let s = |i: u64| t + Duration::from_secs(i);
+        let purgeable = Some(80 * MIB);
+        assert_eq!(p.decide(&stats(0, 80 * MIB), purgeable, s(0)), None, "the first sample only sets the rate");
+        // Busy and fragmented: busy-time releases that return nothing, the back-off doubling
+        // to 16 s by the end.
+        let mut ops = 0;
+        for i in 1..20 {
+            ops += 1_000_000;
+            if let Some(r) = p.decide(&stats(ops, 80 * MIB), purgeable, s(i)) {
+                assert_eq!(r, Reason::Retained);
+                p.released(&small_release(), &stats(ops, 80 * MIB), s(i));
+            }
+        }
+        assert!(p.skipped_backoff > 0, "releases that returned nothing back off");
+        // Quiet from here: the idle release comes after MEMTRIM_IDLE_MS, not minutes later.
+        let idle = (20..40).find_map(|i| p.decide(&stats(ops, 80 * MIB), purgeable, s(i)).map(|r| (i, r)));
+        assert_eq!(idle, Some((21, Reason::Idle)));
+    }
+
+    #[test]
+    fn a_quiet_spell_releases_again_after_a_trickle_of_work() {
+        let mut p = policy();
+        let t = Instant::now();
+        let s = |i: u64| t + Duration::from_secs(i);
+        p.decide(&stats(10_000_000, 0), Some(0), s(0));
+        assert_eq!(p.decide(&stats(20_000_000, 0), Some(0), s(1)), None, "busy, nothing retained");
+        assert_eq!(p.decide(&stats(20_000_000, 0), Some(20 * MIB), s(2)), None, "quiet for less than MEMTRIM_IDLE_MS");
+        assert_eq!(p.decide(&stats(20_000_000, 0), Some(20 * MIB), s(3)), Some(Reason::Idle));
+        p.released(&Outcome { released: 20 * MIB, before: 0, after: 0, us: 10 }, &stats(20_000_000, 0), s(3));
+        assert_eq!(p.decide(&stats(20_000_000, 0), Some(0), s(4)), None, "nothing new");
+        // A trickle of requests, too little to count as busy, leaves retained memory behind.
+        assert_eq!(p.decide(&stats(20_000_010, 0), Some(5 * MIB), s(5)), Some(Reason::Idle));
+    }
+}

@@ -8,7 +8,9 @@ result per test case (passed, skipped, failure, error). The runs are compared ca
 a case that is missing from one run, or ends differently, is a difference. Cases that differ are
 run again, alone, once more in each configuration; a difference that does not come back both
 times is reported as flaky (printed, not failed on) -- timing tests of test_threading and
-test_multiprocessing_fork are known for it on a loaded 2-core machine.
+test_multiprocessing_fork are known for it on a loaded 2-core machine. A test file with no
+results in the baseline run (it crashed or hung there, without the library) is run again, once,
+in the baseline; one that crashes in the preloaded run fails the comparison.
 
 Exit status: 0 same results; 1 a difference (or the preloaded run crashed, hung or said
 something different at the end); 3 no Python here has the test package with all the TESTs (the
@@ -124,6 +126,11 @@ def results(junit, tests=()):
     return res, where
 
 
+def where_b_files(where, base):
+    """The test files with at least one case in the baseline's results."""
+    return {where[n] for n in base if n in where}
+
+
 def kind(outcome):
     """An outcome without failure messages, which may differ from run to run."""
     return " | ".join(o.split(":")[0] for o in outcome.split(" | "))
@@ -213,6 +220,21 @@ def main():
         print(f"regrtest_compare: FAIL: the preloaded run {'timed out' if rc_p == 'timeout' else 'produced no results'}; "
               "its output ends:\n" + out_p[-6000:], flush=True)
         return 1
+
+    # A test file that crashed or hung in the baseline (the reference, without the library) is
+    # run again once there: CPython's own flake must not count against the library. A crash of
+    # the preloaded run is never rerun.
+    crashed = sorted({m for m in where.values() if m not in where_b_files(where, base)})
+    reruns_ok = True
+    for module in crashed:
+        xb = os.path.join(work, f"base-{module}.xml")
+        rc, _, dt = run_suite(python, [module], 1, xb, None, f"baseline rerun of {module}, which crashed")
+        again, _ = results(xb, [module])
+        print(f"regrtest_compare: baseline rerun of {module}: exit {rc} in {dt:.0f} s, {len(again)} cases", flush=True)
+        base.update(again)
+        reruns_ok &= rc == 0
+    if crashed and reruns_ok and not any(k in v for v in base.values() for k in ("failure", "error")):
+        rc_b = 0  # the baseline failed by those files alone, which pass when run again
 
     diffs = diff(base, pre)
     real = []
