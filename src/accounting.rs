@@ -13,6 +13,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering
 #[repr(C, align(64))]
 pub struct Slot {
     /// Sum of `glibc::counted_size` over the blocks this slot counted in, less those it counted out.
+    /// Where the slot borrows jemalloc's counters, their current difference is added on reading.
     bytes: AtomicU64,
     allocs: AtomicU64,
     frees: AtomicU64,
@@ -283,7 +284,8 @@ pub fn exclude_this_thread() {
     tls::set(OFF);
 }
 
-/// Thread-exit hook: later allocations of the exiting thread count in SHARED and the slot,
+/// Thread-exit hook: the slot takes in jemalloc's count, if it borrows it, while the thread's
+/// TLS is still there; later allocations of the exiting thread count in SHARED, and the slot,
 /// counters intact, waits for another thread.
 extern "C" fn release(slot: *mut libc::c_void) {
     // SAFETY: the key's value is always a slot of SLOTS.
