@@ -84,7 +84,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         None => realloc_slow(p, size),
     };
     if q.is_null() {
-        // jemalloc leaves errno alone for sizes beyond its largest class (5.3.0 does).
+        // As glibc does; jemalloc 5.3.0 left errno alone for sizes beyond its largest class.
         set_errno(libc::ENOMEM);
     }
     q
