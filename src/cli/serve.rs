@@ -8,13 +8,14 @@
 //! scan runs at a time; the text is rendered before any byte goes out, so a slow reader never
 //! holds the scan. Nothing a client sends can make it panic (release builds abort on panic).
 //!
-//! `--once FILE` writes the same text to FILE atomically (a temporary file in FILE's directory,
-//! then rename) for node_exporter's textfile collector, and exits; `--once -` prints it.
+//! `--once FILE` writes the same text to FILE atomically (atomic_file.rs: a temporary file in
+//! FILE's directory, then rename; a FILE that is not a regular file is refused) for
+//! node_exporter's textfile collector, and exits; `--once -` prints it.
 use crate::args::{Args, Cmd};
+use crate::atomic_file;
 use crate::metrics::{self, Counters};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex};
@@ -34,7 +35,8 @@ usage: memtrim serve [--listen ADDR] [--dir DIR] [--timeout SECS] [--max-connect
   --max-connections N    connections served at once; more are answered 503 (default 64)
   --once FILE            write the text to FILE atomically (temporary file and rename in its
                          directory, mode 0644) and exit: for node_exporter's textfile collector
-                         (name it *.prom); - prints it on stdout
+                         (name it *.prom); FILE must be a regular file or absent (a symlink,
+                         FIFO or device is refused); - prints it on stdout
   --dir DIR              the page directory (default: $MEMTRIM_SHM_DIR, else /dev/shm)";
 
 /// The longest request head accepted (request line and headers).
@@ -143,67 +145,13 @@ fn write_once(dir: &Path, file: &str) -> i32 {
             }
         };
     }
-    match write_atomically(Path::new(file), text.as_bytes()) {
+    match atomic_file::replace(Path::new(file), text.as_bytes(), 0o644) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("memtrim serve: {e}");
             1
         }
     }
-}
-
-/// Writes `data` to a temporary file next to `path` (hidden, not ending in .prom, so that the
-/// textfile collector never reads it half-written), makes it 0644, syncs it and renames it
-/// over `path`. On any failure the temporary file is removed and `path` is left as it was.
-/// A `path` that is not a regular file (/dev/stdout, a FIFO, a device) is written into, never
-/// replaced; a symlink to a regular file is followed, and its target replaced.
-pub fn write_atomically(path: &Path, data: &[u8]) -> Result<(), String> {
-    match std::fs::metadata(path) {
-        Ok(md) if !md.file_type().is_file() => {
-            return std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .and_then(|mut f| f.write_all(data))
-                .map_err(|e| format!("cannot write {}: {e}", path.display()));
-        }
-        Ok(_) if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) => {
-            let real = std::fs::canonicalize(path).map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
-            return replace_file(&real, data);
-        }
-        _ => {}
-    }
-    replace_file(path, data)
-}
-
-/// The temporary file and rename of [`write_atomically`], for a regular file or a new one.
-fn replace_file(path: &Path, data: &[u8]) -> Result<(), String> {
-    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("--once {}: not a file name", path.display()))?;
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
-    let open = || std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&tmp);
-    let mut f = match open() {
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            // left by an earlier run with the same pid that was killed mid-write
-            let _ = std::fs::remove_file(&tmp);
-            open()
-        }
-        r => r,
-    }
-    .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    let result = (|| {
-        f.set_permissions(std::fs::Permissions::from_mode(0o644))?; // whatever the umask
-        f.write_all(data)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", path.display())
-    })
 }
 
 fn accept_loop(listener: &TcpListener, server: &Arc<Server>) {
