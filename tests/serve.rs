@@ -804,26 +804,88 @@ fn silent_slow_and_vanishing_clients_do_not_block_scrapes() {
     assert!(serve.alive(), "memtrim serve died");
 }
 
-/// Over --max-connections, a connection is answered 503 at once (the accept loop never waits on
-/// a client); once the hanging clients time out, scrapes are served again.
+/// Slowloris: 64 clients on 127.0.0.1 each trickle one byte of a never-ending request head a
+/// second, and open a new connection whenever theirs is closed. Meanwhile 14 scrapes from the
+/// same address, one about every 0.7 s: at least 13 are answered 200 within 3 s.
 #[test]
-fn connection_limit_answers_503_and_recovers() {
-    let dir = TempDir::new("limit");
-    let mut serve = Serve::start(dir.path(), &["--timeout", "1", "--max-connections", "2"]);
+fn trickling_clients_do_not_starve_scrapes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = TempDir::new("slowloris");
+    let serve = Serve::start(dir.path(), &[]);
     let port = serve.port;
-    let hang: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickler = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let head = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+            let connect = || {
+                let s = TcpStream::connect_timeout(&(std::net::Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(1)).ok()?;
+                s.set_write_timeout(Some(Duration::from_secs(1))).ok()?;
+                Some((s, 0usize))
+            };
+            let mut conns: Vec<Option<(TcpStream, usize)>> = (0..64).map(|_| connect()).collect();
+            let started = Instant::now();
+            // bounded: the scrapes take about 10 s; never more than 40 s
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(40) {
+                for c in conns.iter_mut() {
+                    let sent = c.as_mut().is_some_and(|(s, i)| {
+                        let ok = s.write_all(&head[*i % head.len()..][..1]).is_ok();
+                        *i += 1;
+                        ok
+                    });
+                    if !sent {
+                        *c = connect();
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut answered = 0;
+    let mut failures = Vec::new();
+    for _ in 0..14 {
+        match http(port, "GET", "/metrics", Duration::from_secs(3)) {
+            Ok(r) if r.status == 200 => answered += 1,
+            Ok(r) => failures.push(format!("status {}", r.status)),
+            Err(e) => failures.push(e),
+        }
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    stop.store(true, Ordering::Relaxed);
+    trickler.join().unwrap();
+    assert!(answered >= 13, "{answered} of 14 scrapes answered while 64 clients trickled; the others: {failures:?}");
+}
+
+/// At --max-connections, a new connection is served at once: the oldest connection still
+/// sending its request (of the address holding most of them) is answered 503 and closed to make
+/// room, and the younger one keeps waiting.
+#[test]
+fn connection_limit_makes_room_for_a_complete_request() {
+    let dir = TempDir::new("limit");
+    let mut serve = Serve::start(dir.path(), &["--timeout", "5", "--max-connections", "2"]);
+    let port = serve.port;
+    let mut oldest = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut younger = TcpStream::connect(("127.0.0.1", port)).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let t = Instant::now();
     let r = http(port, "GET", "/metrics", Duration::from_secs(5)).unwrap();
-    assert_eq!(r.status, 503);
-    assert!(t.elapsed() < Duration::from_millis(500), "503 took {:?}", t.elapsed());
-    std::thread::sleep(Duration::from_millis(1500));
-    drop(hang);
-    let r = wait_for("a scrape once the hanging clients timed out", Duration::from_secs(5), || match http(port, "GET", "/metrics", Duration::from_secs(5))? {
-        r if r.status == 200 => Ok(r),
-        r => Err(format!("status {}", r.status)),
-    });
-    let ex = Exposition::parse(&r.body).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(t.elapsed() < Duration::from_millis(500), "the scrape took {:?}", t.elapsed());
+    oldest.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(read_response(&mut oldest).expect("the oldest waiting connection is answered and closed").status, 503);
+    younger.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut byte = [0u8; 1];
+    let e = loop {
+        match younger.read(&mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r.expect_err("the younger waiting connection was answered too"),
+        }
+    };
+    assert!(matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "{e}");
+    let ex = serve.metrics();
     assert!(ex.value("memtrim_exporter_connections_rejected_total", &[]) >= 1.0);
     assert!(serve.alive());
 }

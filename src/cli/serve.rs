@@ -2,10 +2,14 @@
 //!
 //! A small HTTP/1.1 server on std::net: `GET /metrics` (and HEAD) answers the exposition text of
 //! metrics.rs, `/` a short index, anything else 404 (405 for other methods). Every response
-//! closes its connection. One thread per connection, at most --max-connections at once (more
-//! are answered 503 at once); a request must arrive within --timeout and a response must be
-//! taken within it too, so slow, silent or vanished clients only ever hold their own thread. One
-//! scan runs at a time; the text is rendered before any byte goes out, so a slow reader never
+//! closes its connection. One thread per connection, at most --max-connections at once. A
+//! request head must arrive within 2 s (or --timeout if shorter) and a response must be taken
+//! within --timeout, so slow, silent or vanished clients only ever hold their own thread. With
+//! every connection taken, a new one closes (with a 503) the oldest connection still sending its
+//! head, of the peer address holding most such connections: clients trickling a request
+//! (slowloris) give way to complete requests, and one address cannot starve the others; only
+//! when every connection is answering a complete request is the new one answered 503. One scan
+//! runs at a time; the text is rendered before any byte goes out, so a slow reader never
 //! holds the scan. Nothing a client sends can make it panic (release builds abort on panic).
 //!
 //! `--once FILE` writes the same text to FILE atomically (atomic_file.rs: a temporary file in
@@ -15,7 +19,8 @@ use crate::args::{Args, Cmd};
 use crate::atomic_file;
 use crate::metrics::{self, Counters};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex};
@@ -30,9 +35,10 @@ usage: memtrim serve [--listen ADDR] [--dir DIR] [--timeout SECS] [--max-connect
   (all of them as root), with labels pid, ppid, comm, allocator, and the exporter's own figures
   --listen ADDR          address and port to listen on (default 127.0.0.1:9477; port 0 picks
                          one; the address is printed on stderr)
-  --timeout SECS         a client must send its request, and take the response, within this
-                         (default 10)
-  --max-connections N    connections served at once; more are answered 503 (default 64)
+  --timeout SECS         a client must take the response within this, and send its request
+                         within it or 2 s, whichever is shorter (default 10)
+  --max-connections N    connections held at once (default 64); past it, the oldest one still
+                         sending its request is closed, of the address holding most of them
   --once FILE            write the text to FILE atomically (temporary file and rename in its
                          directory, mode 0644) and exit: for node_exporter's textfile collector
                          (name it *.prom); FILE must be a regular file or absent (a symlink,
@@ -42,6 +48,18 @@ usage: memtrim serve [--listen ADDR] [--dir DIR] [--timeout SECS] [--max-connect
 /// The longest request head accepted (request line and headers).
 const MAX_HEAD: usize = 16 * 1024;
 
+/// A request head must arrive within this (or --timeout if shorter): a scraper sends it at once.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A connection whose request head has not arrived yet: the one kind that may be closed to make
+/// room for a new connection.
+struct Waiting {
+    id: u64,
+    peer: IpAddr,
+    /// The same socket as the handler's, to shut it down from the accept loop.
+    stream: TcpStream,
+}
+
 struct Server {
     dir: PathBuf,
     counters: Counters,
@@ -49,6 +67,8 @@ struct Server {
     scan_lock: Mutex<()>,
     active: AtomicUsize,
     max_connections: usize,
+    /// Oldest first.
+    waiting: Mutex<Vec<Waiting>>,
     timeout: Duration,
     /// Last directory error reported on stderr, so that it is reported once per change.
     last_dir_error: Mutex<Option<String>>,
@@ -112,6 +132,7 @@ pub fn main(args: &[String]) -> i32 {
         scan_lock: Mutex::new(()),
         active: AtomicUsize::new(0),
         max_connections,
+        waiting: Mutex::new(Vec::new()),
         timeout,
         last_dir_error: Mutex::new(None),
     });
@@ -156,9 +177,10 @@ fn write_once(dir: &Path, file: &str) -> i32 {
 
 fn accept_loop(listener: &TcpListener, server: &Arc<Server>) {
     let mut last_error_report: Option<Instant> = None;
+    let mut next_id = 0u64;
     loop {
-        let stream = match listener.accept() {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept() {
+            Ok((s, peer)) => (s, peer.ip()),
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => {
                 // EMFILE and the like: say so now and then, wait a little, go on.
@@ -170,12 +192,16 @@ fn accept_loop(listener: &TcpListener, server: &Arc<Server>) {
                 continue;
             }
         };
-        if server.active.fetch_add(1, AcqRel) >= server.max_connections {
-            server.active.fetch_sub(1, AcqRel);
+        if !server.make_room() {
             server.counters.rejected.fetch_add(1, Relaxed);
-            refuse(stream, &server.counters);
+            refuse(&stream, &server.counters);
             continue;
         }
+        next_id += 1;
+        let id = next_id;
+        let Ok(clone) = stream.try_clone() else { continue };
+        server.waiting.lock().unwrap_or_else(|e| e.into_inner()).push(Waiting { id, peer, stream: clone });
+        server.active.fetch_add(1, AcqRel);
         let s = Arc::clone(server);
         // The closure owns the stream; if the thread cannot start, the stream is dropped
         // (closed) with it.
@@ -187,20 +213,63 @@ fn accept_loop(listener: &TcpListener, server: &Arc<Server>) {
                 }
             }
             let _slot = Slot(&s.active);
-            handle(&s, stream);
+            handle(&s, stream, id);
         });
         if spawned.is_err() {
+            server.leave_waiting(id);
             server.active.fetch_sub(1, AcqRel);
             server.counters.rejected.fetch_add(1, Relaxed);
         }
     }
 }
 
-/// 503 without blocking the accept loop: a fresh socket's send buffer takes it whole.
-fn refuse(stream: TcpStream, counters: &Counters) {
+impl Server {
+    /// Whether a new connection may be served. With every connection taken, the oldest one still
+    /// waiting for its request head, of the peer address with most such connections, is answered
+    /// 503 and closed (its thread then ends). Closed connections whose threads have not ended yet
+    /// still count, up to twice the limit, so that the threads stay bounded.
+    fn make_room(&self) -> bool {
+        let active = self.active.load(Acquire);
+        if active < self.max_connections {
+            return true;
+        }
+        if active >= 2 * self.max_connections {
+            return false;
+        }
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per_peer: HashMap<IpAddr, usize> = HashMap::new();
+        for w in waiting.iter() {
+            *per_peer.entry(w.peer).or_default() += 1;
+        }
+        let Some((heaviest, _)) = per_peer.into_iter().max_by_key(|&(_, n)| n) else { return false };
+        let Some(oldest) = waiting.iter().position(|w| w.peer == heaviest) else { return false };
+        let evicted = waiting.remove(oldest);
+        drop(waiting);
+        self.counters.rejected.fetch_add(1, Relaxed);
+        refuse(&evicted.stream, &self.counters);
+        true
+    }
+
+    /// Takes connection `id` off the waiting list; false if it was no longer there (closed to
+    /// make room).
+    fn leave_waiting(&self, id: u64) -> bool {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        match waiting.iter().position(|w| w.id == id) {
+            Some(i) => {
+                waiting.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// 503 without blocking the accept loop: a socket we have sent nothing on takes it whole (a
+/// write that would block is dropped). The socket is shut down, which also wakes its handler.
+fn refuse(stream: &TcpStream, counters: &Counters) {
     let _ = stream.set_nonblocking(true);
     let body = "too many connections\n";
-    let mut s = &stream;
+    let mut s = stream;
     let _ = s.write_all(response_head(503, "text/plain; charset=utf-8", body.len(), &[]).as_bytes());
     let _ = s.write_all(body.as_bytes());
     counters.count_http(503);
@@ -303,10 +372,14 @@ const INDEX: &str = "<!DOCTYPE html>\n<html><head><title>memtrim</title></head><
 
 const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-fn handle(server: &Server, mut stream: TcpStream) {
+fn handle(server: &Server, mut stream: TcpStream, id: u64) {
     let _ = stream.set_nodelay(true);
-    let deadline = Instant::now() + server.timeout;
-    let (code, ctype, body, head_only, extra): (u16, &str, String, bool, &[(&str, &str)]) = match read_head(&mut stream, deadline) {
+    let deadline = Instant::now() + server.timeout.min(HEAD_TIMEOUT);
+    let head = read_head(&mut stream, deadline);
+    if !server.leave_waiting(id) {
+        return; // closed to make room for a newer connection, and answered 503
+    }
+    let (code, ctype, body, head_only, extra): (u16, &str, String, bool, &[(&str, &str)]) = match head {
         Err(HeadError::Closed) => return,
         Err(HeadError::Timeout) => {
             server.counters.timeouts.fetch_add(1, Relaxed);
