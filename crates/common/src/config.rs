@@ -212,7 +212,7 @@ fn optional_duration(value: &str) -> Result<Option<u64>, &'static str> {
 fn duration_or_zero(value: &str) -> Result<u64, &'static str> {
     match parse_duration_ms(value) {
         Some(0) => Ok(0),
-        _ => duration_in(value, 10, 3_600_000),
+        _ => duration_in(value, 10, 3_600_000).map_err(|_| "0 (off) or a duration from 10ms to 1h"),
     }
 }
 
@@ -271,6 +271,20 @@ mod tests {
         assert!(w.is_empty(), "{w:?}");
         assert!(cfg.report, "the last MEMTRIM_REPORT was used");
         assert_eq!(cfg.log, LogLevel::Info);
+    }
+
+    #[test]
+    fn a_positive_duration_that_rounds_to_zero_warns() {
+        for (name, value) in [("MEMTRIM_IDLE_MS", "0.0000000001s"), ("MEMTRIM_IDLE_MS", "0.4"), ("MEMTRIM_DIRTY_DECAY_MS", "0.0001s"), ("MEMTRIM_PSI_STALL_MS", "0.2ms")] {
+            let (cfg, w) = parse(&[(name, value)]);
+            assert_eq!(w.len(), 1, "{name}={value}: {w:?}");
+            assert!(w[0].contains(name) && w[0].contains("default"), "{}", w[0]);
+            let default = Config::defaults();
+            assert_eq!((cfg.idle_ms, cfg.dirty_decay_ms, cfg.psi_stall_ms), (default.idle_ms, default.dirty_decay_ms, default.psi_stall_ms), "{name}={value}");
+        }
+        let (cfg, w) = parse(&[("MEMTRIM_IDLE_MS", "0"), ("MEMTRIM_PSI_STALL_MS", "0s"), ("MEMTRIM_DIRTY_DECAY_MS", "0.0")]);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!((cfg.idle_ms, cfg.psi_stall_ms, cfg.dirty_decay_ms), (0, 0, Some(0)));
     }
 
     #[test]
