@@ -78,16 +78,18 @@ const PASSTHROUGH: Family = Family {
 
 static CHOSEN: AtomicU8 = AtomicU8::new(0);
 
-/// Reads MEMTRIM_ALLOCATOR without allocating (MEMTRIM_DISABLE=1 and AT_SECURE mean glibc;
-/// a bad value is reported by the constructor, which parses the same variable the same way).
-/// Threads racing here all reach the same answer.
+/// Reads MEMTRIM_ALLOCATOR and MEMTRIM_DISABLE without allocating (MEMTRIM_DISABLE=1 means
+/// glibc's own entry points; a bad value is reported by the constructor, which parses the same
+/// variables by the same rules). Under AT_SECURE (setuid and the like) the environment belongs
+/// to a less trusted user: nothing of it is read, as in the constructor. Threads racing here
+/// all reach the same answer.
 fn choose() {
     // SAFETY: getauxval has no preconditions.
     let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
-    let var = |name: &str| environ::pairs().find(|(k, _)| *k == name).map(|(_, v)| v);
+    let var = |name: &str| if secure { None } else { environ::get(name) };
     let disabled = var("MEMTRIM_DISABLE").and_then(parse_bool).unwrap_or(false);
     let chosen = match var("MEMTRIM_ALLOCATOR").and_then(parse_allocator) {
-        Some(Allocator::Jemalloc) if !secure && !disabled => Allocator::Jemalloc,
+        Some(Allocator::Jemalloc) if !disabled => Allocator::Jemalloc,
         _ => Allocator::Glibc,
     };
     if chosen == Allocator::Jemalloc {

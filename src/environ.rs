@@ -6,8 +6,8 @@ extern "C" {
     static environ: *const *const c_char;
 }
 
-/// `NAME=value` pairs with UTF-8 names and values; others are skipped.
-pub fn pairs() -> impl Iterator<Item = (&'static str, &'static str)> {
+/// `NAME=value` entries as bytes, in environ's order (an entry without `=` is skipped).
+pub fn pairs() -> impl Iterator<Item = (&'static [u8], &'static [u8])> {
     // SAFETY: environ is a NULL-terminated array of C strings that live as long as the process
     // unless the host calls setenv; we read it once, during initialisation.
     let mut p = unsafe { environ };
@@ -16,11 +16,18 @@ pub fn pairs() -> impl Iterator<Item = (&'static str, &'static str)> {
             if p.is_null() || (*p).is_null() {
                 return None;
             }
-            let entry = CStr::from_ptr(*p).to_str();
+            let entry = CStr::from_ptr(*p).to_bytes();
             p = p.add(1);
-            if let Some((k, v)) = entry.ok().and_then(|e| e.split_once('=')) {
-                return Some((k, v));
+            if let Some(eq) = entry.iter().position(|&b| b == b'=') {
+                let (name, rest) = entry.split_at(eq);
+                return Some((name, rest.get(1..).unwrap_or(&[])));
             }
         }
     })
+}
+
+/// The value of the first `name` entry, as getenv reads it (the configuration follows the same
+/// rule), if it is UTF-8.
+pub fn get(name: &str) -> Option<&'static str> {
+    pairs().find(|(k, _)| *k == name.as_bytes()).and_then(|(_, v)| core::str::from_utf8(v).ok())
 }

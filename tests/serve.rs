@@ -15,7 +15,7 @@ use memtrim_common::page::Stats;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -454,32 +454,79 @@ fn exposition_passes_promtool_and_carries_the_pages() {
     let o = memtrim(dir.path(), &["serve", "--once", prom.join("x.prom").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert_eq!(std::fs::read_to_string(&prom).unwrap(), written);
-    // Targets that are not regular files are written into, never replaced: a FIFO, and a
-    // symlink to a regular file (the target is replaced, the link stays).
-    let fifo = out_dir.join("fifo");
-    let cpath = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(cpath.as_ptr(), 0o600) }, 0);
-    let reader = {
-        let fifo = fifo.clone();
-        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
-    };
-    let o = memtrim(dir.path(), &["serve", "--once", fifo.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", show(&o));
-    assert_eq!(Exposition::parse(&reader.join().unwrap()).unwrap().pids(), want);
-    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
-    let link = out_dir.join("link.prom");
-    std::os::unix::fs::symlink(&prom, &link).unwrap();
-    std::fs::write(&prom, "old\n").unwrap();
-    let o = memtrim(dir.path(), &["serve", "--once", link.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", show(&o));
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the symlink was replaced");
-    assert_eq!(Exposition::parse(&std::fs::read_to_string(&prom).unwrap()).unwrap().pids(), want);
     // Bad arguments.
     for args in [&["serve", "--bogus"][..], &["serve", "--listen"], &["serve", "--listen", "not-an-address"], &["serve", "--timeout", "0"], &["serve", "--max-connections", "0"]] {
         let o = memtrim(dir.path(), args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", show(&o));
     }
+}
+
+/// `--once FILE` as root writes nothing through what another user may have planted at FILE: a
+/// symlink (to a root-only file) is refused and the file it points at stays as it was; a FIFO
+/// (with a reader waiting) and a device are refused too. Each refusal is exit 1 and a message,
+/// and leaves no temporary file.
+#[test]
+fn once_refuses_symlinks_fifos_and_devices() {
+    let dir = TempDir::new("once-refuse");
+    let out = TempDir::new("once-refuse-out");
+    let secret = out.join("secret");
+    std::fs::write(&secret, "root only\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let link = out.join("memtrim.prom");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let o = memtrim(dir.path(), &["serve", "--once", link.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "a symlink at the target was not refused:\n{}", show(&o));
+    assert!(text(&o.stderr).contains("symbolic link"), "{}", show(&o));
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root only\n", "the file the symlink points at was written");
+    assert_eq!(std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600, "the file the symlink points at changed mode");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the symlink was replaced");
+
+    let fifo = out.join("fifo.prom");
+    let cpath = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(cpath.as_ptr(), 0o600) }, 0);
+    // a reader is there, so that a write into the FIFO would not block but go through
+    let _reader = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+    let o = memtrim(dir.path(), &["serve", "--once", fifo.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "a FIFO at the target was not refused:\n{}", show(&o));
+    assert!(text(&o.stderr).contains("not a regular file"), "{}", show(&o));
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO was replaced");
+
+    let o = memtrim(dir.path(), &["serve", "--once", "/dev/null"]);
+    assert_eq!(o.status.code(), Some(1), "a device at the target was not refused:\n{}", show(&o));
+    assert!(text(&o.stderr).contains("not a regular file"), "{}", show(&o));
+    assert!(std::fs::symlink_metadata("/dev/null").unwrap().file_type().is_char_device(), "/dev/null was replaced");
+
+    let mut left: Vec<String> = std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    left.sort();
+    assert_eq!(left, ["fifo.prom", "memtrim.prom", "secret"], "a temporary file was left behind");
+}
+
+/// `--once FILE` over a regular file replaces it by rename (the old file, still reachable by a
+/// hard link, keeps its text and mode); a missing FILE is created; both end 0644 and leave no
+/// temporary file.
+#[test]
+fn once_replaces_a_regular_file_by_rename() {
+    let dir = TempDir::new("once-replace");
+    let out = TempDir::new("once-replace-out");
+    let prom = out.join("memtrim.prom");
+    let old = out.join("old");
+    std::fs::write(&prom, "old\n").unwrap();
+    std::fs::set_permissions(&prom, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::hard_link(&prom, &old).unwrap();
+    let o = memtrim(dir.path(), &["serve", "--once", prom.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(std::fs::read_to_string(&old).unwrap(), "old\n", "the old file was written in place");
+    assert_eq!(std::fs::metadata(&old).unwrap().permissions().mode() & 0o777, 0o600);
+    Exposition::parse(&std::fs::read_to_string(&prom).unwrap()).unwrap();
+    assert_eq!(std::fs::metadata(&prom).unwrap().permissions().mode() & 0o777, 0o644);
+    let new = out.join("new.prom");
+    let o = memtrim(dir.path(), &["serve", "--once", new.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", show(&o));
+    Exposition::parse(&std::fs::read_to_string(&new).unwrap()).unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    left.sort();
+    assert_eq!(left, ["memtrim.prom", "new.prom", "old"], "a temporary file was left behind");
 }
 
 /// A real Prometheus (Debian's binary, storage in a temp dir, loopback only) scrapes
@@ -757,26 +804,88 @@ fn silent_slow_and_vanishing_clients_do_not_block_scrapes() {
     assert!(serve.alive(), "memtrim serve died");
 }
 
-/// Over --max-connections, a connection is answered 503 at once (the accept loop never waits on
-/// a client); once the hanging clients time out, scrapes are served again.
+/// Slowloris: 64 clients on 127.0.0.1 each trickle one byte of a never-ending request head a
+/// second, and open a new connection whenever theirs is closed. Meanwhile 14 scrapes from the
+/// same address, one about every 0.7 s: at least 13 are answered 200 within 3 s.
 #[test]
-fn connection_limit_answers_503_and_recovers() {
-    let dir = TempDir::new("limit");
-    let mut serve = Serve::start(dir.path(), &["--timeout", "1", "--max-connections", "2"]);
+fn trickling_clients_do_not_starve_scrapes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = TempDir::new("slowloris");
+    let serve = Serve::start(dir.path(), &[]);
     let port = serve.port;
-    let hang: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickler = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let head = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+            let connect = || {
+                let s = TcpStream::connect_timeout(&(std::net::Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(1)).ok()?;
+                s.set_write_timeout(Some(Duration::from_secs(1))).ok()?;
+                Some((s, 0usize))
+            };
+            let mut conns: Vec<Option<(TcpStream, usize)>> = (0..64).map(|_| connect()).collect();
+            let started = Instant::now();
+            // bounded: the scrapes take about 10 s; never more than 40 s
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(40) {
+                for c in conns.iter_mut() {
+                    let sent = c.as_mut().is_some_and(|(s, i)| {
+                        let ok = s.write_all(&head[*i % head.len()..][..1]).is_ok();
+                        *i += 1;
+                        ok
+                    });
+                    if !sent {
+                        *c = connect();
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut answered = 0;
+    let mut failures = Vec::new();
+    for _ in 0..14 {
+        match http(port, "GET", "/metrics", Duration::from_secs(3)) {
+            Ok(r) if r.status == 200 => answered += 1,
+            Ok(r) => failures.push(format!("status {}", r.status)),
+            Err(e) => failures.push(e),
+        }
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    stop.store(true, Ordering::Relaxed);
+    trickler.join().unwrap();
+    assert!(answered >= 13, "{answered} of 14 scrapes answered while 64 clients trickled; the others: {failures:?}");
+}
+
+/// At --max-connections, a new connection is served at once: the oldest connection still
+/// sending its request (of the address holding most of them) is answered 503 and closed to make
+/// room, and the younger one keeps waiting.
+#[test]
+fn connection_limit_makes_room_for_a_complete_request() {
+    let dir = TempDir::new("limit");
+    let mut serve = Serve::start(dir.path(), &["--timeout", "5", "--max-connections", "2"]);
+    let port = serve.port;
+    let mut oldest = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut younger = TcpStream::connect(("127.0.0.1", port)).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let t = Instant::now();
     let r = http(port, "GET", "/metrics", Duration::from_secs(5)).unwrap();
-    assert_eq!(r.status, 503);
-    assert!(t.elapsed() < Duration::from_millis(500), "503 took {:?}", t.elapsed());
-    std::thread::sleep(Duration::from_millis(1500));
-    drop(hang);
-    let r = wait_for("a scrape once the hanging clients timed out", Duration::from_secs(5), || match http(port, "GET", "/metrics", Duration::from_secs(5))? {
-        r if r.status == 200 => Ok(r),
-        r => Err(format!("status {}", r.status)),
-    });
-    let ex = Exposition::parse(&r.body).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(t.elapsed() < Duration::from_millis(500), "the scrape took {:?}", t.elapsed());
+    oldest.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert_eq!(read_response(&mut oldest).expect("the oldest waiting connection is answered and closed").status, 503);
+    younger.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut byte = [0u8; 1];
+    let e = loop {
+        match younger.read(&mut byte) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r.expect_err("the younger waiting connection was answered too"),
+        }
+    };
+    assert!(matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "{e}");
+    let ex = serve.metrics();
     assert!(ex.value("memtrim_exporter_connections_rejected_total", &[]) >= 1.0);
     assert!(serve.alive());
 }

@@ -1,5 +1,6 @@
 //! memtrim: runs programs under libmemtrim.so and reads what the library publishes.
 mod args;
+mod atomic_file;
 mod clean;
 mod config_cmd;
 mod json;

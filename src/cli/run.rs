@@ -1,13 +1,15 @@
 //! `memtrim run [OPTIONS] -- CMD ARGS...`: replaces itself with CMD, libmemtrim.so prepended to
 //! LD_PRELOAD (what was there stays), so CMD keeps memtrim's pid and its exit status is CMD's.
 use crate::args::Cmd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const USAGE: &str = "\
 usage: memtrim run [OPTIONS] -- CMD ARGS...
-  --lib PATH        libmemtrim.so to preload (default: beside this binary, or ../lib/)
+  --lib PATH        libmemtrim.so to preload (default: beside this binary, or ../lib/); its
+                    path may hold no space or colon, which LD_PRELOAD splits at
   --set NAME=VALUE  set MEMTRIM_NAME=VALUE for CMD (repeatable), e.g. --set REPORT=1";
 
 const CMD: Cmd = Cmd { name: "run", usage: USAGE };
@@ -38,7 +40,13 @@ pub fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
-    let lib = lib.canonicalize().unwrap_or(lib);
+    let lib = match preload_entry(&lib) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("memtrim run: {e}");
+            return 2;
+        }
+    };
     let preload = match std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         Some(old) => {
             let mut p = lib.into_os_string();
@@ -51,6 +59,20 @@ pub fn main(args: &[String]) -> i32 {
     let err = Command::new(prog).args(rest).env("LD_PRELOAD", preload).envs(sets).exec();
     eprintln!("memtrim run: cannot run {prog}: {err}");
     if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }
+}
+
+/// `lib` as an LD_PRELOAD entry: absolute (a relative entry is looked up from the command's
+/// working directory), and free of what ld.so splits the list at (spaces and colons), or the
+/// pieces of the path would be loaded instead, a relative piece from the working directory.
+fn preload_entry(lib: &Path) -> Result<PathBuf, String> {
+    let abs = lib.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", lib.display()))?;
+    if abs.as_os_str().as_bytes().iter().any(|b| matches!(b, b' ' | b':')) {
+        return Err(format!(
+            "refusing to preload {}: LD_PRELOAD cannot hold a path with a space or a colon (ld.so would split it and load the pieces); install libmemtrim.so in a directory without them, or pass --lib PATH",
+            abs.display()
+        ));
+    }
+    Ok(abs)
 }
 
 /// libmemtrim.so beside the binary (a cargo build) or in ../lib (an installed tree).

@@ -2,19 +2,25 @@
 //!
 //! A small HTTP/1.1 server on std::net: `GET /metrics` (and HEAD) answers the exposition text of
 //! metrics.rs, `/` a short index, anything else 404 (405 for other methods). Every response
-//! closes its connection. One thread per connection, at most --max-connections at once (more
-//! are answered 503 at once); a request must arrive within --timeout and a response must be
-//! taken within it too, so slow, silent or vanished clients only ever hold their own thread. One
-//! scan runs at a time; the text is rendered before any byte goes out, so a slow reader never
+//! closes its connection. One thread per connection, at most --max-connections at once. A
+//! request head must arrive within 2 s (or --timeout if shorter) and a response must be taken
+//! within --timeout, so slow, silent or vanished clients only ever hold their own thread. With
+//! every connection taken, a new one closes (with a 503) the oldest connection still sending its
+//! head, of the peer address holding most such connections: clients trickling a request
+//! (slowloris) give way to complete requests, and one address cannot starve the others; only
+//! when every connection is answering a complete request is the new one answered 503. One scan
+//! runs at a time; the text is rendered before any byte goes out, so a slow reader never
 //! holds the scan. Nothing a client sends can make it panic (release builds abort on panic).
 //!
-//! `--once FILE` writes the same text to FILE atomically (a temporary file in FILE's directory,
-//! then rename) for node_exporter's textfile collector, and exits; `--once -` prints it.
+//! `--once FILE` writes the same text to FILE atomically (atomic_file.rs: a temporary file in
+//! FILE's directory, then rename; a FILE that is not a regular file is refused) for
+//! node_exporter's textfile collector, and exits; `--once -` prints it.
 use crate::args::{Args, Cmd};
+use crate::atomic_file;
 use crate::metrics::{self, Counters};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex};
@@ -29,16 +35,30 @@ usage: memtrim serve [--listen ADDR] [--dir DIR] [--timeout SECS] [--max-connect
   (all of them as root), with labels pid, ppid, comm, allocator, and the exporter's own figures
   --listen ADDR          address and port to listen on (default 127.0.0.1:9477; port 0 picks
                          one; the address is printed on stderr)
-  --timeout SECS         a client must send its request, and take the response, within this
-                         (default 10)
-  --max-connections N    connections served at once; more are answered 503 (default 64)
+  --timeout SECS         a client must take the response within this, and send its request
+                         within it or 2 s, whichever is shorter (default 10)
+  --max-connections N    connections held at once (default 64); past it, the oldest one still
+                         sending its request is closed, of the address holding most of them
   --once FILE            write the text to FILE atomically (temporary file and rename in its
                          directory, mode 0644) and exit: for node_exporter's textfile collector
-                         (name it *.prom); - prints it on stdout
+                         (name it *.prom); FILE must be a regular file or absent (a symlink,
+                         FIFO or device is refused); - prints it on stdout
   --dir DIR              the page directory (default: $MEMTRIM_SHM_DIR, else /dev/shm)";
 
 /// The longest request head accepted (request line and headers).
 const MAX_HEAD: usize = 16 * 1024;
+
+/// A request head must arrive within this (or --timeout if shorter): a scraper sends it at once.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A connection whose request head has not arrived yet: the one kind that may be closed to make
+/// room for a new connection.
+struct Waiting {
+    id: u64,
+    peer: IpAddr,
+    /// The same socket as the handler's, to shut it down from the accept loop.
+    stream: TcpStream,
+}
 
 struct Server {
     dir: PathBuf,
@@ -47,6 +67,8 @@ struct Server {
     scan_lock: Mutex<()>,
     active: AtomicUsize,
     max_connections: usize,
+    /// Oldest first.
+    waiting: Mutex<Vec<Waiting>>,
     timeout: Duration,
     /// Last directory error reported on stderr, so that it is reported once per change.
     last_dir_error: Mutex<Option<String>>,
@@ -110,6 +132,7 @@ pub fn main(args: &[String]) -> i32 {
         scan_lock: Mutex::new(()),
         active: AtomicUsize::new(0),
         max_connections,
+        waiting: Mutex::new(Vec::new()),
         timeout,
         last_dir_error: Mutex::new(None),
     });
@@ -143,7 +166,7 @@ fn write_once(dir: &Path, file: &str) -> i32 {
             }
         };
     }
-    match write_atomically(Path::new(file), text.as_bytes()) {
+    match atomic_file::replace(Path::new(file), text.as_bytes(), 0o644) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("memtrim serve: {e}");
@@ -152,65 +175,12 @@ fn write_once(dir: &Path, file: &str) -> i32 {
     }
 }
 
-/// Writes `data` to a temporary file next to `path` (hidden, not ending in .prom, so that the
-/// textfile collector never reads it half-written), makes it 0644, syncs it and renames it
-/// over `path`. On any failure the temporary file is removed and `path` is left as it was.
-/// A `path` that is not a regular file (/dev/stdout, a FIFO, a device) is written into, never
-/// replaced; a symlink to a regular file is followed, and its target replaced.
-pub fn write_atomically(path: &Path, data: &[u8]) -> Result<(), String> {
-    match std::fs::metadata(path) {
-        Ok(md) if !md.file_type().is_file() => {
-            return std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .and_then(|mut f| f.write_all(data))
-                .map_err(|e| format!("cannot write {}: {e}", path.display()));
-        }
-        Ok(_) if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) => {
-            let real = std::fs::canonicalize(path).map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
-            return replace_file(&real, data);
-        }
-        _ => {}
-    }
-    replace_file(path, data)
-}
-
-/// The temporary file and rename of [`write_atomically`], for a regular file or a new one.
-fn replace_file(path: &Path, data: &[u8]) -> Result<(), String> {
-    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("--once {}: not a file name", path.display()))?;
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
-    let open = || std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&tmp);
-    let mut f = match open() {
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            // left by an earlier run with the same pid that was killed mid-write
-            let _ = std::fs::remove_file(&tmp);
-            open()
-        }
-        r => r,
-    }
-    .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
-    let result = (|| {
-        f.set_permissions(std::fs::Permissions::from_mode(0o644))?; // whatever the umask
-        f.write_all(data)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", path.display())
-    })
-}
-
 fn accept_loop(listener: &TcpListener, server: &Arc<Server>) {
     let mut last_error_report: Option<Instant> = None;
+    let mut next_id = 0u64;
     loop {
-        let stream = match listener.accept() {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept() {
+            Ok((s, peer)) => (s, peer.ip()),
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => {
                 // EMFILE and the like: say so now and then, wait a little, go on.
@@ -222,12 +192,16 @@ fn accept_loop(listener: &TcpListener, server: &Arc<Server>) {
                 continue;
             }
         };
-        if server.active.fetch_add(1, AcqRel) >= server.max_connections {
-            server.active.fetch_sub(1, AcqRel);
+        if !server.make_room() {
             server.counters.rejected.fetch_add(1, Relaxed);
-            refuse(stream, &server.counters);
+            refuse(&stream, &server.counters);
             continue;
         }
+        next_id += 1;
+        let id = next_id;
+        let Ok(clone) = stream.try_clone() else { continue };
+        server.waiting.lock().unwrap_or_else(|e| e.into_inner()).push(Waiting { id, peer, stream: clone });
+        server.active.fetch_add(1, AcqRel);
         let s = Arc::clone(server);
         // The closure owns the stream; if the thread cannot start, the stream is dropped
         // (closed) with it.
@@ -239,20 +213,63 @@ fn accept_loop(listener: &TcpListener, server: &Arc<Server>) {
                 }
             }
             let _slot = Slot(&s.active);
-            handle(&s, stream);
+            handle(&s, stream, id);
         });
         if spawned.is_err() {
+            server.leave_waiting(id);
             server.active.fetch_sub(1, AcqRel);
             server.counters.rejected.fetch_add(1, Relaxed);
         }
     }
 }
 
-/// 503 without blocking the accept loop: a fresh socket's send buffer takes it whole.
-fn refuse(stream: TcpStream, counters: &Counters) {
+impl Server {
+    /// Whether a new connection may be served. With every connection taken, the oldest one still
+    /// waiting for its request head, of the peer address with most such connections, is answered
+    /// 503 and closed (its thread then ends). Closed connections whose threads have not ended yet
+    /// still count, up to twice the limit, so that the threads stay bounded.
+    fn make_room(&self) -> bool {
+        let active = self.active.load(Acquire);
+        if active < self.max_connections {
+            return true;
+        }
+        if active >= 2 * self.max_connections {
+            return false;
+        }
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per_peer: HashMap<IpAddr, usize> = HashMap::new();
+        for w in waiting.iter() {
+            *per_peer.entry(w.peer).or_default() += 1;
+        }
+        let Some((heaviest, _)) = per_peer.into_iter().max_by_key(|&(_, n)| n) else { return false };
+        let Some(oldest) = waiting.iter().position(|w| w.peer == heaviest) else { return false };
+        let evicted = waiting.remove(oldest);
+        drop(waiting);
+        self.counters.rejected.fetch_add(1, Relaxed);
+        refuse(&evicted.stream, &self.counters);
+        true
+    }
+
+    /// Takes connection `id` off the waiting list; false if it was no longer there (closed to
+    /// make room).
+    fn leave_waiting(&self, id: u64) -> bool {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        match waiting.iter().position(|w| w.id == id) {
+            Some(i) => {
+                waiting.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// 503 without blocking the accept loop: a socket we have sent nothing on takes it whole (a
+/// write that would block is dropped). The socket is shut down, which also wakes its handler.
+fn refuse(stream: &TcpStream, counters: &Counters) {
     let _ = stream.set_nonblocking(true);
     let body = "too many connections\n";
-    let mut s = &stream;
+    let mut s = stream;
     let _ = s.write_all(response_head(503, "text/plain; charset=utf-8", body.len(), &[]).as_bytes());
     let _ = s.write_all(body.as_bytes());
     counters.count_http(503);
@@ -355,10 +372,14 @@ const INDEX: &str = "<!DOCTYPE html>\n<html><head><title>memtrim</title></head><
 
 const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-fn handle(server: &Server, mut stream: TcpStream) {
+fn handle(server: &Server, mut stream: TcpStream, id: u64) {
     let _ = stream.set_nodelay(true);
-    let deadline = Instant::now() + server.timeout;
-    let (code, ctype, body, head_only, extra): (u16, &str, String, bool, &[(&str, &str)]) = match read_head(&mut stream, deadline) {
+    let deadline = Instant::now() + server.timeout.min(HEAD_TIMEOUT);
+    let head = read_head(&mut stream, deadline);
+    if !server.leave_waiting(id) {
+        return; // closed to make room for a newer connection, and answered 503
+    }
+    let (code, ctype, body, head_only, extra): (u16, &str, String, bool, &[(&str, &str)]) = match head {
         Err(HeadError::Closed) => return,
         Err(HeadError::Timeout) => {
             server.counters.timeouts.fetch_add(1, Relaxed);

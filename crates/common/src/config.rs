@@ -83,21 +83,29 @@ pub struct Config {
 }
 
 impl Config {
-    /// The configuration from name/value pairs (only `MEMTRIM_` names are looked at). Each bad
-    /// value or unknown name yields one line for `warn`; the affected setting keeps its default.
-    pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>, warn: &mut dyn FnMut(&str)) -> Config {
+    /// The configuration from the environment's `NAME=value` entries, as bytes and in order
+    /// (only `MEMTRIM_` names are looked at). A name given twice means its first value, as for
+    /// getenv. Each bad value (one that is not UTF-8 too) or unknown name yields one line for
+    /// `warn`; the affected setting keeps its default.
+    pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>, warn: &mut dyn FnMut(&str)) -> Config {
         let mut cfg = Config::defaults();
+        let mut seen: Vec<&[u8]> = Vec::new();
         for (name, value) in pairs {
-            if !name.starts_with("MEMTRIM_") {
+            if !name.starts_with(b"MEMTRIM_") || seen.contains(&name) {
                 continue;
             }
-            match VARS.iter().find(|v| v.name == name) {
-                None => warn(&format!("memtrim: unknown variable {name} ignored (typo? `memtrim config` lists them all)")),
-                Some(var) => {
-                    if let Err(expected) = cfg.set(name, value) {
-                        warn(&format!("memtrim: {name}={value:?} is not {expected}; using the default {:?}", var.default));
+            seen.push(name);
+            let shown = String::from_utf8_lossy(name);
+            match VARS.iter().find(|v| v.name.as_bytes() == name) {
+                None => warn(&format!("memtrim: unknown variable {shown} ignored (typo? `memtrim config` lists them all)")),
+                Some(var) => match std::str::from_utf8(value) {
+                    Err(_) => warn(&format!("memtrim: {shown}'s value is not UTF-8; using the default {:?}", var.default)),
+                    Ok(value) => {
+                        if let Err(expected) = cfg.set(var.name, value) {
+                            warn(&format!("memtrim: {shown}={value:?} is not {expected}; using the default {:?}", var.default));
+                        }
                     }
-                }
+                },
             }
         }
         cfg
@@ -204,7 +212,7 @@ fn optional_duration(value: &str) -> Result<Option<u64>, &'static str> {
 fn duration_or_zero(value: &str) -> Result<u64, &'static str> {
     match parse_duration_ms(value) {
         Some(0) => Ok(0),
-        _ => duration_in(value, 10, 3_600_000),
+        _ => duration_in(value, 10, 3_600_000).map_err(|_| "0 (off) or a duration from 10ms to 1h"),
     }
 }
 
@@ -226,7 +234,7 @@ mod tests {
 
     fn parse(pairs: &[(&str, &str)]) -> (Config, Vec<String>) {
         let mut warnings = Vec::new();
-        let cfg = Config::from_pairs(pairs.iter().copied(), &mut |w| warnings.push(w.to_string()));
+        let cfg = Config::from_pairs(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())), &mut |w| warnings.push(w.to_string()));
         (cfg, warnings)
     }
 
@@ -255,6 +263,38 @@ mod tests {
         assert!(!cfg.selects(&["sh"]));
         let (cfg, w) = parse(&[("MEMTRIM_INTERVAL_MS", "1ms"), ("MEMTRIM_SHM_DIR", "tmp")]);
         assert_eq!((cfg.interval_ms, cfg.shm_dir.as_str(), w.len()), (1000, "/dev/shm", 2));
+    }
+
+    #[test]
+    fn a_name_given_twice_means_its_first_value() {
+        let (cfg, w) = parse(&[("MEMTRIM_REPORT", "1"), ("MEMTRIM_REPORT", "0"), ("MEMTRIM_LOG", "info"), ("MEMTRIM_LOG", "nonsense")]);
+        assert!(w.is_empty(), "{w:?}");
+        assert!(cfg.report, "the last MEMTRIM_REPORT was used");
+        assert_eq!(cfg.log, LogLevel::Info);
+    }
+
+    #[test]
+    fn a_positive_duration_that_rounds_to_zero_warns() {
+        for (name, value) in [("MEMTRIM_IDLE_MS", "0.0000000001s"), ("MEMTRIM_IDLE_MS", "0.4"), ("MEMTRIM_DIRTY_DECAY_MS", "0.0001s"), ("MEMTRIM_PSI_STALL_MS", "0.2ms")] {
+            let (cfg, w) = parse(&[(name, value)]);
+            assert_eq!(w.len(), 1, "{name}={value}: {w:?}");
+            assert!(w[0].contains(name) && w[0].contains("default"), "{}", w[0]);
+            let default = Config::defaults();
+            assert_eq!((cfg.idle_ms, cfg.dirty_decay_ms, cfg.psi_stall_ms), (default.idle_ms, default.dirty_decay_ms, default.psi_stall_ms), "{name}={value}");
+        }
+        let (cfg, w) = parse(&[("MEMTRIM_IDLE_MS", "0"), ("MEMTRIM_PSI_STALL_MS", "0s"), ("MEMTRIM_DIRTY_DECAY_MS", "0.0")]);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!((cfg.idle_ms, cfg.psi_stall_ms, cfg.dirty_decay_ms), (0, 0, Some(0)));
+    }
+
+    #[test]
+    fn a_value_that_is_not_utf8_warns_and_keeps_the_default() {
+        let mut warnings = Vec::new();
+        let pairs: [(&[u8], &[u8]); 2] = [(b"MEMTRIM_LOG", b"w\xffrn"), (b"MEMTRIM_REPORT", b"1")];
+        let cfg = Config::from_pairs(pairs.into_iter(), &mut |w| warnings.push(w.to_string()));
+        assert_eq!((cfg.log, cfg.report), (LogLevel::Warn, true));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("MEMTRIM_LOG") && warnings[0].contains("not UTF-8") && warnings[0].contains("default \"warn\""), "{}", warnings[0]);
     }
 
     #[test]

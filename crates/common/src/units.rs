@@ -24,7 +24,9 @@ pub fn parse_size(s: &str) -> Option<u64> {
     (f.is_finite() && v >= 0.0 && v < u64::MAX as f64).then_some(v as u64)
 }
 
-/// Milliseconds from `250`, `250ms`, `2s`, `1.5s`, `5m`.
+/// Milliseconds from `250`, `250ms`, `2s`, `1.5s`, `5m`, rounded to the nearest. A positive
+/// duration that would round to 0 is None: 0 means "off" for several settings, which the
+/// operator did not ask for.
 pub fn parse_duration_ms(s: &str) -> Option<u64> {
     let s = s.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
@@ -38,7 +40,8 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
     };
     let f: f64 = num.parse().ok()?;
     let v = f * scale;
-    (f.is_finite() && v >= 0.0 && v < 1e15).then_some(v.round() as u64)
+    let ms = v.round();
+    (f.is_finite() && (0.0..1e15).contains(&v) && (ms > 0.0 || v == 0.0)).then_some(ms as u64)
 }
 
 /// A fraction in [0, 1] from `0.25` or `25%`.
@@ -108,6 +111,11 @@ mod tests {
         assert_eq!(parse_duration_ms("2s"), Some(2000));
         assert_eq!(parse_duration_ms("1.5s"), Some(1500));
         assert_eq!(parse_duration_ms("soon"), None);
+        assert_eq!(parse_duration_ms("0"), Some(0));
+        assert_eq!(parse_duration_ms("0.0s"), Some(0));
+        assert_eq!(parse_duration_ms("0.6"), Some(1));
+        assert_eq!(parse_duration_ms("0.4"), None);
+        assert_eq!(parse_duration_ms("0.0000000001s"), None);
         assert_eq!(parse_fraction("25%"), Some(0.25));
         assert_eq!(parse_fraction("0.5"), Some(0.5));
         assert_eq!(parse_fraction("1.5"), None);

@@ -1,0 +1,97 @@
+//! How the library reads its environment: getenv's rule for a name given twice, a value that is
+//! not UTF-8, and nothing at all under AT_SECURE (a setuid program run by another user).
+//!
+//! Tools: gcc; setpriv and root for the setuid case (skipped with a message without them).
+
+mod common;
+
+use common::{lib, require_tool, run_for, show, text, TempDir};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// `program` run by execve_env with exactly `env` (LD_PRELOAD=the library first).
+fn with_exact_env(env: &[&[u8]], program: &str, args: &[&str]) -> Output {
+    // compiled once: a test running it while another rewrites it would fail with ETXTBSY
+    static LAUNCHER: OnceLock<PathBuf> = OnceLock::new();
+    let launcher = LAUNCHER.get_or_init(|| common::compile("execve_env.c", &[]));
+    let preload = [b"LD_PRELOAD=".as_slice(), lib().as_os_str().as_bytes()].concat();
+    let mut c = Command::new(launcher);
+    c.arg(OsStr::from_bytes(&preload));
+    c.args(env.iter().map(|e| OsStr::from_bytes(e)));
+    c.arg("--").arg(program).args(args);
+    run_for(&mut c, Duration::from_secs(20))
+}
+
+/// A name given twice: the first value counts, as for getenv, in the backend and in the
+/// configuration alike. MEMTRIM_REPORT=1 then =0 prints the exit summary; MEMTRIM_DISABLE=1
+/// then =0 counts nothing (the summary, asked for, shows zero allocations).
+#[test]
+fn a_name_given_twice_means_its_first_value() {
+    let o = with_exact_env(&[b"MEMTRIM_REPORT=1", b"MEMTRIM_REPORT=0"], "/bin/true", &[]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(text(&o.stderr).contains("exit: live"), "MEMTRIM_REPORT=1 then =0: no exit summary (the last value was used):\n{}", show(&o));
+    let o = with_exact_env(&[b"MEMTRIM_REPORT=0", b"MEMTRIM_REPORT=1"], "/bin/true", &[]);
+    assert!(!text(&o.stderr).contains("exit: live"), "MEMTRIM_REPORT=0 then =1: an exit summary (the last value was used):\n{}", show(&o));
+    let o = with_exact_env(&[b"MEMTRIM_DISABLE=1", b"MEMTRIM_DISABLE=0", b"MEMTRIM_REPORT=1"], "/bin/true", &[]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(!text(&o.stderr).contains("exit: live"), "MEMTRIM_DISABLE=1 then =0: the library was not disabled:\n{}", show(&o));
+}
+
+/// A value that is not UTF-8 is one warning line naming the variable, saying why and which
+/// default is used; the host runs on.
+#[test]
+fn a_value_that_is_not_utf8_warns() {
+    let o = with_exact_env(&[b"MEMTRIM_LOG=w\xffrn"], "/bin/true", &[]);
+    assert!(o.status.success(), "{}", show(&o));
+    let err = text(&o.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("MEMTRIM_LOG")).collect();
+    assert_eq!(lines.len(), 1, "expected one warning naming MEMTRIM_LOG:\n{}", show(&o));
+    assert!(lines[0].contains("not UTF-8") && lines[0].contains("default \"warn\""), "{}", lines[0]);
+}
+
+/// Under AT_SECURE (a setuid-root program run by nobody) MEMTRIM_DISABLE=1 is ignored like every
+/// other variable: the library counts. The same program without the setuid bit is disabled by
+/// it, so the variable does reach the library.
+#[test]
+fn secure_execution_ignores_memtrim_disable() {
+    if !require_tool("setpriv") {
+        return;
+    }
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: a setuid-root program and switching to nobody need root");
+        return;
+    }
+    let libdir = lib().parent().unwrap().to_path_buf();
+    let probe = common::compile("secure_probe.c", &[&format!("-L{}", libdir.display()), "-lmemtrim", &format!("-Wl,-rpath,{}", libdir.display())]);
+    let tmp = TempDir::new("setuid");
+    let run_as_nobody = |bin: &PathBuf| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"]).arg(bin).env("MEMTRIM_DISABLE", "1").env_remove("LD_PRELOAD");
+        run_for(&mut c, Duration::from_secs(20))
+    };
+    let plain = tmp.join("plain_probe");
+    std::fs::copy(&probe, &plain).unwrap();
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = run_as_nobody(&plain);
+    if !o.status.success() {
+        assert!(!common::on_ci(), "nobody cannot run the probe:\n{}", show(&o));
+        eprintln!("SKIP: nobody cannot run {} (a parent directory is closed to other users?)\n{}", plain.display(), show(&o));
+        return;
+    }
+    assert!(text(&o.stdout).starts_with("secure=0 rc=0 live=0\n"), "MEMTRIM_DISABLE=1 did not disable the library:\n{}", show(&o));
+    let setuid = tmp.join("setuid_probe");
+    std::fs::copy(&probe, &setuid).unwrap();
+    std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let o = run_as_nobody(&setuid);
+    assert!(o.status.success(), "{}", show(&o));
+    let out = text(&o.stdout);
+    assert!(out.starts_with("secure=1 rc=0 live="), "not run in secure-execution mode:\n{}", show(&o));
+    let live: u64 = out.trim().rsplit('=').next().unwrap().parse().unwrap();
+    assert!(live >= 1 << 20, "under AT_SECURE the library read MEMTRIM_DISABLE=1 (live bytes {live}):\n{}", show(&o));
+}

@@ -1,0 +1,47 @@
+//! `memtrim run`: the library it puts in LD_PRELOAD is the one it chose, whatever the path.
+//!
+//! Tools: gcc (for a marker library).
+
+mod common;
+
+use common::{cli, lib, run_for, show, text, TempDir};
+use std::process::Command;
+use std::time::Duration;
+
+/// ld.so splits LD_PRELOAD at spaces and colons, and loads a relative fragment from the working
+/// directory. A library path with either (given with --lib, or found beside the binary) is
+/// refused with exit 2 and a message naming the path, and the library planted in the working
+/// directory under the name of the split-off fragment never runs.
+#[test]
+fn library_path_that_ld_so_would_split_is_refused() {
+    let tmp = TempDir::new("run-split");
+    let marker_lib = common::compile("marker_lib.c", &["-shared", "-fPIC"]);
+    // the fragment after the separator is "dir/libmemtrim.so", relative to the cwd
+    let cwd = tmp.join("cwd");
+    std::fs::create_dir_all(cwd.join("dir")).unwrap();
+    std::fs::copy(&marker_lib, cwd.join("dir/libmemtrim.so")).unwrap();
+    let marker = tmp.join("marker-ran");
+    for name in ["lib dir", "lib:dir"] {
+        let spaced = tmp.join(name);
+        std::fs::create_dir(&spaced).unwrap();
+        std::fs::copy(lib(), spaced.join("libmemtrim.so")).unwrap();
+        std::fs::copy(cli(), spaced.join("memtrim")).unwrap();
+        let with_flag = {
+            let mut c = Command::new(cli());
+            c.arg("run").arg("--lib").arg(spaced.join("libmemtrim.so")).args(["--", "true"]);
+            c
+        };
+        let beside = {
+            let mut c = Command::new(spaced.join("memtrim"));
+            c.args(["run", "--", "true"]);
+            c
+        };
+        for (how, mut c) in [("--lib", with_flag), ("beside the binary", beside)] {
+            c.current_dir(&cwd).env("MARKER_FILE", &marker).env_remove("LD_PRELOAD");
+            let o = run_for(&mut c, Duration::from_secs(20));
+            assert!(!marker.exists(), "{name:?}, {how}: the library in the working directory ran:\n{}", show(&o));
+            assert_eq!(o.status.code(), Some(2), "{name:?}, {how}: not refused:\n{}", show(&o));
+            assert!(text(&o.stderr).contains(spaced.to_str().unwrap()), "{name:?}, {how}: the message does not name the path:\n{}", show(&o));
+        }
+    }
+}
