@@ -118,9 +118,18 @@ impl Slot {
     }
 }
 
-/// A plain add on a counter only this thread writes: no lock prefix on the hot path.
+/// An add on a counter only this thread writes: no lock prefix on the hot path. On x86_64 one
+/// `add` to memory, which a signal handler on the same thread cannot split (its own counting
+/// would be lost between a load and a store); the compiler may fold a load and a store into
+/// it, but only asm guarantees it.
 #[inline(always)]
 fn bump(c: &AtomicU64, v: u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: an aligned counter of this thread's slot; other threads only read it.
+    unsafe {
+        core::arch::asm!("add qword ptr [{c}], {v}", c = in(reg) c.as_ptr(), v = in(reg) v, options(nostack));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
     c.store(c.load(Relaxed).wrapping_add(v), Relaxed);
 }
 
