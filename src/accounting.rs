@@ -181,6 +181,18 @@ pub fn on_move(old: usize, new: usize) {
     }
 }
 
+/// Under a hard limit, room for a block to grow in place by `bytes`: checked against the limit
+/// and counted at once (false: refused, nothing counted). The realloc's [`on_move`] then counts
+/// the block as having been its old size plus these bytes.
+pub fn reserve_growth(bytes: usize) -> bool {
+    slow(tls::get(), bytes as u64, 0, 0)
+}
+
+/// Gives back the growth reserved for a realloc that failed.
+pub fn unreserve_growth(bytes: usize) {
+    slow(tls::get(), (bytes as u64).wrapping_neg(), 0, 0);
+}
+
 #[cold]
 #[inline(never)]
 fn slow(w: usize, bytes: u64, allocs: u64, frees: u64) -> bool {
@@ -196,7 +208,7 @@ fn slow(w: usize, bytes: u64, allocs: u64, frees: u64) -> bool {
     let before = s.bytes.fetch_add(bytes, Relaxed);
     let blocks = s.allocs.fetch_add(allocs, Relaxed).wrapping_add(allocs).wrapping_sub(s.frees.fetch_add(frees, Relaxed) + frees);
     // Only SHARED counts under a hard limit, so its figures are the process's.
-    if limit != 0 && frees == 0 && before.wrapping_add(bytes).wrapping_sub(blocks.wrapping_mul(backend::header())) > limit {
+    if limit != 0 && frees == 0 && (bytes as i64) > 0 && before.wrapping_add(bytes).wrapping_sub(blocks.wrapping_mul(backend::header())) > limit {
         s.bytes.fetch_sub(bytes, Relaxed);
         s.allocs.fetch_sub(allocs, Relaxed);
         if REFUSED.fetch_add(1, Relaxed) == 0 {
@@ -338,8 +350,8 @@ pub fn borrow_jemalloc_counters() {
     BORROW.store(true, Relaxed);
 }
 
-/// Under a hard limit every allocation is checked, and realloc goes by copy so that a refused
-/// growth leaves the old block live.
+/// Under a hard limit every allocation is checked, and realloc checks its growth before the
+/// allocator resizes, so that a refused growth leaves the old block live.
 #[inline]
 pub fn strict() -> bool {
     HARD_LIMIT.load(Relaxed) != 0

@@ -2,6 +2,10 @@
 //! (hundreds of milliseconds on a big fragmented heap). For that long, host allocations are
 //! served by the side pool and host frees of glibc blocks are deferred to a lock-free list that
 //! is handed back to glibc afterwards, so no host thread waits on a lock the release holds.
+//! Under a finite RLIMIT_AS the side pool's reservation would take address space the host may
+//! need (a large malloc that plain glibc would serve), so the release then runs undiverted; the
+//! limit is read at every release, since a host may set it after start (uwsgi's limit-as in a
+//! worker), and an idle pool is given back once it is finite.
 use crate::{accounting, glibc, side_pool};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering::*};
@@ -23,6 +27,10 @@ pub fn active() -> bool {
 
 /// Runs `release` with the host diverted; without a side pool, runs it as it is.
 pub fn run<T>(release: impl FnOnce() -> T) -> T {
+    if address_space_limited() {
+        side_pool::unreserve_if_idle();
+        return release();
+    }
     if !side_pool::reserve() {
         return release();
     }
@@ -33,7 +41,14 @@ pub fn run<T>(release: impl FnOnce() -> T) -> T {
     ACTIVE.store(false, SeqCst);
     accounting::set_fast_path(true);
     drain();
+    side_pool::settle();
     r
+}
+
+fn address_space_limited() -> bool {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: a valid out-pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) != 0 || lim.rlim_cur != libc::RLIM_INFINITY }
 }
 
 /// Defers a free of a glibc block; the block's first word links the list.
