@@ -76,17 +76,43 @@ pub fn set_fast_path(open: bool) {
     FAST_FLOOR.store(if open { OFF } else { usize::MAX }, SeqCst);
 }
 
+/// Changes a counter of a slot only this thread writes: no lock prefix on the hot path. On
+/// x86_64 one instruction on memory, which a signal handler on the same thread cannot split (its
+/// own counting would be lost between a load and a store); the compiler may fold a load and a
+/// store into one, but only asm guarantees it. Elsewhere a load and a store.
+macro_rules! bump {
+    (@ $slot:expr, $field:ident, $asm:literal, $op:ident, $v:expr, $($operand:tt)*) => {{
+        let s: &Slot = $slot;
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an aligned counter of a slot that only this thread writes; others only read it.
+        unsafe {
+            core::arch::asm!($asm, s = in(reg) s, o = const core::mem::offset_of!(Slot, $field), $($operand)* options(nostack));
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        s.$field.store(s.$field.load(Relaxed).$op($v), Relaxed);
+    }};
+    ($slot:expr, $field:ident += 1) => {
+        bump!(@ $slot, $field, "inc qword ptr [{s} + {o}]", wrapping_add, 1u64, )
+    };
+    ($slot:expr, $field:ident += $v:expr) => {
+        bump!(@ $slot, $field, "add qword ptr [{s} + {o}], {v}", wrapping_add, $v, v = in(reg) $v,)
+    };
+    ($slot:expr, $field:ident -= $v:expr) => {
+        bump!(@ $slot, $field, "sub qword ptr [{s} + {o}], {v}", wrapping_sub, $v, v = in(reg) $v,)
+    };
+}
+
 impl Slot {
     #[inline(always)]
     pub fn count_alloc(&self, bytes: usize) {
-        bump(&self.bytes, bytes as u64);
-        bump(&self.allocs, 1);
+        bump!(self, bytes += bytes as u64);
+        bump!(self, allocs += 1);
     }
 
     #[inline(always)]
     pub fn count_free(&self, bytes: usize) {
-        bump(&self.bytes, (bytes as u64).wrapping_neg());
-        bump(&self.frees, 1);
+        bump!(self, bytes -= bytes as u64);
+        bump!(self, frees += 1);
     }
 }
 
@@ -103,35 +129,21 @@ pub fn slot() -> Option<&'static Slot> {
 impl Slot {
     #[inline(always)]
     pub fn tally_alloc(&self) {
-        bump(&self.allocs, 1);
+        bump!(self, allocs += 1);
     }
 
     #[inline(always)]
     pub fn tally_free(&self) {
-        bump(&self.frees, 1);
+        bump!(self, frees += 1);
     }
 
     #[inline(always)]
     pub fn tally_move(&self) {
-        bump(&self.allocs, 1);
-        bump(&self.frees, 1);
+        bump!(self, allocs += 1);
+        bump!(self, frees += 1);
     }
 }
 
-/// An add on a counter only this thread writes: no lock prefix on the hot path. On x86_64 one
-/// `add` to memory, which a signal handler on the same thread cannot split (its own counting
-/// would be lost between a load and a store); the compiler may fold a load and a store into
-/// it, but only asm guarantees it.
-#[inline(always)]
-fn bump(c: &AtomicU64, v: u64) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: an aligned counter of this thread's slot; other threads only read it.
-    unsafe {
-        core::arch::asm!("add qword ptr [{c}], {v}", c = in(reg) c.as_ptr(), v = in(reg) v, options(nostack));
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    c.store(c.load(Relaxed).wrapping_add(v), Relaxed);
-}
 
 /// Counts an allocation; false when the hard limit refuses it (the caller frees the block).
 #[inline(always)]
@@ -173,9 +185,9 @@ pub fn on_move(old: usize, new: usize) {
     if w > OFF {
         // SAFETY: as in on_alloc.
         let s = unsafe { &*(w as *const Slot) };
-        bump(&s.bytes, delta);
-        bump(&s.allocs, 1);
-        bump(&s.frees, 1);
+        bump!(s, bytes += delta);
+        bump!(s, allocs += 1);
+        bump!(s, frees += 1);
     } else {
         slow(w, delta, 1, 1);
     }
@@ -303,6 +315,16 @@ impl Slot {
 /// library's, not the host's: they are not counted. For the worker thread.
 pub fn exclude_this_thread() {
     tls::set(OFF);
+}
+
+/// Runs `f` with the calling thread's allocations through the exports uncounted: the library's
+/// own (the TLS block of a thread it makes), not the host's.
+pub fn uncounted<R>(f: impl FnOnce() -> R) -> R {
+    let w = tls::get();
+    tls::set(OFF);
+    let r = f();
+    tls::set(w);
+    r
 }
 
 /// Thread-exit hook: the slot takes in jemalloc's count, if it borrows it, while the thread's
