@@ -1,6 +1,7 @@
 //! Releases on the glibc backend divert the host (side pool, deferred frees) without costing it
 //! anything it would not pay without the library: no allocation fails for lack of the address
-//! space the pool took, and no entry point of the malloc family waits for the release.
+//! space the pool took, no entry point of the malloc family waits for the release, and the
+//! deferred frees end where malloc_trim reaches them.
 mod common;
 
 use common::*;
@@ -58,4 +59,17 @@ fn aligned_and_large_allocations_do_not_wait_for_a_release() {
         assert!(calls > 0, "no {entry} during the release\n{out}");
         assert!(longest < release / 4.0, "{entry} waited {longest} ms during a release of {release} ms\n{out}");
     }
+}
+
+/// Frees deferred during a release end in glibc's arenas, not parked in the tcache of the thread
+/// that handed them back (tests/c/drain_tcache.c: glibc's in-use bytes back within 32 KiB).
+#[test]
+fn deferred_frees_are_not_parked_in_a_tcache() {
+    if !require_tool("gcc") || allocator() != "glibc" {
+        return;
+    }
+    let bin = compile("drain_tcache.c", &["-fno-builtin"]);
+    let _one = serial();
+    let o = run_for(preloaded(without_env(&mut Command::new(&bin), TUNING)), Duration::from_secs(60));
+    assert!(o.status.success(), "{}", show(&o));
 }
