@@ -29,7 +29,8 @@ unsafe fn refused(p: *mut c_void) -> *mut c_void {
     core::ptr::null_mut()
 }
 
-/// Frees a block, already counted out, to whichever allocator it came from.
+/// Frees a block that the counts do not hold (counted out, or refused) to whichever allocator
+/// it came from.
 unsafe fn give_back(p: *mut c_void) {
     if !glibc::is_mmapped(glibc::header(p)) {
         glibc::__libc_free(p)
