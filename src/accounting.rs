@@ -76,17 +76,43 @@ pub fn set_fast_path(open: bool) {
     FAST_FLOOR.store(if open { OFF } else { usize::MAX }, SeqCst);
 }
 
+/// Changes a counter of a slot only this thread writes: no lock prefix on the hot path. On
+/// x86_64 one instruction on memory, which a signal handler on the same thread cannot split (its
+/// own counting would be lost between a load and a store); the compiler may fold a load and a
+/// store into one, but only asm guarantees it. Elsewhere a load and a store.
+macro_rules! bump {
+    (@ $slot:expr, $field:ident, $asm:literal, $op:ident, $v:expr, $($operand:tt)*) => {{
+        let s: &Slot = $slot;
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an aligned counter of a slot that only this thread writes; others only read it.
+        unsafe {
+            core::arch::asm!($asm, s = in(reg) s, o = const core::mem::offset_of!(Slot, $field), $($operand)* options(nostack));
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        s.$field.store(s.$field.load(Relaxed).$op($v), Relaxed);
+    }};
+    ($slot:expr, $field:ident += 1) => {
+        bump!(@ $slot, $field, "inc qword ptr [{s} + {o}]", wrapping_add, 1u64, )
+    };
+    ($slot:expr, $field:ident += $v:expr) => {
+        bump!(@ $slot, $field, "add qword ptr [{s} + {o}], {v}", wrapping_add, $v, v = in(reg) $v,)
+    };
+    ($slot:expr, $field:ident -= $v:expr) => {
+        bump!(@ $slot, $field, "sub qword ptr [{s} + {o}], {v}", wrapping_sub, $v, v = in(reg) $v,)
+    };
+}
+
 impl Slot {
     #[inline(always)]
     pub fn count_alloc(&self, bytes: usize) {
-        bump(&self.bytes, bytes as u64);
-        bump(&self.allocs, 1);
+        bump!(self, bytes += bytes as u64);
+        bump!(self, allocs += 1);
     }
 
     #[inline(always)]
     pub fn count_free(&self, bytes: usize) {
-        bump(&self.bytes, (bytes as u64).wrapping_neg());
-        bump(&self.frees, 1);
+        bump!(self, bytes -= bytes as u64);
+        bump!(self, frees += 1);
     }
 }
 
@@ -103,26 +129,21 @@ pub fn slot() -> Option<&'static Slot> {
 impl Slot {
     #[inline(always)]
     pub fn tally_alloc(&self) {
-        bump(&self.allocs, 1);
+        bump!(self, allocs += 1);
     }
 
     #[inline(always)]
     pub fn tally_free(&self) {
-        bump(&self.frees, 1);
+        bump!(self, frees += 1);
     }
 
     #[inline(always)]
     pub fn tally_move(&self) {
-        bump(&self.allocs, 1);
-        bump(&self.frees, 1);
+        bump!(self, allocs += 1);
+        bump!(self, frees += 1);
     }
 }
 
-/// A plain add on a counter only this thread writes: no lock prefix on the hot path.
-#[inline(always)]
-fn bump(c: &AtomicU64, v: u64) {
-    c.store(c.load(Relaxed).wrapping_add(v), Relaxed);
-}
 
 /// Counts an allocation; false when the hard limit refuses it (the caller frees the block).
 #[inline(always)]
@@ -164,12 +185,24 @@ pub fn on_move(old: usize, new: usize) {
     if w > OFF {
         // SAFETY: as in on_alloc.
         let s = unsafe { &*(w as *const Slot) };
-        bump(&s.bytes, delta);
-        bump(&s.allocs, 1);
-        bump(&s.frees, 1);
+        bump!(s, bytes += delta);
+        bump!(s, allocs += 1);
+        bump!(s, frees += 1);
     } else {
         slow(w, delta, 1, 1);
     }
+}
+
+/// Under a hard limit, room for a block to grow in place by `bytes`: checked against the limit
+/// and counted at once (false: refused, nothing counted). The realloc's [`on_move`] then counts
+/// the block as having been its old size plus these bytes.
+pub fn reserve_growth(bytes: usize) -> bool {
+    slow(tls::get(), bytes as u64, 0, 0)
+}
+
+/// Gives back the growth reserved for a realloc that failed.
+pub fn unreserve_growth(bytes: usize) {
+    slow(tls::get(), (bytes as u64).wrapping_neg(), 0, 0);
 }
 
 #[cold]
@@ -187,7 +220,7 @@ fn slow(w: usize, bytes: u64, allocs: u64, frees: u64) -> bool {
     let before = s.bytes.fetch_add(bytes, Relaxed);
     let blocks = s.allocs.fetch_add(allocs, Relaxed).wrapping_add(allocs).wrapping_sub(s.frees.fetch_add(frees, Relaxed) + frees);
     // Only SHARED counts under a hard limit, so its figures are the process's.
-    if limit != 0 && frees == 0 && before.wrapping_add(bytes).wrapping_sub(blocks.wrapping_mul(backend::header())) > limit {
+    if limit != 0 && frees == 0 && (bytes as i64) > 0 && before.wrapping_add(bytes).wrapping_sub(blocks.wrapping_mul(backend::header())) > limit {
         s.bytes.fetch_sub(bytes, Relaxed);
         s.allocs.fetch_sub(allocs, Relaxed);
         if REFUSED.fetch_add(1, Relaxed) == 0 {
@@ -284,6 +317,16 @@ pub fn exclude_this_thread() {
     tls::set(OFF);
 }
 
+/// Runs `f` with the calling thread's allocations through the exports uncounted: the library's
+/// own (the TLS block of a thread it makes), not the host's.
+pub fn uncounted<R>(f: impl FnOnce() -> R) -> R {
+    let w = tls::get();
+    tls::set(OFF);
+    let r = f();
+    tls::set(w);
+    r
+}
+
 /// Thread-exit hook: the slot takes in jemalloc's count, if it borrows it, while the thread's
 /// TLS is still there; later allocations of the exiting thread count in SHARED, and the slot,
 /// counters intact, waits for another thread.
@@ -329,8 +372,8 @@ pub fn borrow_jemalloc_counters() {
     BORROW.store(true, Relaxed);
 }
 
-/// Under a hard limit every allocation is checked, and realloc goes by copy so that a refused
-/// growth leaves the old block live.
+/// Under a hard limit every allocation is checked, and realloc checks its growth before the
+/// allocator resizes, so that a refused growth leaves the old block live.
 #[inline]
 pub fn strict() -> bool {
     HARD_LIMIT.load(Relaxed) != 0

@@ -2,8 +2,15 @@
 //! pointer reaching free belongs to the active backend). Each export jumps to the chosen
 //! backend's function; the few defined by the others are written once, here, with glibc's
 //! exact semantics (traps 9-10).
+//! A composite export calls what glibc 2.36's calls, the same way. Through the dynamic linker,
+//! so a program that defines its own gets it: only reallocarray's `realloc`
+//! (malloc/reallocarray.c). Internally, as glibc's do (malloc/malloc.c): cfree is a compat alias
+//! of __libc_free; aligned_alloc an alias of __libc_memalign; posix_memalign, valloc and pvalloc
+//! call _mid_memalign; realloc(NULL, n) calls __libc_malloc and realloc(p, 0) __libc_free; so
+//! ours call our free, memalign, valloc, pvalloc and malloc.
 use crate::backend;
 use core::ffi::{c_int, c_void};
+use core::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 
 #[inline(always)]
 pub unsafe fn set_errno(e: c_int) {
@@ -38,29 +45,73 @@ trampoline!(valloc(size: usize) -> *mut c_void = VALLOC as MallocFn);
 trampoline!(pvalloc(size: usize) -> *mut c_void = PVALLOC as MallocFn);
 trampoline!(malloc_usable_size(p: *mut c_void) -> usize = USABLE as UsableFn);
 
+/// Our own function behind an export, for a call that glibc's counterpart makes internally: a
+/// call by the exported name binds, through the dynamic linker, to a program's own.
+macro_rules! own {
+    ($slot:ident as $fty:ident) => {
+        // SAFETY: the slot always holds a function of this type (backend.rs).
+        core::mem::transmute::<*mut (), backend::$fty>(backend::$slot.load(Relaxed))
+    };
+}
+
 #[no_mangle]
 pub unsafe extern "C" fn cfree(p: *mut c_void) {
-    free(p)
+    own!(FREE as FreeFn)(p)
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    own_realloc(p, size)
+}
+
+#[inline(always)]
+unsafe fn own_realloc(p: *mut c_void, size: usize) -> *mut c_void {
     if p.is_null() {
-        return malloc(size);
+        return own!(MALLOC as MallocFn)(size);
     }
     if size == 0 {
         // glibc frees and returns NULL (REALLOC_ZERO_BYTES_FREES).
-        free(p);
+        own!(FREE as FreeFn)(p);
         return core::ptr::null_mut();
     }
-    // SAFETY: the slot always holds a function of this type (backend.rs).
-    core::mem::transmute::<*mut (), backend::ReallocFn>(backend::REALLOC.load(core::sync::atomic::Ordering::Relaxed))(p, size)
+    own!(REALLOC as ReallocFn)(p, size)
+}
+
+/// The `realloc` the dynamic linker gives the program, when it is not ours (a program with its
+/// own malloc family); null: ours. Looked up once by the constructor below, where malloc already
+/// works (dlsym may call calloc: DESIGN.md trap 2); until then, ours.
+static PROGRAM_REALLOC: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
+
+#[used]
+#[link_section = ".init_array"]
+static RESOLVE: extern "C" fn() = resolve_program_symbols;
+
+extern "C" fn resolve_program_symbols() {
+    // SAFETY: a NUL-terminated name; RTLD_DEFAULT searches the global scope, program first.
+    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"realloc".as_ptr()) };
+    // Not `f != realloc`: our own reference to an exported name also binds to the program's.
+    if !f.is_null() && object_of(f) != object_of(resolve_program_symbols as *const c_void) {
+        PROGRAM_REALLOC.store(f, Relaxed);
+    }
+}
+
+/// The base address of the loaded object that holds `addr`.
+fn object_of(addr: *const c_void) -> *mut c_void {
+    // SAFETY: all-zero is a valid Dl_info, which dladdr fills.
+    let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+    // SAFETY: a valid out-pointer; dladdr only looks the address up.
+    unsafe { libc::dladdr(addr, &mut info) };
+    info.dli_fbase
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
     match n.checked_mul(size) {
-        Some(bytes) => realloc(p, bytes),
+        Some(bytes) => match PROGRAM_REALLOC.load(Relaxed) {
+            f if f.is_null() => own_realloc(p, bytes),
+            // SAFETY: the program's realloc, which has realloc's type.
+            f => core::mem::transmute::<*mut c_void, backend::ReallocFn>(f)(p, bytes),
+        },
         None => {
             set_errno(libc::ENOMEM);
             core::ptr::null_mut()
@@ -71,7 +122,7 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
 /// glibc 2.36 exports aligned_alloc as an alias of memalign: same rounding, no size check.
 #[no_mangle]
 pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    memalign(align, size)
+    own!(MEMALIGN as MemalignFn)(align, size)
 }
 
 #[no_mangle]
@@ -80,7 +131,7 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
     if align % W != 0 || !(align / W).is_power_of_two() {
         return libc::EINVAL;
     }
-    let p = memalign(align, size);
+    let p = own!(MEMALIGN as MemalignFn)(align, size);
     if p.is_null() {
         return libc::ENOMEM;
     }

@@ -94,18 +94,26 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
 #[inline(never)]
 unsafe fn realloc_slow(p: *mut c_void, size: usize) -> *mut c_void {
     let old = je::malloc_usable_size(p);
-    if accounting::strict() {
-        // Under a hard limit a refused growth must leave the old block live.
-        let q = malloc(size);
-        if !q.is_null() {
-            core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, old.min(size));
-            free(p);
+    // Under a hard limit the growth is checked first, so that a refused one leaves the block
+    // live; jemalloc then resizes in place where it can, as without a limit.
+    let grow = if accounting::strict() {
+        match je::nallocx(size, 0) {
+            0 => return core::ptr::null_mut(),
+            want => want.saturating_sub(old),
         }
-        return q;
+    } else {
+        0
+    };
+    if grow > 0 && !accounting::reserve_growth(grow) {
+        return core::ptr::null_mut();
     }
     let q = je::realloc(p, size);
-    if !q.is_null() {
-        on_move(old, je::malloc_usable_size(q));
+    if q.is_null() {
+        if grow > 0 {
+            accounting::unreserve_growth(grow);
+        }
+    } else {
+        on_move(old + grow, je::malloc_usable_size(q));
     }
     q
 }

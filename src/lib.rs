@@ -17,6 +17,7 @@ mod init;
 mod jemalloc_ctl;
 mod jemalloc_family;
 mod limits;
+mod own_mapping;
 mod panic_hook;
 mod policy;
 mod pressure;

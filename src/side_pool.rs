@@ -1,9 +1,16 @@
 //! A small allocator in a reserved, recognisable address range that serves the host while a
 //! release holds glibc's arena locks (see divert.rs). Blocks carry a glibc-style header marked
 //! IS_MMAPPED, so the usual usable-size arithmetic holds for them and the exports tell them apart
-//! on the path glibc's own mmapped chunks already take: no cost on the common path.
+//! on the path glibc's own mmapped chunks already take: no cost on the common path. An aligned
+//! block sits inside a larger one behind a second header whose prev_size is the offset back to
+//! the larger block's start, as in glibc's own mmapped memalign chunks.
 //! Power-of-two classes from 32 B to 32 MiB, one free list each, under a spin lock that is held
-//! for a few instructions.
+//! for a few instructions (and the odd mprotect).
+//! The range is reserved PROT_NONE, which the kernel charges to no commit limit (under
+//! vm.overcommit_memory=2 it ignores MAP_NORESERVE on a writable mapping and would charge it
+//! all); pages become writable in steps as the bump pointer grows, and once the pool is empty
+//! outside a release the range is mapped PROT_NONE afresh, which gives their commit back.
+use crate::divert;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
 
@@ -17,14 +24,21 @@ const HEADER: usize = 16;
 const IS_MMAPPED: usize = 2;
 /// Freed blocks at least this big give their interior pages back at once.
 const MADVISE_FROM: usize = 64 << 10;
+const PAGE: usize = 4096;
+/// Pages are made writable this much at a time.
+const COMMIT_STEP: usize = 4 << 20;
 
 static BASE: AtomicUsize = AtomicUsize::new(0);
 static LEN: AtomicUsize = AtomicUsize::new(0);
 static BUMP: AtomicUsize = AtomicUsize::new(0);
+/// Bytes from BASE that are writable.
+static COMMITTED: AtomicUsize = AtomicUsize::new(0);
+/// Blocks handed out and not yet freed.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
 static FREE: [AtomicPtr<u8>; CLASSES] = [const { AtomicPtr::new(core::ptr::null_mut()) }; CLASSES];
 static LOCK: AtomicBool = AtomicBool::new(false);
 
-/// Reserves the range once (address space only, MAP_NORESERVE); false if the system refuses.
+/// Reserves the range once (address space only); false if the system refuses.
 pub fn reserve() -> bool {
     if BASE.load(Acquire) != 0 {
         return true;
@@ -32,14 +46,7 @@ pub fn reserve() -> bool {
     for len in RESERVES {
         // SAFETY: a fresh anonymous mapping.
         let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
+            libc::mmap(core::ptr::null_mut(), len, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0)
         };
         if p != libc::MAP_FAILED {
             LEN.store(len, Relaxed);
@@ -48,6 +55,24 @@ pub fn reserve() -> bool {
         }
     }
     false
+}
+
+/// Gives the range back if no block of it is live; called between releases only (no host call
+/// is served from it then).
+pub fn unreserve_if_idle() {
+    lock();
+    let (base, len) = (BASE.load(Relaxed), LEN.load(Relaxed));
+    let idle = LIVE.load(Relaxed) == 0;
+    if idle && base != 0 {
+        LEN.store(0, Relaxed);
+        BASE.store(0, Release);
+        empty();
+    }
+    unlock();
+    if idle && base != 0 {
+        // SAFETY: the range is ours and holds no live block.
+        unsafe { libc::munmap(base as *mut c_void, len) };
+    }
 }
 
 #[inline]
@@ -79,12 +104,63 @@ fn unlock() {
     LOCK.store(false, Release);
 }
 
+/// Forgets every block; under the lock, with none live.
+fn empty() {
+    BUMP.store(0, Relaxed);
+    COMMITTED.store(0, Relaxed);
+    FREE.iter().for_each(|l| l.store(core::ptr::null_mut(), Relaxed));
+}
+
+/// Maps the committed part PROT_NONE afresh, giving its commit back; under the lock, with no
+/// block live and no release running.
+fn decommit() {
+    let (base, committed) = (BASE.load(Relaxed), COMMITTED.load(Relaxed));
+    if base == 0 || committed == 0 {
+        return;
+    }
+    // SAFETY: replaces pages of our own range that hold no live block.
+    let p = unsafe {
+        libc::mmap(
+            base as *mut c_void,
+            committed,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    if p != libc::MAP_FAILED {
+        empty();
+    }
+}
+
+/// Makes the range writable up to `end`; under the lock.
+fn commit(end: usize) -> bool {
+    let committed = COMMITTED.load(Relaxed);
+    if end <= committed {
+        return true;
+    }
+    let to = ((end + COMMIT_STEP - 1) & !(COMMIT_STEP - 1)).min(LEN.load(Relaxed));
+    // SAFETY: pages of our own range.
+    let ok = unsafe { libc::mprotect((BASE.load(Relaxed) + committed) as *mut c_void, to - committed, libc::PROT_READ | libc::PROT_WRITE) } == 0;
+    if ok {
+        COMMITTED.store(to, Relaxed);
+    }
+    ok
+}
+
 /// A block of at least `size` usable bytes, or NULL when the size is beyond the largest class
-/// or the range is full (the caller then goes to glibc).
+/// or the range is full (the caller then looks elsewhere).
 pub fn alloc(size: usize) -> *mut c_void {
-    let Some(total) = size.checked_add(HEADER) else { return core::ptr::null_mut() };
+    alloc_aligned(HEADER, size)
+}
+
+/// As [`alloc`], at a multiple of `align` (a power of two of at least 16).
+pub fn alloc_aligned(align: usize, size: usize) -> *mut c_void {
+    let slack = if align > HEADER { align } else { 0 };
+    let Some(total) = size.checked_add(HEADER + slack) else { return core::ptr::null_mut() };
     let shift = total.max(1 << MIN_SHIFT).next_power_of_two().trailing_zeros();
-    if shift > MAX_SHIFT || BASE.load(Acquire) == 0 {
+    if shift > MAX_SHIFT {
         return core::ptr::null_mut();
     }
     let class = 1usize << shift;
@@ -93,23 +169,34 @@ pub fn alloc(size: usize) -> *mut c_void {
     let mut blk = list.load(Relaxed);
     if blk.is_null() {
         let off = BUMP.load(Relaxed);
-        if off + class <= LEN.load(Relaxed) {
+        let base = BASE.load(Relaxed);
+        if base != 0 && off + class <= LEN.load(Relaxed) && commit(off + class) {
             BUMP.store(off + class, Relaxed);
-            blk = (BASE.load(Relaxed) + off) as *mut u8;
+            blk = (base + off) as *mut u8;
         }
     } else {
-        // SAFETY: a free block's first user word holds the next free block.
+        // SAFETY: a free block's first word after its header holds the next free block.
         list.store(unsafe { *(blk.add(HEADER) as *mut *mut u8) }, Relaxed);
+    }
+    if !blk.is_null() {
+        LIVE.fetch_add(1, Relaxed);
     }
     unlock();
     if blk.is_null() {
         return core::ptr::null_mut();
     }
-    // SAFETY: blk is a block of `class` bytes inside the range.
+    // SAFETY: blk is a block of `class` bytes inside the writable range; the aligned pointer
+    // and its header lie inside it (class >= size + HEADER + slack).
     unsafe {
         *(blk as *mut usize) = 0;
         *(blk.add(8) as *mut usize) = class | IS_MMAPPED;
-        blk.add(HEADER).cast()
+        let p = (blk as usize + HEADER + align - 1) & !(align - 1);
+        let back = p - HEADER - blk as usize;
+        if back != 0 {
+            *((p - HEADER) as *mut usize) = back;
+            *((p - 8) as *mut usize) = (class - back) | IS_MMAPPED;
+        }
+        p as *mut c_void
     }
 }
 
@@ -124,20 +211,31 @@ pub unsafe fn usable(p: *mut c_void) -> usize {
 /// # Safety
 /// `p` is a live block of this pool.
 pub unsafe fn free(p: *mut c_void) {
-    let blk = (p as *mut u8).sub(HEADER);
+    let blk = (p as *mut u8).sub(HEADER + *(p as *const usize).sub(2));
     let class = *(blk.add(8) as *const usize) & !7;
     if class >= MADVISE_FROM {
-        let page = 4096;
-        let start = (p as usize + 8 + page - 1) & !(page - 1);
-        let end = (blk as usize + class) & !(page - 1);
+        let start = (blk as usize + HEADER + 8 + PAGE - 1) & !(PAGE - 1);
+        let end = (blk as usize + class) & !(PAGE - 1);
         if end > start {
             libc::madvise(start as *mut c_void, end - start, libc::MADV_DONTNEED);
         }
     }
     let list = &FREE[(class.trailing_zeros() - MIN_SHIFT) as usize];
     lock();
-    *(p as *mut *mut u8) = list.load(Relaxed);
+    *(blk.add(HEADER) as *mut *mut u8) = list.load(Relaxed);
     list.store(blk, Relaxed);
+    if LIVE.fetch_sub(1, Relaxed) == 1 && !divert::active() {
+        decommit();
+    }
+    unlock();
+}
+
+/// After a release: an empty pool gives its commit back.
+pub fn settle() {
+    lock();
+    if LIVE.load(Relaxed) == 0 {
+        decommit();
+    }
     unlock();
 }
 
