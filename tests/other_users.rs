@@ -9,7 +9,7 @@ use common::{
     cli, compile, crafted_page, memtrim, old_page_file, page_path, run_for, setpriv_as, show, sleeper, start_ticks, stat_json, text, uid_of, under_library, user_dir, wait_for, write_page, Json, Proc, TempDir, Tmux,
 };
 use memtrim_common::page::{Control, Page};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -144,6 +144,36 @@ fn a_name_planted_by_another_user_does_not_take_the_page() {
     assert!(text(&o.stderr).contains("not to be trusted"), "{}", show(&o));
 }
 
+/// daemon plants a directory at nobody's per-user directory name, open to all: nobody's
+/// process makes no page (and writes nothing there), and says so in one line naming the path
+/// and its owner.
+#[test]
+fn a_per_user_directory_planted_by_another_user_is_not_used() {
+    if nobody().is_none() || setpriv_as("daemon", "daemon").is_none() {
+        return;
+    }
+    let dir = TempDir::new("squat-dir");
+    shared(&dir);
+    let planted = user_dir(dir.path(), uid_of("nobody"));
+    let o = setpriv_as("daemon", "daemon").unwrap().args(["mkdir", "-m", "777"]).arg(&planted).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    // The library is preloaded into sleep only, not into setpriv.
+    let mut c = nobody().unwrap();
+    c.arg("env").arg(format!("LD_PRELOAD={}", common::lib().display())).args(["sleep", "30"]).stdin(Stdio::null()).stderr(Stdio::piped());
+    under_library(&mut c, dir.path(), 50).env_remove("LD_PRELOAD");
+    let mut p = Proc(c.spawn().unwrap());
+    let err = common::gathered(p.0.stderr.take().unwrap());
+    let line = wait_for("the library to say why it makes no page", Duration::from_secs(10), || {
+        let e = err.lock().unwrap().clone();
+        if e.contains("no stats page") { Ok(e) } else { Err(e) }
+    });
+    assert_eq!(line.lines().count(), 1, "one line: {line}");
+    assert!(line.contains(&planted.display().to_string()) && line.contains(&format!("uid {}", uid_of("daemon"))), "{line}");
+    assert_eq!(std::fs::read_dir(&planted).unwrap().count(), 0, "something was written into the planted directory");
+    assert!(page_path(dir.path(), p.pid()).is_none(), "a page was made elsewhere");
+    assert_eq!(std::fs::symlink_metadata(&planted).unwrap().mode() & 0o777, 0o777, "the planted directory was changed");
+}
+
 /// A page nobody wrote for their own `sleep` claims uid 0, comm sshd, ppid 1 and 64 GiB of RSS:
 /// root's `ls --json`, `stat --json` and a `serve` scrape show what /proc says instead.
 #[test]
@@ -195,6 +225,9 @@ fn who_a_process_is_comes_from_proc_not_its_page() {
 /// and stays small.
 #[test]
 fn an_oversized_report_is_refused_in_bounded_memory() {
+    if !common::require_tool("/usr/bin/time") {
+        return;
+    }
     let dir = TempDir::new("big-report");
     let s = sleeper();
     let (pid, st) = (s.pid(), start_ticks(s.pid()));
@@ -204,7 +237,7 @@ fn an_oversized_report_is_refused_in_bounded_memory() {
     let at = |field: usize| (core::mem::offset_of!(Page, control) + field) as u64;
     let (requested, served) = (at(core::mem::offset_of!(Control, report_requested)), at(core::mem::offset_of!(Control, report_served)));
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let (status, maxrss, stderr) = std::thread::scope(|sc| {
+    let o = std::thread::scope(|sc| {
         // The process's worker, played here: on a request, an 8 MiB report, then served.
         sc.spawn(|| {
             let f = std::fs::OpenOptions::new().read(true).write(true).open(&page).unwrap();
@@ -213,7 +246,8 @@ fn an_oversized_report_is_refused_in_bounded_memory() {
                 f.read_exact_at(&mut b, off).unwrap();
                 u32::from_ne_bytes(b)
             };
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let started = std::time::Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed() < Duration::from_secs(90) {
                 let r = word(requested);
                 if r != word(served) {
                     let mut body = format!("{{\"version\":1,\"pid\":{pid},\"start_ticks\":{st},\"request\":{r},\"pad\":[0");
@@ -228,32 +262,25 @@ fn an_oversized_report_is_refused_in_bounded_memory() {
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
-        #[allow(clippy::zombie_processes)] // reaped by wait4 below, for its rusage
-        let mut child = Command::new(cli())
-            .args(["report", &pid.to_string(), "--timeout", "20"])
-            .env("MEMTRIM_SHM_DIR", dir.path())
-            .env_remove("LD_PRELOAD")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut err = child.stderr.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
-        let (mut status, mut ru): (libc::c_int, libc::rusage) = (0, unsafe { core::mem::zeroed() });
-        // SAFETY: our own child, reaped here (Child is dropped without waiting).
-        let r = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
-        assert_eq!(r, child.id() as libc::pid_t);
+        // /usr/bin/time measures its own child: a wait4 here would count the test binary's
+        // RSS too (the child's peak includes the memory it was forked from).
+        let o = run_for(
+            Command::new("/usr/bin/time")
+                .args(["-f", "maxrss_kib=%M"])
+                .arg(cli())
+                .args(["report", &pid.to_string(), "--timeout", "20"])
+                .env("MEMTRIM_SHM_DIR", dir.path())
+                .env_remove("LD_PRELOAD"),
+            Duration::from_secs(60),
+        );
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        (status, ru.ru_maxrss as u64 * 1024, reader.join().unwrap())
+        o
     });
-    eprintln!("memtrim report: wait status {status:#x}, max RSS {} KiB\n{stderr}", maxrss / 1024);
+    let stderr = text(&o.stderr);
+    let kib: u64 = stderr.lines().find_map(|l| l.strip_prefix("maxrss_kib=")).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no figure from time:\n{}", show(&o)));
+    let maxrss = kib * 1024;
     assert!(maxrss < 32 << 20, "memtrim report reached {} MiB of RSS on an 8 MiB report", maxrss >> 20);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 1, "status {status:#x}: {stderr}");
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(stderr.contains("refused") && stderr.contains("bytes long"), "no reason given: {stderr}");
 }
 
