@@ -49,6 +49,7 @@ fn open_user_dir(path: &str) -> Result<Fd, String> {
     }
     // SAFETY: as above.
     let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    // SAFETY: stat is plain data, valid all-zero.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
     if fd < 0 {
         let e = errno();

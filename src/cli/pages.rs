@@ -335,6 +335,7 @@ pub fn open(path: &Path, write: bool) -> Result<Opened, Skip> {
     let dir = open_parent(path)?;
     let name = cpath(Path::new(path.file_name().ok_or_else(|| Skip::Corrupt("no file name".into()))?))?;
     let flags = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | if write { libc::O_RDWR } else { libc::O_RDONLY };
+    // SAFETY: stat is plain data, valid all-zero.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
     // SAFETY: dir is open, name a valid C string, st a valid out-pointer.
     if unsafe { libc::fstatat(std::os::fd::AsRawFd::as_raw_fd(&dir), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
