@@ -315,7 +315,7 @@ fn open_parent(path: &Path) -> Result<std::os::fd::OwnedFd, Skip> {
 }
 
 /// Why a per-user directory of `uid` is not to be trusted, or None.
-pub fn user_dir_problem(md: &std::fs::Metadata, uid: u32) -> Option<String> {
+fn user_dir_problem(md: &std::fs::Metadata, uid: u32) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     if !md.file_type().is_dir() {
         Some("not a directory".into())
