@@ -37,8 +37,9 @@ size_t memtrim_trim(void);
 #endif
 
 /* ---- The stats page -------------------------------------------------------------------------
- * One file per process, MEMTRIM_SHM_DIR/memtrim.PID.START (START: start time in clock ticks
- * after boot, so a reused pid is told apart), mode 0600, FILE_BYTES long. The library's worker
+ * One file per process, MEMTRIM_SHM_DIR/memtrim-EUID/memtrim.PID.START (a 0700 directory of
+ * the process's user; START: start time in clock ticks after boot, so a reused pid is told
+ * apart), mode 0600, FILE_BYTES long. The library's worker
  * thread is the only writer of `stats`, under the seqlock `seq` (odd while writing); a reader
  * copies `stats` between two equal even reads of `seq` and checks `stats.check`. Layout owned
  * by crates/common/src/page.rs; fields are only appended. */

@@ -1,5 +1,7 @@
-//! The process's stats page on disk: created 0600 with O_EXCL and O_NOFOLLOW (a planted file
-//! or symlink is never opened), mapped shared, unlinked at exit.
+//! The process's stats page on disk: `MEMTRIM_SHM_DIR/memtrim-EUID/memtrim.PID.START`, in a
+//! directory of our own (0700: in a shared sticky directory another user could otherwise plant
+//! the predictable name first), created 0600 with O_EXCL and O_NOFOLLOW, mapped shared,
+//! unlinked at exit.
 use core::sync::atomic::{AtomicPtr, Ordering::*};
 use memtrim_common::page::{self, Page};
 use std::ffi::CString;
@@ -16,21 +18,80 @@ fn errno() -> std::io::Error {
     std::io::Error::last_os_error()
 }
 
+fn euid() -> u32 {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+/// The per-user directory of this process's pages (and their reports) in `dir`.
+pub fn user_dir(dir: &str) -> String {
+    format!("{dir}/{}", page::dir_name(euid()))
+}
+
+/// A file descriptor closed on drop.
+struct Fd(libc::c_int);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: an fd this struct owns.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// Opens the per-user directory `path`, made 0700 if missing. An existing one is used only if
+/// it is a directory (not a symlink) of our euid closed to others; it is never changed.
+fn open_user_dir(path: &str) -> Result<Fd, String> {
+    let c = CString::new(path).map_err(|_| format!("bad path {path:?}"))?;
+    // SAFETY: c is a valid C string.
+    let made = unsafe { libc::mkdir(c.as_ptr(), 0o700) } == 0;
+    if !made && errno().raw_os_error() != Some(libc::EEXIST) {
+        return Err(format!("cannot create {path}: {}", errno()));
+    }
+    // SAFETY: as above.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    // SAFETY: stat is plain data, valid all-zero.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    if fd < 0 {
+        let e = errno();
+        // SAFETY: as above; st is a valid out-pointer.
+        let owner = if unsafe { libc::lstat(c.as_ptr(), &mut st) } == 0 { format!(", owned by uid {}", st.st_uid) } else { String::new() };
+        return Err(format!("{path} is not a directory of ours ({e}{owner})"));
+    }
+    let fd = Fd(fd);
+    // SAFETY: fd is open; st is a valid out-pointer.
+    if unsafe { libc::fstat(fd.0, &mut st) } != 0 {
+        return Err(format!("{path}: fstat: {}", errno()));
+    }
+    // A umask may have taken bits from a directory made here: it is ours to set.
+    // SAFETY: fd is open.
+    if made && unsafe { libc::fchmod(fd.0, 0o700) } != 0 {
+        return Err(format!("{path}: chmod: {}", errno()));
+    }
+    let mode = if made { 0o700 } else { st.st_mode & 0o777 };
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR || st.st_uid != euid() || mode & 0o077 != 0 {
+        return Err(format!("{path} is owned by uid {} with mode {:o}, not a private directory of uid {}", st.st_uid, mode, euid()));
+    }
+    Ok(fd)
+}
+
 impl PageFile {
-    /// Creates the page of (pid, start) in `dir` and makes it the current one.
+    /// Creates the page of (pid, start) in the per-user directory in `dir` and makes it the
+    /// current one.
     pub fn create(dir: &str, pid: u32, start_ticks: u64) -> Result<&'static PageFile, String> {
-        let path = format!("{dir}/{}", page::file_name(pid, start_ticks));
+        let udir = user_dir(dir);
+        let dfd = open_user_dir(&udir)?;
+        let name = CString::new(page::file_name(pid, start_ticks)).map_err(|_| "bad page name".to_string())?;
+        let path = format!("{udir}/{}", page::file_name(pid, start_ticks));
         let cpath = CString::new(path.clone()).map_err(|_| format!("bad path {path:?}"))?;
         let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        // SAFETY: cpath is a valid C string.
-        let mut fd = unsafe { libc::open(cpath.as_ptr(), flags, 0o600) };
+        // SAFETY: dfd is open; name is a valid C string.
+        let mut fd = unsafe { libc::openat(dfd.0, name.as_ptr(), flags, 0o600) };
         if fd < 0 && errno().raw_os_error() == Some(libc::EEXIST) {
-            // Only this process (before an exec) can have made this name. In a sticky directory
-            // such as /dev/shm the unlink fails for another user's file, and the retry with it.
+            // Only this process (before an exec) can have made this name in our own directory.
             // SAFETY: as above.
             unsafe {
-                libc::unlink(cpath.as_ptr());
-                fd = libc::open(cpath.as_ptr(), flags, 0o600);
+                libc::unlinkat(dfd.0, name.as_ptr(), 0);
+                fd = libc::openat(dfd.0, name.as_ptr(), flags, 0o600);
             }
         }
         if fd < 0 {

@@ -1,7 +1,7 @@
 //! `memtrim report`, the library's half: on the worker thread, when the page's report_requested
-//! moves, the allocator's own view of the heap is gathered and written next to the page as
-//! `<page>.report` (JSON written by hand, 0600, through a temporary name created with
-//! O_EXCL|O_NOFOLLOW and renamed over the final one). The CLI (src/cli/report.rs) reads it and
+//! moves, the allocator's own view of the heap is gathered and written next to the page (in its
+//! per-user directory) as `<page>.report` (JSON written by hand, 0600, through a temporary name
+//! created with O_EXCL|O_NOFOLLOW and renamed over the final one). The CLI (src/cli/report.rs) reads it and
 //! adds the kernel's view from /proc/PID/smaps.
 //!
 //! What is gathered, and how it stays safe on a live server:
@@ -71,9 +71,10 @@ const PROBE_LIMIT: u64 = 200_000;
 const PROBE_BUDGET: Duration = Duration::from_millis(150);
 const IS_MMAPPED: usize = 2;
 
-/// The report file of the page of (pid, start) in `dir`.
+/// The report file of the page of (pid, start) in `dir`: beside the page, in its per-user
+/// directory.
 pub fn path(dir: &str, pid: u32, start_ticks: u64) -> String {
-    format!("{dir}/{}.report", page::file_name(pid, start_ticks))
+    format!("{}/{}.report", crate::page_file::user_dir(dir), page::file_name(pid, start_ticks))
 }
 
 /// Gathers the report for request number `request` and writes it; on failure writes a report

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{crafted_page, lib, memtrim, now_ms, page_file, plant_page, python, require_tool, root, show, sleeper, start_ticks, stat_json, text, under_library, wait_for, write_page, Driven, Json, Proc, TempDir};
+use common::{crafted_page, lib, memtrim, now_ms, page_file, plant_page, python, require_tool, root, show, sleeper, start_ticks, stat_json, text, under_library, wait_for, write_page, Driven, Json, Proc, TempDir, Tmux};
 use memtrim_common::page::{Page, Stats, FILE_BYTES};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -302,7 +302,7 @@ fn ls_lists_gunicorn_master_and_workers() {
     let st = master.0.wait().unwrap();
     eprintln!("gunicorn stopped: {st}");
     wait_for("no page left after gunicorn stopped", Duration::from_secs(10), || {
-        let left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with("memtrim.")).collect();
+        let left: Vec<PathBuf> = common::page_files(dir.path()).into_iter().map(|c| c.0).collect();
         if left.is_empty() { Ok(()) } else { Err(format!("left: {left:?}")) }
     });
 }
@@ -406,11 +406,15 @@ fn page_left_by_exec_is_abandoned_but_a_stopped_process_keeps_its_own() {
 /// Garbage with page names, for live processes: random bytes, another layout version, a short
 /// file, a page that names another process, a broken check word, a FIFO (must not block), a
 /// directory. None crashes or hangs the CLI, none is listed, all are summed up on one stderr
-/// line; a good crafted page next to them is listed (with its hostile comm escaped).
+/// line; a good crafted page next to them is listed (with its process's hostile comm escaped).
 #[test]
 fn corrupt_and_odd_pages_are_skipped() {
     let dir = TempDir::new("corrupt");
-    let procs: Vec<Proc> = (0..8).map(|_| sleeper()).collect();
+    // The comm the CLI shows is the kernel's: the last process runs `sleep` under a name that
+    // would be an escape sequence on a terminal.
+    let hostile = b"a\"b\\\x1b[31mc";
+    let mut procs: Vec<Proc> = (0..7).map(|_| sleeper()).collect();
+    procs.push(common::sleeper_named(hostile));
     let names: Vec<(u32, u64, PathBuf)> = procs
         .iter()
         .map(|p| {
@@ -448,9 +452,8 @@ fn corrupt_and_odd_pages_are_skipped() {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     // 6: a directory
     std::fs::create_dir(&names[6].2).unwrap();
-    // 7: a good page, with a comm that would be an escape sequence on a terminal
-    let hostile = b"a\"b\\\x1b[31mc";
-    plant_page(dir.path(), names[7].0, names[7].1, hostile, |_| {});
+    // 7: a good page
+    plant_page(dir.path(), names[7].0, names[7].1, b"claimed", |_| {});
 
     let o = memtrim(dir.path(), &["ls", "--json"]);
     assert!(o.status.success(), "{}", show(&o));
@@ -536,17 +539,7 @@ fn planted_symlinks_are_not_followed() {
 }
 
 fn setpriv_nobody() -> Option<Command> {
-    if !require_tool("setpriv") {
-        return None;
-    }
-    // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: switching to nobody needs root");
-        return None;
-    }
-    let mut c = Command::new("setpriv");
-    c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"]);
-    Some(c)
+    common::setpriv_as("nobody", "nogroup")
 }
 
 /// Another user (nobody) can neither read a page (`stat` fails, `ls` lists nothing, the file
@@ -646,29 +639,6 @@ fn trim_asks_the_worker_to_release() {
     assert!(t.elapsed() >= Duration::from_millis(500) && t.elapsed() < Duration::from_secs(5), "timeout took {:?}", t.elapsed());
     h.exit();
     h2.exit();
-}
-
-/// tmux with its own socket, removed at the end.
-struct Tmux(String);
-
-impl Tmux {
-    fn new(name: &str) -> Tmux {
-        Tmux(format!("memtrim-test-{name}-{}", std::process::id()))
-    }
-
-    fn cmd(&self, args: &[&str]) -> Output {
-        Command::new("tmux").arg("-L").arg(&self.0).args(args).env_remove("TMUX").output().expect("tmux runs")
-    }
-
-    fn capture(&self) -> String {
-        text(&self.cmd(&["capture-pane", "-p", "-t", "t"]).stdout)
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["kill-server"]);
-    }
 }
 
 /// `memtrim top` in an 80x24 tmux pane: shows the process's row, resorts on a key, quits on q

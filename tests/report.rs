@@ -372,7 +372,7 @@ fn report_file_is_private_and_removed_once_read() {
     assert_eq!(md.uid(), unsafe { libc::geteuid() });
     let j = Json::parse(&std::fs::read_to_string(&report_path).unwrap()).expect("the report file is JSON");
     assert_eq!(j.get("request").u64() as u32, want);
-    assert!(!std::fs::read_dir(&l.dir.0).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp")), "a temporary file was left");
+    assert!(!std::fs::read_dir(page.parent().unwrap()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp")), "a temporary file was left");
     // The CLI reads it (a newer one) and removes it.
     let r = report(&l.dir.0, l.pid);
     assert!(r.get("release_bytes").u64() > 0);

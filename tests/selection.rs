@@ -20,7 +20,7 @@ fn worker_threads(pid: u32) -> usize {
 }
 
 fn pages(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("memtrim.")).count()).unwrap_or(0)
+    common::page_files(dir).len()
 }
 
 /// Waits up to 3 s for a page; returns how many there are then.

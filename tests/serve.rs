@@ -60,11 +60,7 @@ fn sleeper_under_library(dir: &Path) -> Proc {
 
 /// Page files in `dir` for these pids.
 fn count_pages(dir: &Path, pids: &HashSet<u32>) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.strip_prefix("memtrim.").and_then(|r| r.split('.').next()).and_then(|p| p.parse().ok()).is_some_and(|p: u32| pids.contains(&p)))
-        .count()
+    common::page_files(dir).iter().filter(|(_, pid, _)| pids.contains(pid)).count()
 }
 
 /// live_bytes of `pid` as `memtrim stat --json` shows it.
@@ -366,9 +362,10 @@ fn exposition_passes_promtool_and_carries_the_pages() {
     let dir = TempDir::new("promtool");
     let Some(py) = python_holding(dir.path(), 50, &[("MEMTRIM_LIMIT", "rss:1GiB"), ("MEMTRIM_HARD_LIMIT", "4GiB")]) else { return };
     let sl = sleeper_under_library(dir.path());
-    let odd = sleeper();
+    // The comm in the labels is the kernel's: the process runs under the hostile name.
     let hostile: &[u8] = "q\"b\\c\nd é}{=,".as_bytes();
-    plant_page(dir.path(), odd.pid(), start_ticks(odd.pid()), hostile, |_| {});
+    let odd = common::sleeper_named(hostile);
+    plant_page(dir.path(), odd.pid(), start_ticks(odd.pid()), b"claimed", |_| {});
     let want: HashSet<u32> = [py.pid(), sl.pid(), odd.pid()].into();
     let ex = wait_for("the three processes and python's 50 MiB in the output", Duration::from_secs(20), || {
         let o = memtrim(dir.path(), &["serve", "--once", "-"]);

@@ -1,8 +1,9 @@
 //! `memtrim clean [--dry-run] [--dir DIR]`: removes the pages of processes that are gone
 //! (killed before they could unlink them) or that abandoned them (exec'd a program without the
-//! library: the page is no longer mapped and no longer updated). A live process's page is never touched; a symlink
-//! or other non-regular file with a page's name is reported and left alone (unlink would not
-//! follow it, but it is not ours to judge); without root only your own pages go.
+//! library: the page is no longer mapped and no longer updated). A live process's page is never
+//! touched; a symlink or other non-regular file with a page's name, or a file that is not a
+//! page (size, magic, owner), is reported and left alone (it is not ours to judge); without
+//! root only your own pages go.
 use crate::args::{Args, Cmd};
 use crate::pages;
 use std::os::unix::fs::MetadataExt;
@@ -62,6 +63,12 @@ pub fn main(args: &[String]) -> i32 {
         }
         if me != 0 && md.uid() != me {
             left.push(format!("{}: belongs to uid {}, left alone", path.display(), md.uid()));
+            continue;
+        }
+        // Only a page goes, whatever the name says: a file of the page's size with the magic,
+        // in a per-user directory owned by that directory's user.
+        if let Err(why) = pages::page_file(&path, md.ino()) {
+            left.push(format!("{}: {why}, left alone", path.display()));
             continue;
         }
         // The process of an abandoned page could exec back into the library, which replaces

@@ -39,7 +39,7 @@ pub fn skip_index(s: &Skip) -> usize {
         Skip::OtherLayout(_) => 4,
         Skip::Starting => 5,
         Skip::Torn => 6,
-        Skip::Corrupt(_) => 7,
+        Skip::Corrupt(_) | Skip::BadDir(_) => 7,
         Skip::Io(_) => 8,
     }
 }

@@ -35,7 +35,6 @@ use crate::pages;
 use crate::request::{Ask, Target};
 use crate::smaps::{self, Mapping};
 use crate::{json, view};
-use core::sync::atomic::Ordering::*;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -52,8 +51,9 @@ usage: memtrim report PID [--json] [--timeout SECS] [--dir DIR]
 
 /// The report file's format version this reader understands.
 const VERSION: u64 = 1;
-/// A report bigger than this is not a report.
-const MAX_REPORT: u64 = 64 << 20;
+/// The largest report read (parsing takes several times its size in memory, and the file is
+/// the process's own claim): a bigger one is refused.
+const MAX_REPORT: u64 = 1 << 20;
 /// The largest guard page (mapping) below a thread stack that the stack heuristic accepts.
 const MAX_GUARD: u64 = 1 << 20;
 
@@ -100,7 +100,7 @@ fn run(dir: &Path, pid: u32, timeout: Duration, as_json: bool) -> Result<String,
     // timeout. Missing again and again although nobody else asked: the process could not write.
     let mut missing = 0;
     let (raw, report) = loop {
-        let request = target.post();
+        let request = target.post()?;
         target.wait(request, deadline)?;
         match read_report(&report_path, map.uid) {
             Ok(raw) => {
@@ -120,7 +120,7 @@ fn run(dir: &Path, pid: u32, timeout: Duration, as_json: bool) -> Result<String,
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if map.page().control.report_requested.load(Acquire) == request {
+                if target.requested()? == request {
                     missing += 1;
                 }
                 if missing >= 5 {
@@ -158,7 +158,7 @@ fn read_report(path: &Path, owner: u32) -> std::io::Result<String> {
         return Err(bad(format!("owned by uid {}, not by the page's owner {owner}", md.uid())));
     }
     if md.len() > MAX_REPORT {
-        return Err(bad(format!("{} bytes long: not a report", md.len())));
+        return Err(bad(format!("refused: it is {} bytes long, more than the {} this memtrim reads", md.len(), view::size(MAX_REPORT))));
     }
     let mut s = String::new();
     f.take(MAX_REPORT).read_to_string(&mut s)?;

@@ -1,11 +1,12 @@
 //! Asking a process's worker for something through its page, as `memtrim trim` (a release) and
 //! `memtrim report` (a report) do: the page is opened read-write (only its owner or root can),
-//! a request counter is incremented and the worker woken (it sleeps on trim_requested), and the
-//! worker answers by setting the matching served counter to the request it has served and waking
-//! it. No signal is sent (signals belong to the host).
-use crate::pages::{self, Mapped, Skip};
-use core::sync::atomic::AtomicU32;
-use core::sync::atomic::Ordering::*;
+//! a request counter is incremented (pread, then pwrite of the word: the page is never touched
+//! through a mapping, see pages::Opened) and the worker woken (it sleeps on trim_requested), and
+//! the worker answers by setting the matching served counter to the request it has served and
+//! waking it. Two requesters at once may post the same number: both are answered when it is
+//! served. No signal is sent (signals belong to the host).
+use crate::pages::{self, Opened, Skip};
+use core::mem::offset_of;
 use memtrim_common::futex;
 use memtrim_common::page::{Control, Stats};
 use std::path::Path;
@@ -21,11 +22,13 @@ pub enum Ask {
 }
 
 impl Ask {
-    fn counters(self, c: &Control) -> (&AtomicU32, &AtomicU32) {
-        match self {
-            Ask::Release => (&c.trim_requested, &c.trim_served),
-            Ask::Report => (&c.report_requested, &c.report_served),
-        }
+    /// The offsets in the page file of its (requested, served) counters.
+    pub fn counters(self) -> (usize, usize) {
+        let (r, s) = match self {
+            Ask::Release => (offset_of!(Control, trim_requested), offset_of!(Control, trim_served)),
+            Ask::Report => (offset_of!(Control, report_requested), offset_of!(Control, report_served)),
+        };
+        (pages::control_offset(r), pages::control_offset(s))
     }
 
     /// What only the page's owner or root can do.
@@ -55,7 +58,7 @@ impl Ask {
 /// The page of a live process, opened to ask its worker for one thing.
 pub struct Target {
     ask: Ask,
-    pub map: Mapped,
+    pub map: Opened,
     pub pid: u32,
     pub start_ticks: u64,
     /// The page when it was opened.
@@ -69,7 +72,7 @@ impl Target {
     pub fn open(path: &Path, pid: u32, start: u64, ask: Ask, publish_by: Instant) -> Result<Target, String> {
         let me = pages::euid();
         let what = ask.what();
-        let map = pages::map(path, true).map_err(|s| match s {
+        let map = pages::open(path, true).map_err(|s| match s {
             Skip::OtherUser(uid) => format!(
                 "permission denied: the page {} belongs to uid {uid} and you are uid {me}; only its owner or root can {what}",
                 path.display()
@@ -84,7 +87,7 @@ impl Target {
         let stats = loop {
             match pages::snapshot(&map, pid, start) {
                 Err(Skip::Starting) if Instant::now() < publish_by => std::thread::sleep(Duration::from_millis(20)),
-                r => break r.map_err(|s| format!("{}: {}", path.display(), s.describe()))?,
+                r => break r.and_then(|s| pages::verified(s, pid, map.uid)).map_err(|s| format!("{}: {}", path.display(), s.describe()))?,
             }
         };
         if !pages::is_live(pid, start) {
@@ -94,21 +97,29 @@ impl Target {
     }
 
     /// Posts one request and wakes the worker; returns the request's number.
-    pub fn post(&self) -> u32 {
-        let control = &self.map.page().control;
-        let request = self.ask.counters(control).0.fetch_add(1, AcqRel).wrapping_add(1);
+    pub fn post(&self) -> Result<u32, String> {
+        let at = self.ask.counters().0;
+        let request = self.map.control(at).map_err(truncated)?.wrapping_add(1);
+        self.map.set_control(at, request).map_err(truncated)?;
         // The worker sleeps on trim_requested: a report wakes it without asking for a release.
-        futex::wake_all(&control.trim_requested);
-        request
+        if let Some(word) = self.map.futex_addr(Ask::Release.counters().0) {
+            futex::wake_all_at(word);
+        }
+        Ok(request)
+    }
+
+    /// The number of the last request posted (by anyone).
+    pub fn requested(&self) -> Result<u32, String> {
+        self.map.control(self.ask.counters().0).map_err(truncated)
     }
 
     /// Waits until the worker has served `request` (and published what it did), the deadline
     /// passes, or the process exits.
     pub fn wait(&self, request: u32, deadline: Instant) -> Result<(), String> {
         let ask = self.ask;
-        let served_counter = ask.counters(&self.map.page().control).1;
+        let at = ask.counters().1;
         loop {
-            let served = served_counter.load(Acquire);
+            let served = self.map.control(at).map_err(truncated)?;
             if served.wrapping_sub(request) as i32 >= 0 {
                 return Ok(());
             }
@@ -123,7 +134,16 @@ impl Target {
             if !pages::is_live(self.pid, self.start_ticks) {
                 return Err(ask.exited().into());
             }
-            futex::wait(served_counter, served, (deadline - now).min(Duration::from_millis(200)));
+            let nap = (deadline - now).min(Duration::from_millis(200));
+            match self.map.futex_addr(at) {
+                // Returns at once (EFAULT) if the file was truncated: the next read says so.
+                Some(word) => futex::wait_at(word, served, nap),
+                None => std::thread::sleep(nap.min(Duration::from_millis(20))),
+            }
         }
     }
+}
+
+fn truncated(e: std::io::Error) -> String {
+    format!("cannot use the page: {e}")
 }

@@ -116,7 +116,7 @@ pub fn main(args: &[String]) -> i32 {
 /// Opens the page for writing, checks it, and posts one request.
 fn request(path: &std::path::Path, pid: u32, start: u64) -> Result<Pending, String> {
     let target = Target::open(path, pid, start, Ask::Release, Instant::now())?;
-    let request = target.post();
+    let request = target.post()?;
     Ok(Pending { comm: target.stats.comm_str(), target, request })
 }
 

@@ -8,7 +8,7 @@ mod json;
 pub mod servers;
 
 pub use json::Json;
-use memtrim_common::page::{parse_file_name, Page, ReadError, Reason, Stats, FILE_BYTES};
+use memtrim_common::page::{dir_name, file_name, parse_dir_name, parse_file_name, Page, ReadError, Reason, Stats, FILE_BYTES};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -51,6 +51,27 @@ pub fn require_tool(tool: &str) -> bool {
         eprintln!("SKIP: {tool} not installed");
     }
     found
+}
+
+/// A command prefix that runs as `user` (group `group`, no supplementary groups) with setpriv;
+/// None (the test skips, with the reason printed) without setpriv or without root.
+pub fn setpriv_as(user: &str, group: &str) -> Option<Command> {
+    if !require_tool("setpriv") {
+        return None;
+    }
+    if euid() != 0 {
+        eprintln!("SKIP: switching to {user} needs root");
+        return None;
+    }
+    let mut c = Command::new("setpriv");
+    c.args([&format!("--reuid={user}"), &format!("--regid={group}"), "--clear-groups"]);
+    Some(c)
+}
+
+/// The uid of `user` (from /etc/passwd).
+pub fn uid_of(user: &str) -> u32 {
+    let pw = std::fs::read_to_string("/etc/passwd").unwrap();
+    pw.lines().find_map(|l| l.strip_prefix(&format!("{user}:"))?.split(':').nth(1)?.parse().ok()).unwrap_or_else(|| panic!("no user {user}"))
 }
 
 /// For the tests of a binary that must run one at a time (they time things against the
@@ -218,13 +239,13 @@ impl TempDir {
         self.0.join(s)
     }
 
-    /// Names of the page files (memtrim.PID.START) for `pid`.
+    /// The page files (memtrim.PID.START) of `pid`, relative to the directory: in the per-user
+    /// directories (memtrim-UID/memtrim.PID.START) and in the flat layout of older libraries.
     pub fn pages_of(&self, pid: u32) -> Vec<String> {
-        let prefix = format!("memtrim.{pid}.");
-        let mut v: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|n| n.starts_with(&prefix))
+        let mut v: Vec<String> = page_files(&self.0)
+            .into_iter()
+            .filter(|(_, p, _)| *p == pid)
+            .filter_map(|(path, _, _)| path.strip_prefix(&self.0).ok()?.to_str().map(String::from))
             .collect();
         v.sort();
         v
@@ -321,6 +342,29 @@ impl Driven {
     }
 }
 
+/// tmux with its own socket, removed at the end; its session is "t".
+pub struct Tmux(String);
+
+impl Tmux {
+    pub fn new(name: &str) -> Tmux {
+        Tmux(format!("memtrim-test-{name}-{}", std::process::id()))
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        Command::new("tmux").arg("-L").arg(&self.0).args(args).env_remove("TMUX").output().expect("tmux runs")
+    }
+
+    pub fn capture(&self) -> String {
+        text(&self.cmd(&["capture-pane", "-p", "-t", "t"]).stdout)
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
 /// What `r` (a child's stderr, say) prints, gathered line by line on a thread of its own.
 pub fn gathered(r: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     let all = Arc::new(Mutex::new(String::new()));
@@ -362,6 +406,16 @@ pub fn sleeper() -> Proc {
     Proc(Command::new("sleep").arg("600").env_remove("LD_PRELOAD").stdin(Stdio::null()).spawn().expect("sleep starts"))
 }
 
+/// `sleep 600` without the library whose comm (what /proc, and so the CLI, names it) is `name`
+/// (at most 15 bytes, no '/'): it is exec'd through a symlink of that name.
+pub fn sleeper_named(name: &[u8]) -> Proc {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = TempDir::new("named");
+    let alias = dir.path().join(std::ffi::OsStr::from_bytes(name));
+    std::os::unix::fs::symlink("/bin/sleep", &alias).unwrap();
+    Proc(Command::new(&alias).arg("600").env_remove("LD_PRELOAD").stdin(Stdio::null()).spawn().expect("sleep starts"))
+}
+
 /// Start time of a process in clock ticks after boot (field 22 of /proc/PID/stat).
 pub fn start_ticks(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -385,11 +439,42 @@ pub fn stat_json(dir: &Path, pid: u32) -> Result<Json, String> {
     Json::parse(text(&o.stdout).trim()).map_err(|e| format!("bad JSON ({e}):\n{}", show(&o)))
 }
 
-/// The page file of `pid` in `dir`.
+/// Every page file in `dir`'s per-user directories, then in `dir` (the flat layout of older
+/// libraries, or a name planted there): (path, pid, start ticks).
+pub fn page_files(dir: &Path) -> Vec<(PathBuf, u32, u64)> {
+    let in_dir = |d: &Path| -> Vec<(PathBuf, u32, u64)> {
+        let Ok(rd) = std::fs::read_dir(d) else { return Vec::new() };
+        rd.filter_map(Result::ok)
+            .filter_map(|e| {
+                let (pid, start) = parse_file_name(e.file_name().to_str()?)?;
+                Some((e.path(), pid, start))
+            })
+            .collect()
+    };
+    let mut v = Vec::new();
+    for d in std::fs::read_dir(dir).into_iter().flatten().filter_map(Result::ok) {
+        if d.file_name().to_str().and_then(parse_dir_name).is_some() {
+            v.extend(in_dir(&d.path()));
+        }
+    }
+    v.extend(in_dir(dir));
+    v
+}
+
+/// The page file of `pid` in `dir` (or its per-user directories).
 pub fn page_path(dir: &Path, pid: u32) -> Option<PathBuf> {
-    std::fs::read_dir(dir).ok()?.filter_map(Result::ok).map(|e| e.path()).find(|p| {
-        p.file_name().and_then(|n| n.to_str()).and_then(parse_file_name).is_some_and(|(p, _)| p == pid)
-    })
+    page_files(dir).into_iter().find(|c| c.1 == pid).map(|c| c.0)
+}
+
+/// The per-user page directory of `uid` in `dir`.
+pub fn user_dir(dir: &Path, uid: u32) -> PathBuf {
+    dir.join(dir_name(uid))
+}
+
+/// The test's own euid.
+pub fn euid() -> u32 {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() }
 }
 
 /// The page of `pid` in `dir` once the worker has published it, read with the layout of
@@ -450,14 +535,30 @@ pub fn write_page(path: &Path, bytes: &[u8]) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
-/// The name of the page of (pid, start) in `dir`.
+/// Where the library puts the page of (pid, start) in `dir` when it runs as this test's user:
+/// in the per-user directory, created (0700) if missing, as the library does.
 pub fn page_file(dir: &Path, pid: u32, start: u64) -> PathBuf {
-    dir.join(format!("memtrim.{pid}.{start}"))
+    let d = user_dir(dir, euid());
+    if std::fs::create_dir(&d).is_ok() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    d.join(file_name(pid, start))
+}
+
+/// The name of the page of (pid, start) in the flat layout of older libraries (directly in
+/// `dir`), which the CLI still reads.
+pub fn old_page_file(dir: &Path, pid: u32, start: u64) -> PathBuf {
+    dir.join(file_name(pid, start))
+}
+
+/// A crafted page (see `crafted_page`) written at `path` (see `page_file`, `old_page_file`).
+pub fn plant_page_at(path: &Path, pid: u32, start: u64, comm: &[u8], edit: impl FnOnce(&mut Page)) {
+    write_page(path, &crafted_page(pid, start, comm, edit));
 }
 
 /// A crafted page (see `crafted_page`) written into `dir` under the name of (pid, start).
 pub fn plant_page(dir: &Path, pid: u32, start: u64, comm: &[u8], edit: impl FnOnce(&mut Page)) -> PathBuf {
     let path = page_file(dir, pid, start);
-    write_page(&path, &crafted_page(pid, start, comm, edit));
+    plant_page_at(&path, pid, start, comm, edit);
     path
 }

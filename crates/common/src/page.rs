@@ -1,4 +1,4 @@
-//! The stats page: one file per process in MEMTRIM_SHM_DIR, written by the library's worker
+//! The stats page: one file per process in `MEMTRIM_SHM_DIR/memtrim-EUID/`, written by the library's worker
 //! thread (the only writer, under a seqlock) and read by the CLI. Mirrored in include/memtrim.h;
 //! fields are only appended, and a reader rejects another layout version.
 use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
@@ -12,6 +12,20 @@ pub const FILE_PREFIX: &str = "memtrim.";
 /// `memtrim.PID.START`: the start time (clock ticks after boot) tells a reused pid apart.
 pub fn file_name(pid: u32, start_ticks: u64) -> String {
     format!("{FILE_PREFIX}{pid}.{start_ticks}")
+}
+
+/// The per-user directory of the pages of `euid`: `memtrim-EUID` (0700, so that no other user
+/// can plant a page's predictable name where the library will create it).
+pub const DIR_PREFIX: &str = "memtrim-";
+
+pub fn dir_name(euid: u32) -> String {
+    format!("{DIR_PREFIX}{euid}")
+}
+
+/// The uid a per-user directory's name says.
+pub fn parse_dir_name(name: &str) -> Option<u32> {
+    let uid = name.strip_prefix(DIR_PREFIX)?;
+    uid.bytes().all(|b| b.is_ascii_digit()).then(|| uid.parse().ok())?
 }
 
 /// (pid, start ticks) from a page file name.
@@ -254,6 +268,9 @@ mod tests {
         assert_eq!(parse_file_name(&file_name(42, 123456)), Some((42, 123456)));
         assert_eq!(parse_file_name("memtrim.x.1"), None);
         assert_eq!(parse_file_name("other.1.2"), None);
+        assert_eq!(parse_dir_name(&dir_name(1000)), Some(1000));
+        assert_eq!(parse_dir_name("memtrim-+1"), None);
+        assert_eq!(parse_dir_name("memtrim.1.2"), None);
     }
 
     #[test]
