@@ -29,7 +29,10 @@
 //!   and fastbinsY[10]), `next` at 2160 (after last_remainder, bins[254] and binmap[4]). A thread
 //!   arena's `next` is written once, before the arena is published, and never again; `top` and
 //!   its chunk's size change only under the arena's lock, so they are read as a hint first and
-//!   read again, for what is given back, under the lock held here.
+//!   read again, for what is given back, under the lock held here. main_arena's own `next`
+//!   changes with each publication (under list_lock, after the new arena's `next` and a write
+//!   barrier): read once per walk, it gives a list as it stood, whose arenas are all complete.
+//!
 //! On any other glibc the release of arena tops turns itself off (one line at MEMTRIM_LOG=info)
 //! and releases are malloc_trim(0) alone. Every read is one that cannot fault (peek), and an
 //! arena that does not check out is left alone.
