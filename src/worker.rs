@@ -1,5 +1,6 @@
 //! The worker thread: one per process, started again in a forked child. It samples, runs the
-//! release policy, publishes the page and answers trim requests. Created with every signal blocked (signals belong to the
+//! release policy and the limits, publishes the page and answers trim requests; without a
+//! shared page (it could not be created) it does the same on a private one. Created with every signal blocked (signals belong to the
 //! host); holds nothing the allocation path needs (DESIGN.md trap 8).
 use crate::page_file::{self, PageFile};
 use crate::policy::Policy;
@@ -9,7 +10,7 @@ use crate::{accounting, backend, divert, init, jemalloc_ctl, procfs, release, st
 use memtrim_common::config::Allocator;
 use core::sync::atomic::{AtomicBool, Ordering::*};
 use memtrim_common::futex;
-use memtrim_common::page::{Reason, Stats};
+use memtrim_common::page::{Page, Reason, Stats};
 use std::time::{Duration, Instant};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -67,8 +68,8 @@ fn run() {
     let page = match PageFile::create(&cfg.shm_dir, pid, start_ticks) {
         Ok(p) => p.page(),
         Err(e) => {
-            stderr::line(&format!("memtrim: no stats page: {e}"));
-            return;
+            stderr::line(&format!("memtrim: no stats page: {e}; releases and limits go on, nothing is published"));
+            private_page()
         }
     };
     let mut limit = LimitWatch::new(cfg, accounting::totals().live);
@@ -118,6 +119,16 @@ fn run() {
         }
         futex::wait(&page.control.trim_requested, requested, interval);
     }
+}
+
+/// A page in this process's memory alone, for when the shared one cannot be created (another
+/// user may plant its name): the loop runs on it as on the shared one, and no one reads it.
+fn private_page() -> &'static mut Page {
+    // SAFETY: Page is plain integers and atomics, for which all zero is valid: what a fresh
+    // page mapping holds before init.
+    let page = Box::leak(Box::new(unsafe { core::mem::zeroed::<Page>() }));
+    page.init();
+    page
 }
 
 /// At exit: the worker stops at its next wake-up and the page's name goes now.
