@@ -6,8 +6,8 @@ use crate::page_file::{self, PageFile};
 use crate::policy::Policy;
 use crate::sampler::Sampler;
 use crate::limits::{self, LimitWatch};
-use crate::{accounting, backend, divert, init, jemalloc_ctl, procfs, release, stderr};
-use memtrim_common::config::Allocator;
+use crate::{accounting, backend, divert, init, jemalloc_ctl, lazy_start, procfs, release, stderr};
+use memtrim_common::config::{Allocator, Config};
 use core::sync::atomic::{AtomicBool, Ordering::*};
 use memtrim_common::futex;
 use memtrim_common::page::{Page, Reason, Stats};
@@ -16,14 +16,19 @@ use std::time::{Duration, Instant};
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static STOP: AtomicBool = AtomicBool::new(false);
 
-/// Starts the worker if the configuration and MEMTRIM_ONLY select this process.
+/// Arms the worker's start, one interval from now (lazy_start), if the configuration and
+/// MEMTRIM_ONLY select this process.
 pub fn start_if_selected() {
     let Some(cfg) = init::config() else { return };
     let names = procfs::names();
     if cfg.stats && cfg.selects(&names.iter().map(String::as_str).collect::<Vec<_>>()) {
         ENABLED.store(true, Relaxed);
-        spawn();
+        arm(cfg);
     }
+}
+
+fn arm(cfg: &Config) {
+    lazy_start::arm(Duration::from_millis(cfg.interval_ms), spawn);
 }
 
 fn spawn() {
@@ -57,9 +62,8 @@ extern "C" fn main(_: *mut libc::c_void) -> *mut libc::c_void {
 fn run() {
     let Some(cfg) = init::config() else { return };
     let interval = Duration::from_millis(cfg.interval_ms);
-    // A process that ends or execs within its first interval (a shell's child, a compiler) never
-    // makes a page.
-    std::thread::sleep(interval);
+    // Started an interval late already (lazy_start): a process that ends or execs within its
+    // first interval (a shell's child, a compiler) never has this thread nor makes a page.
     if STOP.load(Acquire) {
         return;
     }
@@ -134,14 +138,16 @@ fn private_page() -> &'static mut Page {
 /// At exit: the worker stops at its next wake-up and the page's name goes now.
 pub fn stop() {
     STOP.store(true, Release);
+    lazy_start::disarm();
     page_file::unlink_current();
 }
 
-/// The child of a fork has no worker: it gets its own page and its own worker.
+/// The child of a fork has no worker: it gets its own page and its own worker, an interval
+/// from now (a child that execs or unshares at once stays single-threaded).
 pub fn after_fork_in_child() {
     page_file::forget_in_child();
-    if ENABLED.load(Relaxed) {
+    if let Some(cfg) = init::config().filter(|_| ENABLED.load(Relaxed)) {
         STOP.store(false, Relaxed);
-        spawn();
+        arm(cfg);
     }
 }

@@ -1,0 +1,103 @@
+//! The worker thread starts lazily, one interval after the process (or a fork child) starts,
+//! so that a process that execs, exits or unshares in its first interval never has a second
+//! thread: unshare(CLONE_NEWUSER) (`unshare --user`, sandboxes that fork and unshare at once)
+//! requires a single-threaded caller. Nothing runs on a timer without a thread or a signal, and
+//! both belong elsewhere, so the start rides on the host's own calls: arming points the malloc
+//! and free exports (backend's MALLOC and FREE slots) at wrappers that call [`poll`] and then
+//! the backend's function. [`poll`] reads the clock every [`EVERY`]th call and, once the deadline
+//! has passed, runs the start hook (a function given by whoever arms, so that the allocation
+//! layer knows nothing of the worker) and puts the backend's functions back: once started, the
+//! hot path is what it is without this module, instruction for instruction.
+//!
+//! Given up: a process that calls neither malloc nor free after its first interval (one that
+//! waits idle on its input, say) never gets its worker, hence no page, releases or limits,
+//! until it does; the first interval's calls cost a wrapper and a counter more.
+use crate::backend::{self, FreeFn, MallocFn, FREE, MALLOC};
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
+use std::time::Duration;
+
+/// When the start is due (CLOCK_MONOTONIC, ns); 0 when no start is pending.
+static DEADLINE_NS: AtomicU64 = AtomicU64::new(0);
+static HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+/// The backend's malloc and free, which the wrappers call and the start puts back.
+static BACKEND_MALLOC: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+static BACKEND_FREE: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+static CALLS: AtomicU32 = AtomicU32::new(0);
+/// The clock is read on one call in this many.
+const EVERY: u32 = 64;
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid out-pointer; CLOCK_MONOTONIC is read in the vDSO, without a syscall.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Runs `start` on the first malloc or free after `after` from now.
+pub fn arm(after: Duration, start: fn()) {
+    backend::active(); // the backend's functions are in their slots before they are wrapped
+    HOOK.store(start as *mut (), Release);
+    DEADLINE_NS.store(now_ns().saturating_add(after.as_nanos() as u64).max(1), Release);
+    wrap(&MALLOC, &BACKEND_MALLOC, malloc_pending as *mut ());
+    wrap(&FREE, &BACKEND_FREE, free_pending as *mut ());
+}
+
+/// No start any more (the process is exiting).
+pub fn disarm() {
+    DEADLINE_NS.store(0, Release);
+    unwrap();
+}
+
+fn wrap(slot: &AtomicPtr<()>, backend: &AtomicPtr<()>, wrapper: *mut ()) {
+    let current = slot.load(Acquire);
+    if current != wrapper {
+        backend.store(current, Release);
+        slot.store(wrapper, Release);
+    }
+}
+
+fn unwrap() {
+    for (slot, backend, wrapper) in [(&MALLOC, &BACKEND_MALLOC, malloc_pending as *mut ()), (&FREE, &BACKEND_FREE, free_pending as *mut ())] {
+        let b = backend.load(Acquire);
+        if !b.is_null() {
+            let _ = slot.compare_exchange(wrapper, b, AcqRel, Relaxed);
+        }
+    }
+}
+
+unsafe extern "C" fn malloc_pending(size: usize) -> *mut c_void {
+    poll();
+    // SAFETY: `wrap` saved the backend's malloc, a MallocFn, before it installed this wrapper.
+    core::mem::transmute::<*mut (), MallocFn>(BACKEND_MALLOC.load(Acquire))(size)
+}
+
+unsafe extern "C" fn free_pending(p: *mut c_void) {
+    poll();
+    // SAFETY: as in malloc_pending, for free.
+    core::mem::transmute::<*mut (), FreeFn>(BACKEND_FREE.load(Acquire))(p)
+}
+
+/// Starts what was armed once its deadline has passed.
+fn poll() {
+    // A plain add: a count lost among racing threads only moves the next clock read.
+    let n = CALLS.load(Relaxed).wrapping_add(1);
+    CALLS.store(n, Relaxed);
+    if n % EVERY != 0 {
+        return;
+    }
+    let due = DEADLINE_NS.load(Acquire);
+    if due == 0 || now_ns() < due {
+        return;
+    }
+    // One caller wins; the hook's own allocations (pthread_create's) find nothing pending.
+    if DEADLINE_NS.compare_exchange(due, 0, AcqRel, Relaxed).is_err() {
+        return;
+    }
+    let hook = HOOK.load(Acquire);
+    if !hook.is_null() {
+        // SAFETY: HOOK only ever holds a `fn()` stored by `arm`.
+        unsafe { core::mem::transmute::<*mut (), fn()>(hook)() };
+    }
+    unwrap();
+}
