@@ -284,6 +284,23 @@ pub fn exclude_this_thread() {
     tls::set(OFF);
 }
 
+/// Runs `f` with the calling host thread's allocations not counted: the library's own, made on
+/// a host thread (the worker's lazy start). Where the thread's slot borrows jemalloc's counters,
+/// which count them anyway, the slot's own bytes take them back.
+pub fn uncounted<R>(f: impl FnOnce() -> R) -> R {
+    let w = tls::get();
+    // SAFETY: as in on_alloc.
+    let slot = (w > OFF).then(|| unsafe { &*(w as *const Slot) });
+    let before = slot.map(|s| s.locked(|| s.net_borrowed()));
+    tls::set(OFF);
+    let r = f();
+    tls::set(w);
+    if let (Some(s), Some(before)) = (slot, before) {
+        s.bytes.fetch_sub(s.locked(|| s.net_borrowed()).wrapping_sub(before), Relaxed);
+    }
+    r
+}
+
 /// Thread-exit hook: the slot takes in jemalloc's count, if it borrows it, while the thread's
 /// TLS is still there; later allocations of the exiting thread count in SHARED, and the slot,
 /// counters intact, waits for another thread.

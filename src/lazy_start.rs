@@ -12,6 +12,7 @@
 //! Given up: a process that calls neither malloc nor free after its first interval (one that
 //! waits idle on its input, say) never gets its worker, hence no page, releases or limits,
 //! until it does; the first interval's calls cost a wrapper and a counter more.
+use crate::accounting;
 use crate::backend::{self, FreeFn, MallocFn, FREE, MALLOC};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
@@ -96,8 +97,9 @@ fn poll() {
     }
     let hook = HOOK.load(Acquire);
     if !hook.is_null() {
-        // SAFETY: HOOK only ever holds a `fn()` stored by `arm`.
-        unsafe { core::mem::transmute::<*mut (), fn()>(hook)() };
+        // SAFETY: HOOK only ever holds a `fn()` stored by `arm`. What the start allocates
+        // (pthread_create's calloc) is the library's, not the host's.
+        accounting::uncounted(|| unsafe { core::mem::transmute::<*mut (), fn()>(hook)() });
     }
     unwrap();
 }

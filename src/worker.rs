@@ -42,12 +42,25 @@ fn spawn() {
         let mut attr: libc::pthread_attr_t = core::mem::zeroed();
         libc::pthread_attr_init(&mut attr);
         libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
-        libc::pthread_attr_setstacksize(&mut attr, 256 << 10);
+        set_own_stack(&mut attr);
         if libc::pthread_create(&mut t, &attr, main, core::ptr::null_mut()) != 0 {
             stderr::line("memtrim: cannot start the worker thread; counting goes on, nothing is published");
         }
         libc::pthread_attr_destroy(&mut attr);
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+    }
+}
+
+/// A stack of the worker's own, not one from glibc's cache of joined threads' stacks: the worker
+/// starts while the host runs (lazy_start), and a stack it took from that cache would make the
+/// host's next thread allocate a stack and its TLS where it would have reused them.
+unsafe fn set_own_stack(attr: &mut libc::pthread_attr_t) {
+    const STACK: usize = 256 << 10;
+    let guard = libc::getauxval(libc::AT_PAGESZ) as usize;
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK;
+    let p = libc::mmap(core::ptr::null_mut(), STACK + guard, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0);
+    if p == libc::MAP_FAILED || libc::mprotect(p, guard, libc::PROT_NONE) != 0 || libc::pthread_attr_setstack(attr, p.cast::<u8>().add(guard).cast(), STACK) != 0 {
+        libc::pthread_attr_setstacksize(attr, STACK);
     }
 }
 
