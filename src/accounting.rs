@@ -317,13 +317,20 @@ pub fn exclude_this_thread() {
     tls::set(OFF);
 }
 
-/// Runs `f` with the calling thread's allocations through the exports uncounted: the library's
-/// own (the TLS block of a thread it makes), not the host's.
+/// Runs `f` with the calling thread's allocations not counted: the library's own, made on a
+/// host thread (the worker's lazy start, the thread that hands deferred frees back). Where the thread's slot borrows jemalloc's counters,
+/// which count them anyway, the slot's own bytes take them back.
 pub fn uncounted<R>(f: impl FnOnce() -> R) -> R {
     let w = tls::get();
+    // SAFETY: as in on_alloc.
+    let slot = (w > OFF).then(|| unsafe { &*(w as *const Slot) });
+    let before = slot.map(|s| s.locked(|| s.net_borrowed()));
     tls::set(OFF);
     let r = f();
     tls::set(w);
+    if let (Some(s), Some(before)) = (slot, before) {
+        s.bytes.fetch_sub(s.locked(|| s.net_borrowed()).wrapping_sub(before), Relaxed);
+    }
     r
 }
 

@@ -16,6 +16,7 @@ mod heap_stats;
 mod init;
 mod jemalloc_ctl;
 mod jemalloc_family;
+mod lazy_start;
 mod limits;
 mod own_mapping;
 mod panic_hook;

@@ -1,28 +1,34 @@
 //! The worker thread: one per process, started again in a forked child. It samples, runs the
-//! release policy, publishes the page and answers trim requests. Created with every signal blocked (signals belong to the
+//! release policy and the limits, publishes the page and answers trim requests; without a
+//! shared page (it could not be created) it does the same on a private one. Created with every signal blocked (signals belong to the
 //! host); holds nothing the allocation path needs (DESIGN.md trap 8).
 use crate::page_file::{self, PageFile};
 use crate::policy::Policy;
 use crate::sampler::Sampler;
 use crate::limits::{self, LimitWatch};
-use crate::{accounting, backend, divert, init, jemalloc_ctl, procfs, release, stderr};
-use memtrim_common::config::Allocator;
+use crate::{accounting, backend, divert, init, jemalloc_ctl, lazy_start, procfs, release, stderr};
+use memtrim_common::config::{Allocator, Config};
 use core::sync::atomic::{AtomicBool, Ordering::*};
 use memtrim_common::futex;
-use memtrim_common::page::{Reason, Stats};
+use memtrim_common::page::{Page, Reason, Stats};
 use std::time::{Duration, Instant};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static STOP: AtomicBool = AtomicBool::new(false);
 
-/// Starts the worker if the configuration and MEMTRIM_ONLY select this process.
+/// Arms the worker's start, one interval from now (lazy_start), if the configuration and
+/// MEMTRIM_ONLY select this process.
 pub fn start_if_selected() {
     let Some(cfg) = init::config() else { return };
     let names = procfs::names();
     if cfg.stats && cfg.selects(&names.iter().map(String::as_str).collect::<Vec<_>>()) {
         ENABLED.store(true, Relaxed);
-        spawn();
+        arm(cfg);
     }
+}
+
+fn arm(cfg: &Config) {
+    lazy_start::arm(Duration::from_millis(cfg.interval_ms), spawn);
 }
 
 fn spawn() {
@@ -36,12 +42,25 @@ fn spawn() {
         let mut attr: libc::pthread_attr_t = core::mem::zeroed();
         libc::pthread_attr_init(&mut attr);
         libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
-        libc::pthread_attr_setstacksize(&mut attr, 256 << 10);
+        set_own_stack(&mut attr);
         if libc::pthread_create(&mut t, &attr, main, core::ptr::null_mut()) != 0 {
             stderr::line("memtrim: cannot start the worker thread; counting goes on, nothing is published");
         }
         libc::pthread_attr_destroy(&mut attr);
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+    }
+}
+
+/// A stack of the worker's own, not one from glibc's cache of joined threads' stacks: the worker
+/// starts while the host runs (lazy_start), and a stack it took from that cache would make the
+/// host's next thread allocate a stack and its TLS where it would have reused them.
+unsafe fn set_own_stack(attr: &mut libc::pthread_attr_t) {
+    const STACK: usize = 256 << 10;
+    let guard = libc::getauxval(libc::AT_PAGESZ) as usize;
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK;
+    let p = libc::mmap(core::ptr::null_mut(), STACK + guard, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0);
+    if p == libc::MAP_FAILED || libc::mprotect(p, guard, libc::PROT_NONE) != 0 || libc::pthread_attr_setstack(attr, p.cast::<u8>().add(guard).cast(), STACK) != 0 {
+        libc::pthread_attr_setstacksize(attr, STACK);
     }
 }
 
@@ -56,9 +75,8 @@ extern "C" fn main(_: *mut libc::c_void) -> *mut libc::c_void {
 fn run() {
     let Some(cfg) = init::config() else { return };
     let interval = Duration::from_millis(cfg.interval_ms);
-    // A process that ends or execs within its first interval (a shell's child, a compiler) never
-    // makes a page.
-    std::thread::sleep(interval);
+    // Started an interval late already (lazy_start): a process that ends or execs within its
+    // first interval (a shell's child, a compiler) never has this thread nor makes a page.
     if STOP.load(Acquire) {
         return;
     }
@@ -67,8 +85,8 @@ fn run() {
     let page = match PageFile::create(&cfg.shm_dir, pid, start_ticks) {
         Ok(p) => p.page(),
         Err(e) => {
-            stderr::line(&format!("memtrim: no stats page: {e}"));
-            return;
+            stderr::line(&format!("memtrim: no stats page: {e}; releases and limits go on, nothing is published"));
+            private_page()
         }
     };
     let mut limit = LimitWatch::new(cfg, accounting::totals().live);
@@ -120,17 +138,29 @@ fn run() {
     }
 }
 
+/// A page in this process's memory alone, for when the shared one cannot be created (another
+/// user may plant its name): the loop runs on it as on the shared one, and no one reads it.
+fn private_page() -> &'static mut Page {
+    // SAFETY: Page is plain integers and atomics, for which all zero is valid: what a fresh
+    // page mapping holds before init.
+    let page = Box::leak(Box::new(unsafe { core::mem::zeroed::<Page>() }));
+    page.init();
+    page
+}
+
 /// At exit: the worker stops at its next wake-up and the page's name goes now.
 pub fn stop() {
     STOP.store(true, Release);
+    lazy_start::disarm();
     page_file::unlink_current();
 }
 
-/// The child of a fork has no worker: it gets its own page and its own worker.
+/// The child of a fork has no worker: it gets its own page and its own worker, an interval
+/// from now (a child that execs or unshares at once stays single-threaded).
 pub fn after_fork_in_child() {
     page_file::forget_in_child();
-    if ENABLED.load(Relaxed) {
+    if let Some(cfg) = init::config().filter(|_| ENABLED.load(Relaxed)) {
         STOP.store(false, Relaxed);
-        spawn();
+        arm(cfg);
     }
 }
