@@ -110,7 +110,7 @@ fn a_name_planted_by_another_user_does_not_take_the_page() {
         // nobody's shell waits on stdin, then execs a preloaded sleep that keeps its pid and
         // start time: the page name is known before the library runs.
         let mut c = nobody().unwrap();
-        c.args(["sh", "-c", "read _ && export LD_PRELOAD=\"$MT_LIB\" && exec sleep 300"]).env("MT_LIB", common::lib()).stdin(Stdio::piped());
+        c.args(["sh", "-c", "read _ && export LD_PRELOAD=\"$MT_LIB\" && exec \"$MT_SLEEP\" 300"]).env("MT_LIB", common::lib()).env("MT_SLEEP", common::idle_sleep()).stdin(Stdio::piped());
         under_library(&mut c, dir.path(), 100).env_remove("LD_PRELOAD");
         let mut p = Proc(c.spawn().unwrap());
         let pid = p.pid();
@@ -159,7 +159,7 @@ fn a_per_user_directory_planted_by_another_user_is_not_used() {
     assert!(o.status.success(), "{}", show(&o));
     // The library is preloaded into sleep only, not into setpriv.
     let mut c = nobody().unwrap();
-    c.arg("env").arg(format!("LD_PRELOAD={}", common::lib().display())).args(["sleep", "30"]).stdin(Stdio::null()).stderr(Stdio::piped());
+    c.arg("env").arg(format!("LD_PRELOAD={}", common::lib().display())).arg(common::idle_sleep()).arg("30").stdin(Stdio::null()).stderr(Stdio::piped());
     under_library(&mut c, dir.path(), 50).env_remove("LD_PRELOAD");
     let mut p = Proc(c.spawn().unwrap());
     let err = common::gathered(p.0.stderr.take().unwrap());

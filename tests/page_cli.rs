@@ -258,7 +258,7 @@ fn ls_shows_forked_children_under_their_parent() {
     h.exit();
 }
 
-/// A gunicorn master and its two workers (forked) under the library: `ls --json` lists the
+/// A gunicorn master and its workers (forked) under the library: `ls --json` lists the
 /// workers with the master as ppid.
 #[test]
 fn ls_lists_gunicorn_master_and_workers() {
@@ -280,22 +280,31 @@ fn ls_lists_gunicorn_master_and_workers() {
     under_library(&mut c, dir.path(), 100);
     let mut master = Proc(c.spawn().expect("gunicorn starts"));
     let mpid = master.pid() as i64;
-    let list = wait_for("the gunicorn master and 2 workers in `ls --json`", Duration::from_secs(30), || {
-        if let Ok(Some(st)) = master.0.try_wait() {
-            panic!("gunicorn exited: {st}");
-        }
-        let (v, _) = ls_json(dir.path(), &[]);
-        let workers = v.iter().filter(|j| j.int("ppid") == mpid).count();
-        let has_master = v.iter().any(|j| j.int("pid") == mpid);
-        if has_master && workers == 2 { Ok(v) } else { Err(format!("master {has_master}, workers {workers}: {v:?}")) }
-    });
+    let mut listed = |what: &str, want: usize| {
+        wait_for(what, Duration::from_secs(30), || {
+            if let Ok(Some(st)) = master.0.try_wait() {
+                panic!("gunicorn exited: {st}");
+            }
+            let (v, _) = ls_json(dir.path(), &[]);
+            let workers = v.iter().filter(|j| j.int("ppid") == mpid).count();
+            let has_master = v.iter().any(|j| j.int("pid") == mpid);
+            if (has_master || want == 2) && workers == want { Ok(v) } else { Err(format!("master {has_master}, workers {workers}: {v:?}")) }
+        })
+    };
+    // The workers' event loops allocate as they wake, so their workers start; an idle master may
+    // allocate nothing after its start-up, and then has no worker thread (hence no page) until it
+    // does something: here, start a third worker (TTIN).
+    listed("the 2 gunicorn workers in `ls --json`", 2);
+    // SAFETY: signals our own child, by pid.
+    unsafe { libc::kill(mpid as i32, libc::SIGTTIN) };
+    let list = listed("the gunicorn master and 3 workers in `ls --json`", 3);
     for j in &list {
         check_contract(j);
     }
     let o = memtrim(dir.path(), &["ls"]);
     let t = text(&o.stdout);
     eprintln!("{t}");
-    assert_eq!(t.lines().filter(|l| l.contains("─ ")).count(), 2, "two workers drawn under the master:\n{t}");
+    assert_eq!(t.lines().filter(|l| l.contains("─ ")).count(), 3, "three workers drawn under the master:\n{t}");
     // graceful stop: every page goes with its process
     // SAFETY: signals our own child, by pid.
     unsafe { libc::kill(master.pid() as i32, libc::SIGTERM) };
@@ -518,7 +527,7 @@ fn planted_symlinks_are_not_followed() {
     let mut shells = Vec::new();
     for target in [&victim, &dangling] {
         let mut c = Command::new("sh");
-        c.args(["-c", "read _ && export LD_PRELOAD=\"$MT_LIB\" && exec sleep 300"]).env("MT_LIB", lib()).stdin(Stdio::piped());
+        c.args(["-c", "read _ && export LD_PRELOAD=\"$MT_LIB\" && exec \"$MT_SLEEP\" 300"]).env("MT_LIB", lib()).env("MT_SLEEP", common::idle_sleep()).stdin(Stdio::piped());
         under_library(&mut c, dir.path(), 100).env_remove("LD_PRELOAD");
         let mut p = Proc(c.spawn().unwrap());
         let pid = p.pid();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// `sleep` under the library with its own page directory and a short interval.
 fn sleeper(dir: &Path, env: &[(&str, &str)]) -> Proc {
-    let mut c = Command::new("sleep");
+    let mut c = Command::new(common::idle_sleep());
     c.arg("30").env("MEMTRIM_SHM_DIR", dir).env("MEMTRIM_INTERVAL_MS", "50").envs(env.iter().copied()).stdin(Stdio::null());
     Proc(preloaded(&mut c).spawn().expect("sleep starts"))
 }

@@ -36,7 +36,7 @@ fn on_backend<'a>(c: &'a mut Command, dir: &Path) -> &'a mut Command {
 fn python_holding(dir: &Path, mib: u32, env: &[(&str, &str)]) -> Option<Proc> {
     let py = python()?;
     let mut c = Command::new(py);
-    c.args(["-c", &format!("import sys, time\nb = bytearray({mib} << 20)\nprint('ready', flush=True)\ntime.sleep(600)\n")]);
+    c.args(["-c", &format!("import sys, time\nb = bytearray({mib} << 20)\nprint('ready', flush=True)\nwhile True:\n    time.sleep(0.1)\n    bytes(4096)\n")]);
     on_backend(&mut c, dir);
     for (k, v) in env {
         c.env(k, v);
@@ -52,7 +52,7 @@ fn python_holding(dir: &Path, mib: u32, env: &[(&str, &str)]) -> Option<Proc> {
 
 /// `sleep 600` under the library.
 fn sleeper_under_library(dir: &Path) -> Proc {
-    let mut c = Command::new("sleep");
+    let mut c = Command::new(common::idle_sleep());
     c.arg("600");
     on_backend(&mut c, dir);
     Proc(c.stdin(Stdio::null()).spawn().expect("sleep starts"))
@@ -540,7 +540,7 @@ fn prometheus_scrapes_serve_and_promql_returns_live_bytes() {
     let Some(py) = python_holding(dir.path(), 50, &[("MEMTRIM_LIMIT", "pss:2GiB"), ("MEMTRIM_SMAPS_INTERVAL_MS", "500")]) else { return };
     let pid = py.pid();
     // a second process with an RSS limit (the dashboard compares each limit with its figure)
-    let mut c = Command::new("sleep");
+    let mut c = Command::new(common::idle_sleep());
     c.arg("600");
     on_backend(&mut c, dir.path()).env("MEMTRIM_LIMIT", "rss:1GiB");
     let _rss_limited = Proc(c.stdin(Stdio::null()).spawn().expect("sleep starts"));

@@ -90,9 +90,12 @@ pub fn compile(name: &str, extra: &[&str]) -> PathBuf {
     let stem = Path::new(name).file_stem().unwrap().to_str().unwrap();
     let out = out_dir.join(stem);
     let cc = if name.ends_with(".cpp") { "g++" } else { "gcc" };
+    // Built beside, then renamed: a test may still run the previous build (ETXTBSY).
+    static BUILDS: AtomicUsize = AtomicUsize::new(0);
+    let tmp = out_dir.join(format!("{stem}.{}.{}", std::process::id(), BUILDS.fetch_add(1, Ordering::Relaxed)));
     let st = Command::new(cc)
         .args(["-O1", "-g", "-Wall", "-pthread", "-o"])
-        .arg(&out)
+        .arg(&tmp)
         .arg(&src)
         .arg(format!("-I{}", root().join("include").display()))
         .args(extra)
@@ -100,7 +103,15 @@ pub fn compile(name: &str, extra: &[&str]) -> PathBuf {
         .status()
         .expect("compiler runs");
     assert!(st.success(), "{cc} failed on {}", src.display());
+    std::fs::rename(&tmp, &out).unwrap();
     out
+}
+
+/// `sleep` for the tests that want a long-lived process under the library: tests/c/sleep.c,
+/// which allocates as it wakes (the worker starts on an allocation), under the name `sleep`.
+pub fn idle_sleep() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| compile("sleep.c", &[])).clone()
 }
 
 /// The backend the tests run against: TEST_ALLOCATOR (glibc or jemalloc; scripts/test

@@ -17,6 +17,8 @@ the process's counters; exits 0. Anything unexpected is printed as `error ...`, 
 import gc
 import os
 import sys
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+from host_common import lines  # noqa: E402
 
 MIB = 1 << 20
 
@@ -58,7 +60,7 @@ gc.collect()
 
 say(f"result refused_at_mib={refused_at} big_refused={big_refused} again_mib={again_mib}")
 say(f"ready {os.getpid()}")
-for line in sys.stdin:
+for line in lines():
     if line.strip() == "exit":
         break
 sys.exit(0)

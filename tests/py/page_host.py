@@ -22,6 +22,8 @@ import ctypes
 import gc
 import os
 import sys
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+from host_common import lines  # noqa: E402
 
 MiB = 1 << 20
 held = []
@@ -48,7 +50,7 @@ def fork(n):
             # a little allocation of its own, then wait for the parent
             junk = [bytearray(1000) for _ in range(100)]
             try:
-                os.read(fork.r, 1)
+                next(lines(os.fdopen(fork.r, "rb", buffering=0)), None)
             finally:
                 del junk
                 libc.exit(0)
@@ -70,7 +72,7 @@ def reap():
 
 def main():
     answer(f"ready {os.getpid()}")
-    for line in sys.stdin:
+    for line in lines():
         cmd, *args = line.split()
         if cmd == "alloc":
             held.extend(bytearray(MiB) for _ in range(int(args[0])))
