@@ -890,6 +890,57 @@ fn connection_limit_makes_room_for_a_complete_request() {
     assert!(serve.alive());
 }
 
+/// Clients that send a complete request and then keep sending a byte every 200 ms (reconnecting
+/// whenever closed) hold every connection of --max-connections 4 past their answers. Meanwhile
+/// 14 scrapes, one about every 0.5 s: at least 13 are answered 200 within 3 s, since a
+/// connection already answered gives way to a new one.
+#[test]
+fn clients_trickling_after_their_request_do_not_starve_scrapes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = TempDir::new("trickle-after");
+    let mut serve = Serve::start(dir.path(), &["--max-connections", "4"]);
+    let port = serve.port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickler = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let connect = || {
+                let mut s = TcpStream::connect_timeout(&(std::net::Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(1)).ok()?;
+                s.set_write_timeout(Some(Duration::from_secs(1))).ok()?;
+                s.write_all(b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+                Some(s)
+            };
+            let mut conns: Vec<Option<TcpStream>> = (0..4).map(|_| connect()).collect();
+            let started = Instant::now();
+            // bounded: the scrapes take about 8 s; never more than 30 s
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(30) {
+                for c in conns.iter_mut() {
+                    if !c.as_mut().is_some_and(|s| s.write_all(b"x").is_ok()) {
+                        *c = connect();
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut answered = 0;
+    let mut failures = Vec::new();
+    for _ in 0..14 {
+        match http(port, "GET", "/metrics", Duration::from_secs(3)) {
+            Ok(r) if r.status == 200 => answered += 1,
+            Ok(r) => failures.push(format!("status {}", r.status)),
+            Err(e) => failures.push(e),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    trickler.join().unwrap();
+    assert!(answered >= 13, "{answered} of 14 scrapes answered while 4 answered clients kept sending; the others: {failures:?}");
+    assert!(serve.alive(), "memtrim serve died");
+}
+
 /// Many processes, exiting (killed, pages left behind) and starting while Prometheus-like
 /// scrapes run back to back: every scrape is a 200 with a well-formed, duplicate-free text,
 /// whose processes are all ours, and at the end every page is counted as gone.
