@@ -45,3 +45,33 @@ fn library_path_that_ld_so_would_split_is_refused() {
         }
     }
 }
+
+/// ld.so expands $ORIGIN (the program's directory), $LIB and $PLATFORM in an LD_PRELOAD entry, so
+/// a library under a directory named `x$ORIGIN` would be looked for elsewhere: a library planted
+/// where `$ORIGIN` leads runs instead, and otherwise none is loaded. Such a path (any `$`) is
+/// refused with exit 2 and a message naming the path, and the planted library never runs.
+#[test]
+fn library_path_that_ld_so_would_expand_is_refused() {
+    let tmp = TempDir::new("run-dst");
+    let marker_lib = common::compile("marker_lib.c", &["-shared", "-fPIC"]);
+    let bin = tmp.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::copy("/bin/true", bin.join("true")).unwrap();
+    let marker = tmp.join("marker-ran");
+    for name in ["x$ORIGIN", "x${ORIGIN}", "x$LIB", "x$PLATFORM"] {
+        let dir = tmp.join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::copy(lib(), dir.join("libmemtrim.so")).unwrap();
+        // where "TMP/x$ORIGIN/libmemtrim.so" leads when the program is TMP/bin/true
+        let expanded = tmp.join(&format!("x{}", bin.display())).join("libmemtrim.so");
+        std::fs::create_dir_all(expanded.parent().unwrap()).unwrap();
+        std::fs::copy(&marker_lib, &expanded).unwrap();
+        let mut c = Command::new(cli());
+        c.arg("run").arg("--lib").arg(dir.join("libmemtrim.so")).arg("--").arg(bin.join("true"));
+        c.env("MARKER_FILE", &marker).env_remove("LD_PRELOAD");
+        let o = run_for(&mut c, Duration::from_secs(20));
+        assert!(!marker.exists(), "{name:?}: the library planted where ld.so's expansion leads ran:\n{}", show(&o));
+        assert_eq!(o.status.code(), Some(2), "{name:?}: not refused:\n{}", show(&o));
+        assert!(text(&o.stderr).contains(dir.to_str().unwrap()), "{name:?}: the message does not name the path:\n{}", show(&o));
+    }
+}

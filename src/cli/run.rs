@@ -9,7 +9,8 @@ use std::process::Command;
 const USAGE: &str = "\
 usage: memtrim run [OPTIONS] -- CMD ARGS...
   --lib PATH        libmemtrim.so to preload (default: beside this binary, or ../lib/); its
-                    path may hold no space or colon, which LD_PRELOAD splits at
+                    path may hold no space or colon, which LD_PRELOAD splits at, and no $,
+                    which starts $ORIGIN, $LIB or $PLATFORM there
   --set NAME=VALUE  set MEMTRIM_NAME=VALUE for CMD (repeatable), e.g. --set REPORT=1";
 
 const CMD: Cmd = Cmd { name: "run", usage: USAGE };
@@ -62,13 +63,15 @@ pub fn main(args: &[String]) -> i32 {
 }
 
 /// `lib` as an LD_PRELOAD entry: absolute (a relative entry is looked up from the command's
-/// working directory), and free of what ld.so splits the list at (spaces and colons), or the
-/// pieces of the path would be loaded instead, a relative piece from the working directory.
+/// working directory), free of what ld.so splits the list at (spaces and colons), or the
+/// pieces of the path would be loaded instead, a relative piece from the working directory, and
+/// of `$`, or ld.so would expand $ORIGIN (the command's directory), $LIB or $PLATFORM in it and
+/// load another file, or none.
 fn preload_entry(lib: &Path) -> Result<PathBuf, String> {
     let abs = lib.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", lib.display()))?;
-    if abs.as_os_str().as_bytes().iter().any(|b| matches!(b, b' ' | b':')) {
+    if abs.as_os_str().as_bytes().iter().any(|b| matches!(b, b' ' | b':' | b'$')) {
         return Err(format!(
-            "refusing to preload {}: LD_PRELOAD cannot hold a path with a space or a colon (ld.so would split it and load the pieces); install libmemtrim.so in a directory without them, or pass --lib PATH",
+            "refusing to preload {}: LD_PRELOAD cannot hold a path with a space, a colon or a $ (ld.so would split it and load the pieces, or expand $ORIGIN, $LIB or $PLATFORM in it); install libmemtrim.so in a directory without them, or pass --lib PATH",
             abs.display()
         ));
     }
