@@ -75,3 +75,16 @@ fn library_path_that_ld_so_would_expand_is_refused() {
         assert!(text(&o.stderr).contains(dir.to_str().unwrap()), "{name:?}: the message does not name the path:\n{}", show(&o));
     }
 }
+
+/// The command's arguments go through as they are: a file name that is not UTF-8 reaches the
+/// command byte for byte (and memtrim does not abort on it).
+#[test]
+fn arguments_that_are_not_utf8_reach_the_command() {
+    use std::os::unix::ffi::OsStrExt;
+    let arg = std::ffi::OsStr::from_bytes(b"a\xffb\xc3(");
+    let mut c = Command::new(cli());
+    c.args(["run", "--", "printf", "%s"]).arg(arg).env_remove("LD_PRELOAD");
+    let o = run_for(&mut c, Duration::from_secs(20));
+    assert!(o.status.success(), "memtrim run failed on an argument that is not UTF-8:\n{}", show(&o));
+    assert_eq!(o.stdout, arg.as_bytes(), "the argument changed on the way:\n{}", show(&o));
+}
