@@ -529,6 +529,21 @@ fn once_replaces_a_regular_file_by_rename() {
     assert_eq!(left, ["memtrim.prom", "new.prom", "old"], "a temporary file was left behind");
 }
 
+/// `--once FILE` with a name as long as a file name can be (255 bytes) is written, and leaves no
+/// temporary file: the temporary name is no longer than the target's.
+#[test]
+fn once_writes_a_file_with_the_longest_name() {
+    let dir = TempDir::new("once-long");
+    let out = TempDir::new("once-long-out");
+    let name = format!("{}.prom", "m".repeat(250));
+    let prom = out.join(&name);
+    let o = memtrim(dir.path(), &["serve", "--once", prom.to_str().unwrap()]);
+    assert!(o.status.success(), "a 255-byte file name was not written:\n{}", show(&o));
+    Exposition::parse(&std::fs::read_to_string(&prom).unwrap()).unwrap();
+    let left: Vec<String> = std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(left, [name], "a temporary file was left behind");
+}
+
 /// A real Prometheus (Debian's binary, storage in a temp dir, loopback only) scrapes
 /// `memtrim serve` every second; a Python process under the library holds 50 MiB; its live bytes
 /// come back through a PromQL query to Prometheus's HTTP API and agree with its page. A release
