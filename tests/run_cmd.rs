@@ -88,3 +88,15 @@ fn arguments_that_are_not_utf8_reach_the_command() {
     assert!(o.status.success(), "memtrim run failed on an argument that is not UTF-8:\n{}", show(&o));
     assert_eq!(o.stdout, arg.as_bytes(), "the argument changed on the way:\n{}", show(&o));
 }
+
+/// A name given twice in memtrim run's environment reaches the command as getenv read it there:
+/// its first value (MEMTRIM_REPORT=1 then =0 prints the exit summary), not merged into the last.
+#[test]
+fn a_name_given_twice_keeps_its_first_value_through_run() {
+    let launcher = common::compile("execve_env.c", &[]);
+    let mut c = Command::new(launcher);
+    c.args(["MEMTRIM_REPORT=1", "MEMTRIM_REPORT=0", "--"]).arg(cli()).args(["run", "--", "/bin/true"]);
+    let o = run_for(&mut c, Duration::from_secs(20));
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(text(&o.stderr).contains("exit: live"), "MEMTRIM_REPORT=1 then =0 through memtrim run: no exit summary (the last value was used):\n{}", show(&o));
+}

@@ -58,7 +58,11 @@ pub fn main(args: &[OsString]) -> i32 {
         }
         None => lib.into_os_string(),
     };
-    let err = Command::new(prog).args(rest).env("LD_PRELOAD", preload).envs(sets).exec();
+    // The command's environment is this one as getenv reads it: a name given twice keeps its
+    // first value (Command on its own would keep the last), as the library would have read it.
+    let mut inherited: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    inherited.reverse();
+    let err = Command::new(prog).args(rest).env_clear().envs(inherited).env("LD_PRELOAD", preload).envs(sets).exec();
     eprintln!("memtrim run: cannot run {}: {err}", prog.to_string_lossy());
     if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }
 }
