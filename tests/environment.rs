@@ -112,3 +112,13 @@ fn a_huge_environment_is_read_in_linear_time() {
     let ours = timed("MEMTRIM_X");
     assert!(ours < others * 3 + Duration::from_millis(300), "60000 MEMTRIM_ names took {ours:?} to start /bin/true, 60000 other names {others:?}");
 }
+
+/// A positive duration too small for an f64 (0.000…01 s with 400 zeros) is not 0 (off): it is
+/// warned about like any positive duration that rounds to 0 ms.
+#[test]
+fn a_positive_duration_below_f64_is_not_off() {
+    let tiny = format!("MEMTRIM_IDLE_MS=0.{}1s", "0".repeat(400));
+    let o = with_exact_env(&[tiny.as_bytes()], "/bin/true", &[]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(text(&o.stderr).contains("MEMTRIM_IDLE_MS="), "a positive MEMTRIM_IDLE_MS far below 1 ms was taken as 0 (off) without a warning:\n{}", show(&o));
+}
