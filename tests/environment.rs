@@ -95,3 +95,30 @@ fn secure_execution_ignores_memtrim_disable() {
     let live: u64 = out.trim().rsplit('=').next().unwrap().parse().unwrap();
     assert!(live >= 1 << 20, "under AT_SECURE the library read MEMTRIM_DISABLE=1 (live bytes {live}):\n{}", show(&o));
 }
+
+/// A huge environment of MEMTRIM_ names (60000 distinct ones, near the kernel's limit) costs the
+/// host's start no more than as many other names do: reading it is linear, not quadratic.
+#[test]
+fn a_huge_environment_is_read_in_linear_time() {
+    let timed = |prefix: &str| {
+        let entries: Vec<Vec<u8>> = std::iter::once(b"MEMTRIM_LOG=off".to_vec()).chain((0..60_000).map(|i| format!("{prefix}{i}=").into_bytes())).collect();
+        let env: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+        let t = std::time::Instant::now();
+        let o = with_exact_env(&env, "/bin/true", &[]);
+        assert!(o.status.success(), "{prefix}: {}", show(&o));
+        t.elapsed()
+    };
+    let others = timed("OTHER_X");
+    let ours = timed("MEMTRIM_X");
+    assert!(ours < others * 3 + Duration::from_millis(300), "60000 MEMTRIM_ names took {ours:?} to start /bin/true, 60000 other names {others:?}");
+}
+
+/// A positive duration too small for an f64 (0.000…01 s with 400 zeros) is not 0 (off): it is
+/// warned about like any positive duration that rounds to 0 ms.
+#[test]
+fn a_positive_duration_below_f64_is_not_off() {
+    let tiny = format!("MEMTRIM_IDLE_MS=0.{}1s", "0".repeat(400));
+    let o = with_exact_env(&[tiny.as_bytes()], "/bin/true", &[]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(text(&o.stderr).contains("MEMTRIM_IDLE_MS="), "a positive MEMTRIM_IDLE_MS far below 1 ms was taken as 0 (off) without a warning:\n{}", show(&o));
+}

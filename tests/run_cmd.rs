@@ -45,3 +45,58 @@ fn library_path_that_ld_so_would_split_is_refused() {
         }
     }
 }
+
+/// ld.so expands $ORIGIN (the program's directory), $LIB and $PLATFORM in an LD_PRELOAD entry, so
+/// a library under a directory named `x$ORIGIN` would be looked for elsewhere: a library planted
+/// where `$ORIGIN` leads runs instead, and otherwise none is loaded. Such a path (any `$`) is
+/// refused with exit 2 and a message naming the path, and the planted library never runs.
+#[test]
+fn library_path_that_ld_so_would_expand_is_refused() {
+    let tmp = TempDir::new("run-dst");
+    let marker_lib = common::compile("marker_lib.c", &["-shared", "-fPIC"]);
+    let bin = tmp.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::copy("/bin/true", bin.join("true")).unwrap();
+    let marker = tmp.join("marker-ran");
+    for name in ["x$ORIGIN", "x${ORIGIN}", "x$LIB", "x$PLATFORM"] {
+        let dir = tmp.join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::copy(lib(), dir.join("libmemtrim.so")).unwrap();
+        // where "TMP/x$ORIGIN/libmemtrim.so" leads when the program is TMP/bin/true
+        let expanded = tmp.join(&format!("x{}", bin.display())).join("libmemtrim.so");
+        std::fs::create_dir_all(expanded.parent().unwrap()).unwrap();
+        std::fs::copy(&marker_lib, &expanded).unwrap();
+        let mut c = Command::new(cli());
+        c.arg("run").arg("--lib").arg(dir.join("libmemtrim.so")).arg("--").arg(bin.join("true"));
+        c.env("MARKER_FILE", &marker).env_remove("LD_PRELOAD");
+        let o = run_for(&mut c, Duration::from_secs(20));
+        assert!(!marker.exists(), "{name:?}: the library planted where ld.so's expansion leads ran:\n{}", show(&o));
+        assert_eq!(o.status.code(), Some(2), "{name:?}: not refused:\n{}", show(&o));
+        assert!(text(&o.stderr).contains(dir.to_str().unwrap()), "{name:?}: the message does not name the path:\n{}", show(&o));
+    }
+}
+
+/// The command's arguments go through as they are: a file name that is not UTF-8 reaches the
+/// command byte for byte (and memtrim does not abort on it).
+#[test]
+fn arguments_that_are_not_utf8_reach_the_command() {
+    use std::os::unix::ffi::OsStrExt;
+    let arg = std::ffi::OsStr::from_bytes(b"a\xffb\xc3(");
+    let mut c = Command::new(cli());
+    c.args(["run", "--", "printf", "%s"]).arg(arg).env_remove("LD_PRELOAD");
+    let o = run_for(&mut c, Duration::from_secs(20));
+    assert!(o.status.success(), "memtrim run failed on an argument that is not UTF-8:\n{}", show(&o));
+    assert_eq!(o.stdout, arg.as_bytes(), "the argument changed on the way:\n{}", show(&o));
+}
+
+/// A name given twice in memtrim run's environment reaches the command as getenv read it there:
+/// its first value (MEMTRIM_REPORT=1 then =0 prints the exit summary), not merged into the last.
+#[test]
+fn a_name_given_twice_keeps_its_first_value_through_run() {
+    let launcher = common::compile("execve_env.c", &[]);
+    let mut c = Command::new(launcher);
+    c.args(["MEMTRIM_REPORT=1", "MEMTRIM_REPORT=0", "--"]).arg(cli()).args(["run", "--", "/bin/true"]);
+    let o = run_for(&mut c, Duration::from_secs(20));
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(text(&o.stderr).contains("exit: live"), "MEMTRIM_REPORT=1 then =0 through memtrim run: no exit summary (the last value was used):\n{}", show(&o));
+}

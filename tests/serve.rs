@@ -526,6 +526,21 @@ fn once_replaces_a_regular_file_by_rename() {
     assert_eq!(left, ["memtrim.prom", "new.prom", "old"], "a temporary file was left behind");
 }
 
+/// `--once FILE` with a name as long as a file name can be (255 bytes) is written, and leaves no
+/// temporary file: the temporary name is no longer than the target's.
+#[test]
+fn once_writes_a_file_with_the_longest_name() {
+    let dir = TempDir::new("once-long");
+    let out = TempDir::new("once-long-out");
+    let name = format!("{}.prom", "m".repeat(250));
+    let prom = out.join(&name);
+    let o = memtrim(dir.path(), &["serve", "--once", prom.to_str().unwrap()]);
+    assert!(o.status.success(), "a 255-byte file name was not written:\n{}", show(&o));
+    Exposition::parse(&std::fs::read_to_string(&prom).unwrap()).unwrap();
+    let left: Vec<String> = std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(left, [name], "a temporary file was left behind");
+}
+
 /// A real Prometheus (Debian's binary, storage in a temp dir, loopback only) scrapes
 /// `memtrim serve` every second; a Python process under the library holds 50 MiB; its live bytes
 /// come back through a PromQL query to Prometheus's HTTP API and agree with its page. A release
@@ -885,6 +900,57 @@ fn connection_limit_makes_room_for_a_complete_request() {
     let ex = serve.metrics();
     assert!(ex.value("memtrim_exporter_connections_rejected_total", &[]) >= 1.0);
     assert!(serve.alive());
+}
+
+/// Clients that send a complete request and then keep sending a byte every 200 ms (reconnecting
+/// whenever closed) hold every connection of --max-connections 4 past their answers. Meanwhile
+/// 14 scrapes, one about every 0.5 s: at least 13 are answered 200 within 3 s, since a
+/// connection already answered gives way to a new one.
+#[test]
+fn clients_trickling_after_their_request_do_not_starve_scrapes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = TempDir::new("trickle-after");
+    let mut serve = Serve::start(dir.path(), &["--max-connections", "4"]);
+    let port = serve.port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickler = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let connect = || {
+                let mut s = TcpStream::connect_timeout(&(std::net::Ipv4Addr::LOCALHOST, port).into(), Duration::from_secs(1)).ok()?;
+                s.set_write_timeout(Some(Duration::from_secs(1))).ok()?;
+                s.write_all(b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+                Some(s)
+            };
+            let mut conns: Vec<Option<TcpStream>> = (0..4).map(|_| connect()).collect();
+            let started = Instant::now();
+            // bounded: the scrapes take about 8 s; never more than 30 s
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(30) {
+                for c in conns.iter_mut() {
+                    if !c.as_mut().is_some_and(|s| s.write_all(b"x").is_ok()) {
+                        *c = connect();
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut answered = 0;
+    let mut failures = Vec::new();
+    for _ in 0..14 {
+        match http(port, "GET", "/metrics", Duration::from_secs(3)) {
+            Ok(r) if r.status == 200 => answered += 1,
+            Ok(r) => failures.push(format!("status {}", r.status)),
+            Err(e) => failures.push(e),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    trickler.join().unwrap();
+    assert!(answered >= 13, "{answered} of 14 scrapes answered while 4 answered clients kept sending; the others: {failures:?}");
+    assert!(serve.alive(), "memtrim serve died");
 }
 
 /// Many processes, exiting (killed, pages left behind) and starting while Prometheus-like

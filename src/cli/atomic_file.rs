@@ -66,10 +66,15 @@ fn refuse_unless_regular(path: &Path) -> Result<(), String> {
     Err(format!("refusing to write {}: it is {what}, not a regular file (remove it, or name another file)", path.display()))
 }
 
-/// A new file `.NAME.PID.N.tmp` in `dir`: hidden and not ending in the target's extension, so
-/// that a reader of `*.prom` and the like never sees it half-written.
+/// The longest part of the target's name a temporary name holds: with the rest (at most 24
+/// bytes) it stays within NAME_MAX (255) whatever the target's length.
+const NAME_PART: usize = 200;
+
+/// A new file `.NAME.PID.N.tmp` in `dir` (NAME cut to NAME_PART bytes): hidden and not ending in
+/// the target's extension, so that a reader of `*.prom` and the like never sees it half-written.
 fn create_temporary(dir: &Path, name: &str, mode: u32) -> Result<(PathBuf, std::fs::File), String> {
     let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let name = &name[..name.floor_char_boundary(NAME_PART)];
     let mut last = None;
     for n in 0..16u32 {
         let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), seed.wrapping_add(n)));

@@ -38,9 +38,20 @@ commands:
   help                           this text";
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    // run passes its command's arguments on as they are (file names need not be UTF-8); every
+    // other command takes text.
+    if raw.first().is_some_and(|a| a == "run") {
+        std::process::exit(run::main(&raw[1..]));
+    }
+    let args: Vec<String> = match raw.into_iter().map(std::ffi::OsString::into_string).collect() {
+        Ok(a) => a,
+        Err(bad) => {
+            eprintln!("memtrim: argument {bad:?} is not UTF-8");
+            std::process::exit(2);
+        }
+    };
     let code = match args.first().map(String::as_str) {
-        Some("run") => run::main(&args[1..]),
         Some("config") => config_cmd::main(),
         Some("ls") => ls::main(&args[1..]),
         Some("stat") => stat::main(&args[1..]),

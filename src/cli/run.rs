@@ -1,6 +1,7 @@
 //! `memtrim run [OPTIONS] -- CMD ARGS...`: replaces itself with CMD, libmemtrim.so prepended to
 //! LD_PRELOAD (what was there stays), so CMD keeps memtrim's pid and its exit status is CMD's.
 use crate::args::Cmd;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -9,27 +10,28 @@ use std::process::Command;
 const USAGE: &str = "\
 usage: memtrim run [OPTIONS] -- CMD ARGS...
   --lib PATH        libmemtrim.so to preload (default: beside this binary, or ../lib/); its
-                    path may hold no space or colon, which LD_PRELOAD splits at
+                    path may hold no space or colon, which LD_PRELOAD splits at, and no $,
+                    which starts $ORIGIN, $LIB or $PLATFORM there
   --set NAME=VALUE  set MEMTRIM_NAME=VALUE for CMD (repeatable), e.g. --set REPORT=1";
 
 const CMD: Cmd = Cmd { name: "run", usage: USAGE };
 
-pub fn main(args: &[String]) -> i32 {
+pub fn main(args: &[OsString]) -> i32 {
     let mut lib: Option<PathBuf> = None;
-    let mut sets: Vec<(String, String)> = Vec::new();
+    let mut sets: Vec<(String, &OsStr)> = Vec::new();
     let mut it = args.iter();
-    let cmd: Vec<&String> = loop {
-        match it.next().map(String::as_str) {
+    let cmd: Vec<&OsString> = loop {
+        let Some(word) = it.next() else { break Vec::new() };
+        match word.to_str() {
             Some("--") => break it.collect(),
             Some("--lib") => lib = it.next().map(PathBuf::from),
-            Some("--set") => match it.next().and_then(|s| s.split_once('=')) {
-                Some((k, v)) => sets.push((format!("MEMTRIM_{}", k.trim_start_matches("MEMTRIM_")), v.to_string())),
+            Some("--set") => match it.next().and_then(|s| setting(s)) {
+                Some(kv) => sets.push(kv),
                 None => return CMD.usage_error("--set takes NAME=VALUE"),
             },
             Some("-h" | "--help") => return CMD.help(),
-            Some(other) if !other.starts_with('-') => break std::iter::once(&args[args.len() - it.len() - 1]).chain(it).collect(),
-            Some(other) => return CMD.usage_error(&format!("unknown option {other}")),
-            None => break Vec::new(),
+            _ if !word.as_bytes().starts_with(b"-") => break std::iter::once(word).chain(it).collect(),
+            _ => return CMD.usage_error(&format!("unknown option {}", word.to_string_lossy())),
         }
     };
     let Some((prog, rest)) = cmd.split_first() else { return CMD.usage_error("no command given") };
@@ -56,19 +58,34 @@ pub fn main(args: &[String]) -> i32 {
         }
         None => lib.into_os_string(),
     };
-    let err = Command::new(prog).args(rest).env("LD_PRELOAD", preload).envs(sets).exec();
-    eprintln!("memtrim run: cannot run {prog}: {err}");
+    // The command's environment is this one as getenv reads it: a name given twice keeps its
+    // first value (Command on its own would keep the last), as the library would have read it.
+    let mut inherited: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    inherited.reverse();
+    let err = Command::new(prog).args(rest).env_clear().envs(inherited).env("LD_PRELOAD", preload).envs(sets).exec();
+    eprintln!("memtrim run: cannot run {}: {err}", prog.to_string_lossy());
     if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }
 }
 
+/// `NAME=VALUE` as MEMTRIM_NAME and its value (which, like the command's arguments, need not be
+/// UTF-8).
+fn setting(s: &OsStr) -> Option<(String, &OsStr)> {
+    let b = s.as_bytes();
+    let eq = b.iter().position(|&c| c == b'=')?;
+    let name = std::str::from_utf8(b.get(..eq)?).ok()?;
+    Some((format!("MEMTRIM_{}", name.trim_start_matches("MEMTRIM_")), OsStr::from_bytes(b.get(eq + 1..)?)))
+}
+
 /// `lib` as an LD_PRELOAD entry: absolute (a relative entry is looked up from the command's
-/// working directory), and free of what ld.so splits the list at (spaces and colons), or the
-/// pieces of the path would be loaded instead, a relative piece from the working directory.
+/// working directory), free of what ld.so splits the list at (spaces and colons), or the
+/// pieces of the path would be loaded instead, a relative piece from the working directory, and
+/// of `$`, or ld.so would expand $ORIGIN (the command's directory), $LIB or $PLATFORM in it and
+/// load another file, or none.
 fn preload_entry(lib: &Path) -> Result<PathBuf, String> {
     let abs = lib.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", lib.display()))?;
-    if abs.as_os_str().as_bytes().iter().any(|b| matches!(b, b' ' | b':')) {
+    if abs.as_os_str().as_bytes().iter().any(|b| matches!(b, b' ' | b':' | b'$')) {
         return Err(format!(
-            "refusing to preload {}: LD_PRELOAD cannot hold a path with a space or a colon (ld.so would split it and load the pieces); install libmemtrim.so in a directory without them, or pass --lib PATH",
+            "refusing to preload {}: LD_PRELOAD cannot hold a path with a space, a colon or a $ (ld.so would split it and load the pieces, or expand $ORIGIN, $LIB or $PLATFORM in it); install libmemtrim.so in a directory without them, or pass --lib PATH",
             abs.display()
         ));
     }

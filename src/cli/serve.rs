@@ -5,10 +5,12 @@
 //! closes its connection. One thread per connection, at most --max-connections at once. A
 //! request head must arrive within 2 s (or --timeout if shorter) and a response must be taken
 //! within --timeout, so slow, silent or vanished clients only ever hold their own thread. With
-//! every connection taken, a new one closes (with a 503) the oldest connection still sending its
-//! head, of the peer address holding most such connections: clients trickling a request
-//! (slowloris) give way to complete requests, and one address cannot starve the others; only
-//! when every connection is answering a complete request is the new one answered 503. One scan
+//! every connection taken, a new one closes the oldest connection already answered (kept open
+//! for at most 0.5 s for its client to close first), else (with a 503) the oldest one still
+//! sending its head, of the peer address holding most such connections: clients trickling a
+//! request (slowloris) or trickling after their answer give way to complete requests, and one
+//! address cannot starve the others; only when every connection is answering a complete request
+//! is the new one answered 503. One scan
 //! runs at a time; the text is rendered before any byte goes out, so a slow reader never
 //! holds the scan. Nothing a client sends can make it panic (release builds abort on panic).
 //!
@@ -51,11 +53,14 @@ const MAX_HEAD: usize = 16 * 1024;
 /// A request head must arrive within this (or --timeout if shorter): a scraper sends it at once.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A connection whose request head has not arrived yet: the one kind that may be closed to make
-/// room for a new connection.
+/// A connection whose request head has not arrived yet, or that has been answered and is only
+/// waiting for its client to close: the kinds that may be closed to make room for a new
+/// connection.
 struct Waiting {
     id: u64,
     peer: IpAddr,
+    /// Its response is sent: closing it costs its client nothing.
+    answered: bool,
     /// The same socket as the handler's, to shut it down from the accept loop.
     stream: TcpStream,
 }
@@ -200,7 +205,7 @@ fn accept_loop(listener: &TcpListener, server: &Arc<Server>) {
         next_id += 1;
         let id = next_id;
         let Ok(clone) = stream.try_clone() else { continue };
-        server.waiting.lock().unwrap_or_else(|e| e.into_inner()).push(Waiting { id, peer, stream: clone });
+        server.waiting.lock().unwrap_or_else(|e| e.into_inner()).push(Waiting { id, peer, answered: false, stream: clone });
         server.active.fetch_add(1, AcqRel);
         let s = Arc::clone(server);
         // The closure owns the stream; if the thread cannot start, the stream is dropped
@@ -213,7 +218,7 @@ fn accept_loop(listener: &TcpListener, server: &Arc<Server>) {
                 }
             }
             let _slot = Slot(&s.active);
-            handle(&s, stream, id);
+            handle(&s, stream, id, peer);
         });
         if spawned.is_err() {
             server.leave_waiting(id);
@@ -224,10 +229,11 @@ fn accept_loop(listener: &TcpListener, server: &Arc<Server>) {
 }
 
 impl Server {
-    /// Whether a new connection may be served. With every connection taken, the oldest one still
-    /// waiting for its request head, of the peer address with most such connections, is answered
-    /// 503 and closed (its thread then ends). Closed connections whose threads have not ended yet
-    /// still count, up to twice the limit, so that the threads stay bounded.
+    /// Whether a new connection may be served. With every connection taken, the oldest one
+    /// already answered is closed; failing that, the oldest one still waiting for its request
+    /// head, of the peer address with most such connections, is answered 503 and closed (its
+    /// thread then ends). Closed connections whose threads have not ended yet still count, up to
+    /// twice the limit, so that the threads stay bounded.
     fn make_room(&self) -> bool {
         let active = self.active.load(Acquire);
         if active < self.max_connections {
@@ -237,6 +243,12 @@ impl Server {
             return false;
         }
         let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = waiting.iter().position(|w| w.answered) {
+            let done = waiting.remove(i);
+            drop(waiting);
+            let _ = done.stream.shutdown(std::net::Shutdown::Both);
+            return true;
+        }
         let mut per_peer: HashMap<IpAddr, usize> = HashMap::new();
         for w in waiting.iter() {
             *per_peer.entry(w.peer).or_default() += 1;
@@ -372,7 +384,10 @@ const INDEX: &str = "<!DOCTYPE html>\n<html><head><title>memtrim</title></head><
 
 const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-fn handle(server: &Server, mut stream: TcpStream, id: u64) {
+/// How long an answered connection is kept open for its client to close first.
+const LINGER: Duration = Duration::from_millis(500);
+
+fn handle(server: &Server, mut stream: TcpStream, id: u64, peer: IpAddr) {
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + server.timeout.min(HEAD_TIMEOUT);
     let head = read_head(&mut stream, deadline);
@@ -408,17 +423,25 @@ fn handle(server: &Server, mut stream: TcpStream, id: u64) {
         return; // the client vanished or stopped reading: drop the connection
     }
     // Close gracefully: say we are done, then let the client close first (closing with unread
-    // input would reset the connection and could lose the response at the client).
+    // input would reset the connection and could lose the response at the client), for LINGER
+    // at most in all, however the client trickles; meanwhile a new connection may close it.
     let _ = stream.shutdown(std::net::Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let Ok(clone) = stream.try_clone() else { return };
+    server.waiting.lock().unwrap_or_else(|e| e.into_inner()).push(Waiting { id, peer, answered: true, stream: clone });
+    let until = Instant::now() + LINGER;
     let mut sink = [0u8; 1024];
     let mut drained = 0usize;
     while drained < 64 * 1024 {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
         match stream.read(&mut sink) {
             Ok(0) | Err(_) => break,
             Ok(n) => drained += n,
         }
     }
+    server.leave_waiting(id);
 }
 
 fn scrape(server: &Server) -> String {

@@ -89,23 +89,27 @@ impl Config {
     /// `warn`; the affected setting keeps its default.
     pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>, warn: &mut dyn FnMut(&str)) -> Config {
         let mut cfg = Config::defaults();
-        let mut seen: Vec<&[u8]> = Vec::new();
+        // by VARS index, not a list of the names met: the environment may hold many thousands
+        let mut seen = [false; VARS.len()];
         for (name, value) in pairs {
-            if !name.starts_with(b"MEMTRIM_") || seen.contains(&name) {
+            if !name.starts_with(b"MEMTRIM_") {
                 continue;
             }
-            seen.push(name);
             let shown = String::from_utf8_lossy(name);
-            match VARS.iter().find(|v| v.name.as_bytes() == name) {
-                None => warn(&format!("memtrim: unknown variable {shown} ignored (typo? `memtrim config` lists them all)")),
-                Some(var) => match std::str::from_utf8(value) {
-                    Err(_) => warn(&format!("memtrim: {shown}'s value is not UTF-8; using the default {:?}", var.default)),
-                    Ok(value) => {
-                        if let Err(expected) = cfg.set(var.name, value) {
-                            warn(&format!("memtrim: {shown}={value:?} is not {expected}; using the default {:?}", var.default));
-                        }
+            let Some((var, seen)) = VARS.iter().zip(seen.iter_mut()).find(|(v, _)| v.name.as_bytes() == name) else {
+                warn(&format!("memtrim: unknown variable {shown} ignored (typo? `memtrim config` lists them all)"));
+                continue;
+            };
+            if std::mem::replace(seen, true) {
+                continue;
+            }
+            match std::str::from_utf8(value) {
+                Err(_) => warn(&format!("memtrim: {shown}'s value is not UTF-8; using the default {:?}", var.default)),
+                Ok(value) => {
+                    if let Err(expected) = cfg.set(var.name, value) {
+                        warn(&format!("memtrim: {shown}={value:?} is not {expected}; using the default {:?}", var.default));
                     }
-                },
+                }
             }
         }
         cfg

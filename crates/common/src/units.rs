@@ -41,7 +41,9 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
     let f: f64 = num.parse().ok()?;
     let v = f * scale;
     let ms = v.round();
-    (f.is_finite() && (0.0..1e15).contains(&v) && (ms > 0.0 || v == 0.0)).then_some(ms as u64)
+    // zero as written, not as parsed: a positive number too small for an f64 parses as 0.0
+    let zero = !num.bytes().any(|b| matches!(b, b'1'..=b'9'));
+    (f.is_finite() && (0.0..1e15).contains(&v) && (ms > 0.0 || zero)).then_some(ms as u64)
 }
 
 /// A fraction in [0, 1] from `0.25` or `25%`.
@@ -116,6 +118,7 @@ mod tests {
         assert_eq!(parse_duration_ms("0.6"), Some(1));
         assert_eq!(parse_duration_ms("0.4"), None);
         assert_eq!(parse_duration_ms("0.0000000001s"), None);
+        assert_eq!(parse_duration_ms(&format!("0.{}1", "0".repeat(400))), None);
         assert_eq!(parse_fraction("25%"), Some(0.25));
         assert_eq!(parse_fraction("0.5"), Some(0.5));
         assert_eq!(parse_fraction("1.5"), None);
