@@ -186,10 +186,17 @@ fn chunk_for(size: usize) -> usize {
     size.checked_add(8 + MALLOC_ALIGNMENT - 1).map_or(usize::MAX, |n| (n & !(MALLOC_ALIGNMENT - 1)).max(MINSIZE))
 }
 
+/// Under a hard limit a shrink leaves the block where it is, as realloc may: the copy would count
+/// both blocks at once and could be refused where glibc shrinks in place.
 #[cold]
 #[inline(never)]
 unsafe fn moved_realloc(p: *mut c_void, size: usize) -> *mut c_void {
     let old_usable = if side_pool::contains(p) { side_pool::usable(p) } else { glibc::usable_checked(p) };
+    if size <= old_usable && accounting::strict() {
+        let n = counted_size(p);
+        on_move(n, n);
+        return p;
+    }
     let q = malloc(size);
     if !q.is_null() {
         core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, old_usable.min(size));

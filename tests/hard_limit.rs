@@ -49,3 +49,17 @@ fn realloc_growth_loop_costs_what_it_costs_without_a_limit() {
     eprintln!("4 KiB steps to 8 MiB: {free:.2} ms without a limit, {limited:.2} ms under MEMTRIM_HARD_LIMIT=1G");
     assert!(limited <= 1.5 * free, "{limited:.2} ms under MEMTRIM_HARD_LIMIT=1G, {free:.2} ms without a limit: {:.1} times", limited / free);
 }
+
+/// A 100 MiB block shrunk to 70 MiB while a release runs, under a 160 MiB limit, succeeds as it
+/// does outside a release (the shrink needs no new block).
+#[test]
+fn realloc_shrink_during_a_release_is_not_refused() {
+    let Some(bin) = program() else { return };
+    if allocator() != "glibc" {
+        return;
+    }
+    let _one = serial();
+    let o = limited(&bin, Some("160M"), "release");
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(!text(&o.stderr).contains("refused"), "{}", show(&o));
+}
