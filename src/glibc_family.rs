@@ -154,13 +154,15 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     q
 }
 
-/// realloc by copy of a diverted block, or of a glibc block while a release runs (the new block
-/// then comes from the side pool and the old one's free is deferred); under a hard limit, with
-/// its growth checked first; otherwise (a glibc mmapped chunk) by glibc, as on the fast path.
+/// realloc by copy of a diverted block, or of a glibc heap block while a release runs (the new
+/// block then comes from the side pool and the old one's free is deferred); otherwise by glibc,
+/// under a hard limit with its growth checked first. glibc resizes its own mmapped chunks with
+/// mremap under no arena lock (mremap_chunk), so they stay with it during a release too: no copy,
+/// and no second block for a hard limit to count (only a failed mremap has glibc malloc, and wait).
 #[cold]
 #[inline(never)]
 unsafe fn realloc_slow(p: *mut c_void, size: usize) -> *mut c_void {
-    if divert::active() || diverted_block(p) {
+    if diverted_block(p) || (divert::active() && !glibc::is_mmapped(glibc::header(p))) {
         return moved_realloc(p, size);
     }
     let old = counted_size(p);

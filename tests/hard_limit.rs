@@ -63,3 +63,17 @@ fn realloc_shrink_during_a_release_is_not_refused() {
     assert!(o.status.success(), "{}", show(&o));
     assert!(!text(&o.stderr).contains("refused"), "{}", show(&o));
 }
+
+/// The same block grown to 110 MiB while a release runs: glibc grows an mmapped chunk with
+/// mremap, taking no arena lock, so the library lets it, and the limit counts the growth alone.
+#[test]
+fn realloc_growth_of_an_mmapped_chunk_during_a_release_is_not_refused() {
+    let Some(bin) = program() else { return };
+    if allocator() != "glibc" {
+        return;
+    }
+    let _one = serial();
+    let o = limited(&bin, Some("160M"), "release-grow");
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(!text(&o.stderr).contains("refused"), "{}", show(&o));
+}

@@ -7,7 +7,8 @@
  *   limit_realloc release   shrinks a 100 MiB block to 70 MiB while a release runs (glibc
  *                           backend: a probe malloc before and after comes from the side pool),
  *                           under a 160 MiB limit: exit 0 when it succeeds, as it does without
- *                           the library or outside a release. */
+ *                           the library or outside a release.
+ *   limit_realloc release-grow   the same, growing it to 110 MiB. */
 #define _GNU_SOURCE
 #include <malloc.h>
 #include <stdatomic.h>
@@ -37,14 +38,14 @@ static int diverted(void) {
   return d;
 }
 
-static int shrink_during_release(void) {
+static int realloc_during_release(size_t to) {
   trim_fn trim = find_trim();
   char *p = malloc(100ul << 20);
   if (!p) return 2;
   memset(p, 7, 70ul << 20);
   if (!trim) {
-    char *q = realloc(p, 70ul << 20);
-    printf("realloc 100 MiB -> 70 MiB: %s\n", q ? "succeeded" : "returned NULL");
+    char *q = realloc(p, to << 20);
+    printf("realloc 100 MiB -> %zu MiB: %s\n", to, q ? "succeeded" : "returned NULL");
     return q ? 0 : 1;
   }
   /* A fragmented heap, so that each release lasts. */
@@ -58,13 +59,13 @@ static int shrink_during_release(void) {
   int rc = 3;
   for (long tries = 0; tries < 100000000 && rc == 3; tries++) {
     if (!diverted()) continue;
-    char *q = realloc(p, 70ul << 20);
+    char *q = realloc(p, to << 20);
     int during = diverted();
     if (!q) {
-      printf("realloc 100 MiB -> 70 MiB during a release returned NULL\n");
+      printf("realloc 100 MiB -> %zu MiB during a release returned NULL\n", to);
       rc = 1;
     } else if (during) {
-      printf("realloc 100 MiB -> 70 MiB during a release: succeeded, data %s\n", q[(70ul << 20) - 1] == 7 ? "kept" : "lost");
+      printf("realloc 100 MiB -> %zu MiB during a release: succeeded, data %s\n", to, q[(70ul << 20) - 1] == 7 ? "kept" : "lost");
       rc = q[(70ul << 20) - 1] == 7 ? 0 : 4;
     } else if (!(p = realloc(q, 100ul << 20))) {
       rc = 2;
@@ -77,7 +78,8 @@ static int shrink_during_release(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc > 1 && strcmp(argv[1], "release") == 0) return shrink_during_release();
+  if (argc > 1 && strcmp(argv[1], "release") == 0) return realloc_during_release(70);
+  if (argc > 1 && strcmp(argv[1], "release-grow") == 0) return realloc_during_release(110);
   if (argc > 1 && strcmp(argv[1], "grow") == 0) {
     char *p = malloc(40ul << 20);
     if (!p) return 2;
