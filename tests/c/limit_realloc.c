@@ -4,11 +4,13 @@
  *   limit_realloc loop      grows a buffer from 4 KiB to 8 MiB 4 KiB at a time, again and again
  *                           (at least 5 times, until a second has passed or 30 times); prints
  *                           "best MS" for the fastest round.
- *   limit_realloc release   shrinks a 100 MiB block to 70 MiB while a release runs (glibc
- *                           backend: a probe malloc before and after comes from the side pool),
- *                           under a 160 MiB limit: exit 0 when it succeeds, as it does without
- *                           the library or outside a release.
- *   limit_realloc release-grow   the same, growing it to 110 MiB. */
+ *   limit_realloc release   shrinks a 20 MiB heap block (mmap threshold raised to 32 MiB) to
+ *                           14 MiB while a release runs (glibc backend: a probe malloc before
+ *                           and after comes from the side pool), under a 30 MiB limit: exit 0
+ *                           when it succeeds, as it does without the library or outside a
+ *                           release.
+ *   limit_realloc release-grow   grows a 100 MiB block (an mmapped chunk) to 110 MiB the same
+ *                           way, under a 160 MiB limit. */
 #define _GNU_SOURCE
 #include <malloc.h>
 #include <stdatomic.h>
@@ -38,14 +40,16 @@ static int diverted(void) {
   return d;
 }
 
-static int realloc_during_release(size_t to) {
+static int realloc_during_release(size_t from, size_t to) {
   trim_fn trim = find_trim();
-  char *p = malloc(100ul << 20);
+  if (to < from) mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  char *p = malloc(from << 20);
   if (!p) return 2;
-  memset(p, 7, 70ul << 20);
+  size_t kept = (to < from ? to : from) << 20;
+  memset(p, 7, kept);
   if (!trim) {
     char *q = realloc(p, to << 20);
-    printf("realloc 100 MiB -> %zu MiB: %s\n", to, q ? "succeeded" : "returned NULL");
+    printf("realloc %zu MiB -> %zu MiB: %s\n", from, to, q ? "succeeded" : "returned NULL");
     return q ? 0 : 1;
   }
   /* A fragmented heap, so that each release lasts. */
@@ -62,12 +66,12 @@ static int realloc_during_release(size_t to) {
     char *q = realloc(p, to << 20);
     int during = diverted();
     if (!q) {
-      printf("realloc 100 MiB -> %zu MiB during a release returned NULL\n", to);
+      printf("realloc %zu MiB -> %zu MiB during a release returned NULL\n", from, to);
       rc = 1;
     } else if (during) {
-      printf("realloc 100 MiB -> %zu MiB during a release: succeeded, data %s\n", to, q[(70ul << 20) - 1] == 7 ? "kept" : "lost");
-      rc = q[(70ul << 20) - 1] == 7 ? 0 : 4;
-    } else if (!(p = realloc(q, 100ul << 20))) {
+      printf("realloc %zu MiB -> %zu MiB during a release: succeeded, data %s\n", from, to, q[kept - 1] == 7 ? "kept" : "lost");
+      rc = q[kept - 1] == 7 ? 0 : 4;
+    } else if (!(p = realloc(q, from << 20))) {
       rc = 2;
     }
   }
@@ -78,8 +82,8 @@ static int realloc_during_release(size_t to) {
 }
 
 int main(int argc, char **argv) {
-  if (argc > 1 && strcmp(argv[1], "release") == 0) return realloc_during_release(70);
-  if (argc > 1 && strcmp(argv[1], "release-grow") == 0) return realloc_during_release(110);
+  if (argc > 1 && strcmp(argv[1], "release") == 0) return realloc_during_release(20, 14);
+  if (argc > 1 && strcmp(argv[1], "release-grow") == 0) return realloc_during_release(100, 110);
   if (argc > 1 && strcmp(argv[1], "grow") == 0) {
     char *p = malloc(40ul << 20);
     if (!p) return 2;
