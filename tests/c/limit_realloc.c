@@ -42,6 +42,12 @@ static int diverted(void) {
 
 static int realloc_during_release(size_t from, size_t to) {
   trim_fn trim = find_trim();
+  /* A fragmented heap (24 MiB at most, under either limit), so that each release lasts. */
+  enum { N = 24 * 1024 };
+  static void *blocks[N];
+  for (int i = 0; i < N; i++) blocks[i] = malloc(1000);
+  for (int i = 0; i < N; i++)
+    if (i % 16) free(blocks[i]);
   if (to < from) mallopt(M_MMAP_THRESHOLD, 32 << 20);
   char *p = malloc(from << 20);
   if (!p) return 2;
@@ -52,12 +58,6 @@ static int realloc_during_release(size_t from, size_t to) {
     printf("realloc %zu MiB -> %zu MiB: %s\n", from, to, q ? "succeeded" : "returned NULL");
     return q ? 0 : 1;
   }
-  /* A fragmented heap, so that each release lasts. */
-  enum { N = 32 * 1024 };
-  static void *blocks[N];
-  for (int i = 0; i < N; i++) blocks[i] = malloc(1000);
-  for (int i = 0; i < N; i++)
-    if (i % 16) free(blocks[i]);
   pthread_t t;
   pthread_create(&t, NULL, releaser, (void *)trim);
   int rc = 3;
