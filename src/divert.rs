@@ -5,7 +5,7 @@
 //! Under a finite RLIMIT_AS the side pool's reservation would take address space the host may
 //! need (a large malloc that plain glibc would serve), so the release then runs undiverted; the
 //! limit is read at every release, since a host may set it after start (uwsgi's limit-as in a
-//! worker), and an idle pool is given back once it is finite.
+//! worker); between releases the pool holds only what its live blocks need (side_pool.rs).
 use crate::{accounting, glibc, side_pool};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering::*};
@@ -28,7 +28,6 @@ pub fn active() -> bool {
 /// Runs `release` with the host diverted; without a side pool, runs it as it is.
 pub fn run<T>(release: impl FnOnce() -> T) -> T {
     if address_space_limited() {
-        side_pool::unreserve_if_idle();
         return release();
     }
     if !side_pool::reserve() {

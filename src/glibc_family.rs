@@ -154,13 +154,15 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     q
 }
 
-/// realloc by copy of a diverted block, or of a glibc block while a release runs (the new block
-/// then comes from the side pool and the old one's free is deferred); under a hard limit, with
-/// its growth checked first; otherwise (a glibc mmapped chunk) by glibc, as on the fast path.
+/// realloc by copy of a diverted block, or of a glibc heap block while a release runs (the new
+/// block then comes from the side pool and the old one's free is deferred); otherwise by glibc,
+/// under a hard limit with its growth checked first. glibc resizes its own mmapped chunks with
+/// mremap under no arena lock (mremap_chunk), so they stay with it during a release too: no copy,
+/// and no second block for a hard limit to count (only a failed mremap has glibc malloc, and wait).
 #[cold]
 #[inline(never)]
 unsafe fn realloc_slow(p: *mut c_void, size: usize) -> *mut c_void {
-    if divert::active() || diverted_block(p) {
+    if diverted_block(p) || (divert::active() && !glibc::is_mmapped(glibc::header(p))) {
         return moved_realloc(p, size);
     }
     let old = counted_size(p);
@@ -186,10 +188,17 @@ fn chunk_for(size: usize) -> usize {
     size.checked_add(8 + MALLOC_ALIGNMENT - 1).map_or(usize::MAX, |n| (n & !(MALLOC_ALIGNMENT - 1)).max(MINSIZE))
 }
 
+/// Under a hard limit a shrink leaves the block where it is, as realloc may: the copy would count
+/// both blocks at once and could be refused where glibc shrinks in place.
 #[cold]
 #[inline(never)]
 unsafe fn moved_realloc(p: *mut c_void, size: usize) -> *mut c_void {
     let old_usable = if side_pool::contains(p) { side_pool::usable(p) } else { glibc::usable_checked(p) };
+    if size <= old_usable && accounting::strict() {
+        let n = counted_size(p);
+        on_move(n, n);
+        return p;
+    }
     let q = malloc(size);
     if !q.is_null() {
         core::ptr::copy_nonoverlapping(p as *const u8, q as *mut u8, old_usable.min(size));

@@ -8,13 +8,14 @@
 //! for a few instructions (and the odd mprotect).
 //! The range is reserved PROT_NONE, which the kernel charges to no commit limit (under
 //! vm.overcommit_memory=2 it ignores MAP_NORESERVE on a writable mapping and would charge it
-//! all); pages become writable in steps as the bump pointer grows, and once the pool is empty
-//! outside a release the range is mapped PROT_NONE afresh, which gives their commit back.
-use crate::divert;
+//! all); pages become writable in steps as the bump pointer grows. Outside a release the pool
+//! keeps only the part of the range its live blocks need, and none once they are freed: a host
+//! may set RLIMIT_AS at any time, and address space the pool sat on could make its next large
+//! malloc fail.
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
 
-/// Address space only, and only once a release has run; it shows in VSZ, so no bigger than a
+/// Address space only, and only while a release runs (or blocks of one live); no bigger than a
 /// release window of allocations can need.
 const RESERVES: [usize; 2] = [1 << 30, 128 << 20];
 const MIN_SHIFT: u32 = 5;
@@ -37,13 +38,19 @@ static COMMITTED: AtomicUsize = AtomicUsize::new(0);
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static FREE: [AtomicPtr<u8>; CLASSES] = [const { AtomicPtr::new(core::ptr::null_mut()) }; CLASSES];
 static LOCK: AtomicBool = AtomicBool::new(false);
+/// From `reserve` to `settle`: a release may serve the host from the range, which stays whole.
+static RELEASING: AtomicBool = AtomicBool::new(false);
 
-/// Reserves the range once (address space only); false if the system refuses.
+/// Reserves the range for a release (address space only); false if the system refuses. A range
+/// that live blocks kept is grown back in place where the address space after it is free.
 pub fn reserve() -> bool {
-    if BASE.load(Acquire) != 0 {
-        return true;
-    }
+    lock();
+    RELEASING.store(true, Relaxed);
+    regrow();
     for len in RESERVES {
+        if BASE.load(Relaxed) != 0 {
+            break;
+        }
         // SAFETY: a fresh anonymous mapping.
         let p = unsafe {
             libc::mmap(core::ptr::null_mut(), len, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0)
@@ -51,28 +58,12 @@ pub fn reserve() -> bool {
         if p != libc::MAP_FAILED {
             LEN.store(len, Relaxed);
             BASE.store(p as usize, Release);
-            return true;
         }
     }
-    false
-}
-
-/// Gives the range back if no block of it is live; called between releases only (no host call
-/// is served from it then).
-pub fn unreserve_if_idle() {
-    lock();
-    let (base, len) = (BASE.load(Relaxed), LEN.load(Relaxed));
-    let idle = LIVE.load(Relaxed) == 0;
-    if idle && base != 0 {
-        LEN.store(0, Relaxed);
-        BASE.store(0, Release);
-        empty();
-    }
+    let reserved = BASE.load(Relaxed) != 0;
+    RELEASING.store(reserved, Relaxed);
     unlock();
-    if idle && base != 0 {
-        // SAFETY: the range is ours and holds no live block.
-        unsafe { libc::munmap(base as *mut c_void, len) };
-    }
+    reserved
 }
 
 #[inline]
@@ -111,26 +102,43 @@ fn empty() {
     FREE.iter().for_each(|l| l.store(core::ptr::null_mut(), Relaxed));
 }
 
-/// Maps the committed part PROT_NONE afresh, giving its commit back; under the lock, with no
-/// block live and no release running.
-fn decommit() {
-    let (base, committed) = (BASE.load(Relaxed), COMMITTED.load(Relaxed));
-    if base == 0 || committed == 0 {
+/// Unmaps the range beyond the blocks handed out, all of it when none is live (which also gives
+/// back the commit of its writable pages); under the lock, outside a release.
+fn shrink() {
+    let (base, len) = (BASE.load(Relaxed), LEN.load(Relaxed));
+    let keep = if LIVE.load(Relaxed) == 0 { 0 } else { (BUMP.load(Relaxed) + PAGE - 1) & !(PAGE - 1) };
+    if base == 0 || keep >= len {
         return;
     }
-    // SAFETY: replaces pages of our own range that hold no live block.
-    let p = unsafe {
-        libc::mmap(
-            base as *mut c_void,
-            committed,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
-            -1,
-            0,
-        )
-    };
-    if p != libc::MAP_FAILED {
+    // Off the range before it goes, so that `contains` never claims what the system maps there next.
+    LEN.store(keep, Relaxed);
+    if keep == 0 {
+        BASE.store(0, Release);
         empty();
+    } else {
+        COMMITTED.store(COMMITTED.load(Relaxed).min(keep), Relaxed);
+    }
+    // SAFETY: the part of our range that holds no live block.
+    unsafe { libc::munmap((base + keep) as *mut c_void, len - keep) };
+}
+
+/// Maps the rest of a shrunk range again, if that address space is still free; under the lock.
+fn regrow() {
+    let (base, len, full) = (BASE.load(Relaxed), LEN.load(Relaxed), RESERVES[0]);
+    if base == 0 || len >= full {
+        return;
+    }
+    let want = (base + len) as *mut c_void;
+    // SAFETY: a fresh anonymous mapping that replaces nothing (older kernels take the address as
+    // a hint, and a mapping elsewhere is given back).
+    let p = unsafe {
+        libc::mmap(want, full - len, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE, -1, 0)
+    };
+    if p == want {
+        LEN.store(full, Relaxed);
+    } else if p != libc::MAP_FAILED {
+        // SAFETY: the mapping just made.
+        unsafe { libc::munmap(p, full - len) };
     }
 }
 
@@ -224,22 +232,24 @@ pub unsafe fn free(p: *mut c_void) {
     lock();
     *(blk.add(HEADER) as *mut *mut u8) = list.load(Relaxed);
     list.store(blk, Relaxed);
-    if LIVE.fetch_sub(1, Relaxed) == 1 && !divert::active() {
-        decommit();
+    if LIVE.fetch_sub(1, Relaxed) == 1 && !RELEASING.load(Relaxed) {
+        shrink();
     }
     unlock();
 }
 
-/// After a release: an empty pool gives its commit back.
+/// After a release: the pool keeps only what its live blocks need.
 pub fn settle() {
     lock();
-    if LIVE.load(Relaxed) == 0 {
-        decommit();
-    }
+    RELEASING.store(false, Relaxed);
+    shrink();
     unlock();
 }
 
-/// A fork while a host thread held the lock must not leave the child's copy locked.
+/// A fork while a host thread held the lock must not leave the child's copy locked; a fork
+/// during a release leaves the child no release to settle the pool after.
 pub fn after_fork_in_child() {
     LOCK.store(false, Relaxed);
+    RELEASING.store(false, Relaxed);
+    shrink();
 }

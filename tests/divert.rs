@@ -16,8 +16,24 @@ fn release_leaves_the_address_space_to_the_host() {
     if !require_tool("gcc") {
         return;
     }
+    big_malloc_under_address_limit(&["first", "between"]);
+}
+
+/// The host may set RLIMIT_AS at any time, not only before a release: set after one, with no
+/// release since, and again while a block the side pool served during a release is still live,
+/// the 1200 MiB malloc succeeds as it does without the library.
+#[test]
+fn side_pool_holds_no_address_space_after_a_release() {
+    if !require_tool("gcc") || allocator() != "glibc" {
+        return;
+    }
+    big_malloc_under_address_limit(&["after", "live"]);
+}
+
+/// tests/c/address_limit.c in each of its modes `whens`, without the library and then with it.
+fn big_malloc_under_address_limit(whens: &[&str]) {
     let bin = compile("address_limit.c", &["-fno-builtin"]);
-    for when in ["first", "between"] {
+    for when in whens {
         let plain = run_for(without_env(&mut Command::new(&bin), TUNING).arg(when).env_remove("LD_PRELOAD"), Duration::from_secs(60));
         assert!(plain.status.success(), "without the library\n{}", show(&plain));
         let o = run_for(preloaded(without_env(&mut Command::new(&bin), TUNING).arg(when)), Duration::from_secs(60));

@@ -49,3 +49,32 @@ fn realloc_growth_loop_costs_what_it_costs_without_a_limit() {
     eprintln!("4 KiB steps to 8 MiB: {free:.2} ms without a limit, {limited:.2} ms under MEMTRIM_HARD_LIMIT=1G");
     assert!(limited <= 1.5 * free, "{limited:.2} ms under MEMTRIM_HARD_LIMIT=1G, {free:.2} ms without a limit: {:.1} times", limited / free);
 }
+
+/// A 20 MiB heap block shrunk to 14 MiB while a release runs, under a 30 MiB limit, succeeds as
+/// it does outside a release (the shrink needs no new block).
+#[test]
+fn realloc_shrink_during_a_release_is_not_refused() {
+    let Some(bin) = program() else { return };
+    if allocator() != "glibc" {
+        return;
+    }
+    let _one = serial();
+    let o = limited(&bin, Some("30M"), "release");
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(!text(&o.stderr).contains("refused"), "{}", show(&o));
+}
+
+/// A 100 MiB block grown to 110 MiB while a release runs, under a 160 MiB limit: glibc grows an
+/// mmapped chunk with mremap, taking no arena lock, so the library lets it, and the limit counts
+/// the growth alone.
+#[test]
+fn realloc_growth_of_an_mmapped_chunk_during_a_release_is_not_refused() {
+    let Some(bin) = program() else { return };
+    if allocator() != "glibc" {
+        return;
+    }
+    let _one = serial();
+    let o = limited(&bin, Some("160M"), "release-grow");
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(!text(&o.stderr).contains("refused"), "{}", show(&o));
+}
