@@ -5,7 +5,10 @@
 //! block sits inside a larger one behind a second header whose prev_size is the offset back to
 //! the larger block's start, as in glibc's own mmapped memalign chunks.
 //! Power-of-two classes from 32 B to 32 MiB, one free list each, under a spin lock that is held
-//! for a few instructions (and the odd mprotect).
+//! for a few instructions (and the odd mprotect). Host calls only try the lock for a bounded
+//! time: a signal handler that allocates on the thread holding it would otherwise spin forever.
+//! An allocation that finds the lock taken is served elsewhere (the caller maps a block of its
+//! own); a free that finds it taken goes onto a lock-free list that the next holder files.
 //! The range is reserved PROT_NONE, which the kernel charges to no commit limit (under
 //! vm.overcommit_memory=2 it ignores MAP_NORESERVE on a writable mapping and would charge it
 //! all); pages become writable in steps as the bump pointer grows. Outside a release the pool
@@ -38,6 +41,10 @@ static COMMITTED: AtomicUsize = AtomicUsize::new(0);
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static FREE: [AtomicPtr<u8>; CLASSES] = [const { AtomicPtr::new(core::ptr::null_mut()) }; CLASSES];
 static LOCK: AtomicBool = AtomicBool::new(false);
+/// Blocks freed while the lock was taken, linked through their first word after the header.
+static PENDING: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
+/// Tries of the lock before a host call gives up on it (tens of microseconds).
+const TRIES: u32 = 1024;
 /// From `reserve` to `settle`: a release may serve the host from the range, which stays whole.
 static RELEASING: AtomicBool = AtomicBool::new(false);
 
@@ -78,15 +85,37 @@ pub fn range() -> Option<(usize, usize)> {
     (base != 0).then(|| (base, base + LEN.load(Relaxed)))
 }
 
-fn lock() {
-    let mut spins = 0u32;
-    while LOCK.swap(true, Acquire) {
-        spins += 1;
-        if spins % 64 == 0 {
+/// Takes the lock within [`TRIES`] tries, then files the pending frees.
+fn try_lock() -> bool {
+    for tries in 1..=TRIES {
+        if !LOCK.swap(true, Acquire) {
+            file_pending();
+            return true;
+        }
+        if tries % 64 == 0 {
             // SAFETY: no preconditions.
             unsafe { libc::sched_yield() };
         } else {
             core::hint::spin_loop();
+        }
+    }
+    false
+}
+
+/// For the release's own calls, never from a signal handler.
+fn lock() {
+    while !try_lock() {}
+}
+
+/// Under the lock.
+fn file_pending() {
+    let mut blk = PENDING.swap(core::ptr::null_mut(), Acquire);
+    while !blk.is_null() {
+        // SAFETY: every node is a block of this pool pushed by `free`.
+        unsafe {
+            let next = *(blk.add(HEADER) as *mut *mut u8);
+            file(blk);
+            blk = next;
         }
     }
 }
@@ -173,7 +202,9 @@ pub fn alloc_aligned(align: usize, size: usize) -> *mut c_void {
     }
     let class = 1usize << shift;
     let list = &FREE[(shift - MIN_SHIFT) as usize];
-    lock();
+    if !try_lock() {
+        return core::ptr::null_mut();
+    }
     let mut blk = list.load(Relaxed);
     if blk.is_null() {
         let off = BUMP.load(Relaxed);
@@ -228,14 +259,33 @@ pub unsafe fn free(p: *mut c_void) {
             libc::madvise(start as *mut c_void, end - start, libc::MADV_DONTNEED);
         }
     }
-    let list = &FREE[(class.trailing_zeros() - MIN_SHIFT) as usize];
-    lock();
-    *(blk.add(HEADER) as *mut *mut u8) = list.load(Relaxed);
-    list.store(blk, Relaxed);
-    if LIVE.fetch_sub(1, Relaxed) == 1 && !RELEASING.load(Relaxed) {
+    if !try_lock() {
+        let mut head = PENDING.load(Relaxed);
+        loop {
+            *(blk.add(HEADER) as *mut *mut u8) = head;
+            match PENDING.compare_exchange_weak(head, blk, Release, Relaxed) {
+                Ok(_) => return,
+                Err(h) => head = h,
+            }
+        }
+    }
+    file(blk);
+    if LIVE.load(Relaxed) == 0 && !RELEASING.load(Relaxed) {
         shrink();
     }
     unlock();
+}
+
+/// Puts a freed block on its class's list; under the lock.
+///
+/// # Safety
+/// `blk` is the start of a block of this pool that was live.
+unsafe fn file(blk: *mut u8) {
+    let class = *(blk.add(8) as *const usize) & !7;
+    let list = &FREE[(class.trailing_zeros() - MIN_SHIFT) as usize];
+    *(blk.add(HEADER) as *mut *mut u8) = list.load(Relaxed);
+    list.store(blk, Relaxed);
+    LIVE.fetch_sub(1, Relaxed);
 }
 
 /// After a release: the pool keeps only what its live blocks need.
