@@ -1,5 +1,5 @@
-//! The worker thread starts lazily, one interval after the process (or a fork child) starts,
-//! so that a process that execs, exits or unshares in its first interval never has a second
+//! The worker thread starts lazily, MEMTRIM_START_MS (a second by default) after the process (or
+//! a fork child) starts, so that a process that execs, exits or unshares before then never has a second
 //! thread: unshare(CLONE_NEWUSER) (`unshare --user`, sandboxes that fork and unshare at once)
 //! requires a single-threaded caller. Nothing runs on a timer without a thread or a signal, and
 //! both belong elsewhere, so the start rides on the host's own calls: arming points the malloc,
@@ -10,10 +10,10 @@
 //! layer knows nothing of the worker) and puts the backend's functions back: once started, the
 //! hot path is what it is without this module, instruction for instruction.
 //!
-//! Given up: a process that allocates nothing after its first interval (one that waits idle on
+//! Given up: a process that allocates nothing after that time (one that waits idle on
 //! its input, say) never gets its worker, hence no page, releases or limits, until it does;
-//! servers' event loops allocate as they wake (select, epoll, request parsing). The first
-//! interval's calls cost a wrapper and a clock read more.
+//! servers' event loops mostly allocate as they wake, and every request does. Until the start,
+//! calls cost a wrapper and a clock read more.
 use crate::accounting;
 use crate::backend::{self, CallocFn, FreeFn, MallocFn, ReallocFn, CALLOC, FREE, MALLOC, REALLOC};
 use core::ffi::c_void;
@@ -32,7 +32,7 @@ static BACKEND_REALLOC: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 fn now_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: ts is a valid out-pointer; the coarse clock is read in the vDSO, without a
-    // syscall, and its few milliseconds of resolution are nothing against an interval.
+    // syscall, and its few milliseconds of resolution are nothing against the delay.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static STOP: AtomicBool = AtomicBool::new(false);
 
-/// Arms the worker's start, one interval from now (lazy_start), if the configuration and
+/// Arms the worker's start, MEMTRIM_START_MS from now (lazy_start), if the configuration and
 /// MEMTRIM_ONLY select this process.
 pub fn start_if_selected() {
     let Some(cfg) = init::config() else { return };
@@ -28,7 +28,7 @@ pub fn start_if_selected() {
 }
 
 fn arm(cfg: &Config) {
-    lazy_start::arm(Duration::from_millis(cfg.interval_ms), spawn);
+    lazy_start::arm(Duration::from_millis(cfg.start_ms), spawn);
 }
 
 fn spawn() {

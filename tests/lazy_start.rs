@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// `cmd` under the library, writing pages into `dir`, with a first interval of `interval_ms`.
 fn lazy<'a>(cmd: &'a mut Command, dir: &Path, interval_ms: u64) -> &'a mut Command {
-    preloaded(without_env(cmd, TUNING).env("MEMTRIM_SHM_DIR", dir).env("MEMTRIM_INTERVAL_MS", interval_ms.to_string()))
+    preloaded(without_env(cmd, TUNING).env("MEMTRIM_SHM_DIR", dir).env("MEMTRIM_INTERVAL_MS", interval_ms.to_string()).env("MEMTRIM_START_MS", interval_ms.to_string()))
 }
 
 /// tests/c/lazy_start.c, compiled once for every test of this file (a binary being rewritten
@@ -37,6 +37,25 @@ fn unshare_user_works_under_the_library() {
     let dir = TempDir::new("unshare");
     let o = common::run_for(lazy(Command::new("unshare").args(["--user", "true"]), dir.path(), 1000), Duration::from_secs(30));
     assert!(o.status.success(), "`unshare --user true` under the library: {}", show(&o));
+}
+
+/// setpriv changes its capabilities on its own thread (PR_SET_KEEPCAPS, capset), then its
+/// credentials, which glibc makes every thread change too: with a second thread whose
+/// capabilities differ, glibc aborts the process. Early in a process there is no second thread.
+#[test]
+fn setpriv_drops_privileges_under_the_library() {
+    if !common::require_tool("setpriv") {
+        return;
+    }
+    let args = ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "true"];
+    let plain = common::run(Command::new("setpriv").args(args).env_remove("LD_PRELOAD"));
+    if !plain.status.success() {
+        eprintln!("SKIP: setpriv cannot change user here without the library: {}", show(&plain));
+        return;
+    }
+    let dir = TempDir::new("setpriv");
+    let o = common::run_for(lazy(Command::new("setpriv").args(args), dir.path(), 1000), Duration::from_secs(30));
+    assert!(o.status.success(), "setpriv under the library: {}", show(&o));
 }
 
 #[test]

@@ -124,6 +124,7 @@ pub fn allocator() -> String {
 /// under test.
 pub fn preloaded(cmd: &mut Command) -> &mut Command {
     cmd.env("MEMTRIM_ALLOCATOR", allocator());
+    start_at_first_allocation(cmd);
     let mut preload = lib().into_os_string();
     if let Some(old) = std::env::var_os("LD_PRELOAD") {
         preload.push(":");
@@ -149,7 +150,18 @@ pub const TUNING: &[&str] = &["MEMTRIM_", "MALLOC_", "PYTHONMALLOC"];
 /// `c` under the library (LD_PRELOAD is the library alone), writing its page into `dir` and
 /// sampling every `interval_ms`, with no other MEMTRIM_ setting of the test's environment.
 pub fn under_library<'a>(c: &'a mut Command, dir: &Path, interval_ms: u32) -> &'a mut Command {
-    without_env(c, &["MEMTRIM_"]).env("LD_PRELOAD", lib()).env("MEMTRIM_SHM_DIR", dir).env("MEMTRIM_INTERVAL_MS", interval_ms.to_string())
+    without_env(c, &["MEMTRIM_"]).env("LD_PRELOAD", lib()).env("MEMTRIM_SHM_DIR", dir).env("MEMTRIM_INTERVAL_MS", interval_ms.to_string());
+    start_at_first_allocation(c)
+}
+
+/// Tests that watch a host's page want its worker at once, not on the first allocation a second
+/// later, which a host waiting idle on its input may never make (tests/lazy_start.rs tests the
+/// default): MEMTRIM_START_MS=0, unless the command sets it already.
+fn start_at_first_allocation(c: &mut Command) -> &mut Command {
+    if !c.get_envs().any(|(k, _)| k == "MEMTRIM_START_MS") {
+        c.env("MEMTRIM_START_MS", "0");
+    }
+    c
 }
 
 pub fn run(cmd: &mut Command) -> Output {

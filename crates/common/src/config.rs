@@ -19,6 +19,7 @@ pub const VARS: &[Var] = &[
     Var { name: "MEMTRIM_STATS", default: "1", meaning: "0: no worker thread and no stats page (counting and the C API remain)" },
     Var { name: "MEMTRIM_SHM_DIR", default: "/dev/shm", meaning: "directory of the per-process stats pages" },
     Var { name: "MEMTRIM_INTERVAL_MS", default: "1000", meaning: "how often the worker samples and publishes (duration: 250ms, 2s)" },
+    Var { name: "MEMTRIM_START_MS", default: "1000", meaning: "the worker thread starts on the first allocation this long after the process (or a fork child) starts; one that execs, unshares or exits sooner never has a second thread (0: the first allocation)" },
     Var { name: "MEMTRIM_SMAPS_INTERVAL_MS", default: "5000", meaning: "how often PSS, USS and swap are read from smaps_rollup (costs ms on big processes)" },
     Var { name: "MEMTRIM_MIN_RETAINED", default: "1MiB", meaning: "no automatic release unless this much memory was retained since the last one" },
     Var { name: "MEMTRIM_FRAG_THRESHOLD", default: "0.5", meaning: "while busy, release when retained/heap reaches this fraction (0.5, 50%; off: only when idle)" },
@@ -65,6 +66,7 @@ pub struct Config {
     pub stats: bool,
     pub shm_dir: String,
     pub interval_ms: u64,
+    pub start_ms: u64,
     pub smaps_interval_ms: u64,
     pub only: Vec<String>,
     pub min_retained: u64,
@@ -124,6 +126,7 @@ impl Config {
             stats: true,
             shm_dir: String::new(),
             interval_ms: 0,
+            start_ms: 0,
             smaps_interval_ms: 0,
             only: Vec::new(),
             min_retained: 0,
@@ -171,6 +174,7 @@ impl Config {
                 self.shm_dir = value.trim_end_matches('/').to_string();
             }
             "MEMTRIM_INTERVAL_MS" => self.interval_ms = duration_in(value, 10, 3_600_000)?,
+            "MEMTRIM_START_MS" => self.start_ms = duration_or_zero(value)?,
             "MEMTRIM_SMAPS_INTERVAL_MS" => self.smaps_interval_ms = duration_in(value, 100, 3_600_000)?,
             "MEMTRIM_ONLY" => self.only = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
             "MEMTRIM_MIN_RETAINED" => self.min_retained = parse_size(value).ok_or("a size (8M, 64MiB)")?,
