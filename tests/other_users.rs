@@ -309,3 +309,42 @@ fn clean_removes_only_pages() {
     assert!(!real.exists(), "clean left a stale page\n{}", show(&o));
     assert!(text(&o.stderr).contains("left alone"), "{}", show(&o));
 }
+
+/// nobody plants, in per-user directories of their own (under every spelling of their uid that
+/// names one), files named for daemon's preloaded process before it makes its page: root's
+/// `stat` and `trim` of that process still find its own page, whichever directory is listed
+/// first.
+#[test]
+fn a_name_in_another_users_directory_does_not_shadow_a_page() {
+    if nobody().is_none() || setpriv_as("daemon", "daemon").is_none() {
+        return;
+    }
+    let dir = TempDir::new("shadow");
+    shared(&dir);
+    // daemon's shell waits on stdin, then execs a preloaded sleep that keeps its pid and start
+    // time: the page name is known before the library runs.
+    let mut c = setpriv_as("daemon", "daemon").unwrap();
+    c.args(["sh", "-c", "read _ && export LD_PRELOAD=\"$MT_LIB\" && exec sleep 600"]).env("MT_LIB", common::lib()).stdin(Stdio::piped());
+    under_library(&mut c, dir.path(), 100).env_remove("LD_PRELOAD");
+    let mut p = Proc(c.spawn().unwrap());
+    let (pid, st) = (p.pid(), start_ticks(p.pid()));
+    let name = memtrim_common::page::file_name(pid, st);
+    let nobody_uid = uid_of("nobody");
+    let mut planted = Vec::new();
+    for zeros in 0..40 {
+        let d = dir.join(&format!("memtrim-{}{nobody_uid}", "0".repeat(zeros)));
+        let o = nobody().unwrap().args(["sh", "-c", "mkdir -m 700 \"$0\" && echo planted > \"$0/$1\""]).arg(&d).arg(&name).output().unwrap();
+        assert!(o.status.success(), "nobody could not plant {}: {}", d.display(), show(&o));
+        planted.push(d);
+    }
+    writeln!(p.0.stdin.take().unwrap()).unwrap();
+    let own = user_dir(dir.path(), uid_of("daemon"));
+    wait_for("the page of daemon's sleep", Duration::from_secs(10), || if own.join(&name).exists() { Ok(()) } else { Err(String::new()) });
+    // The order is the filesystem's: a listing that puts daemon's directory first hides nothing.
+    let first = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).find(|e| *e == own || planted.contains(e));
+    assert_ne!(first.as_ref(), Some(&own), "no planted directory is listed before daemon's: nothing to shadow");
+    let j = stat_json(dir.path(), pid).unwrap_or_else(|e| panic!("root's stat of daemon's process fails after nobody planted {name}:\n{e}"));
+    assert_eq!(j.int("pid"), pid as i64);
+    let o = memtrim_for(dir.path(), &["trim", &pid.to_string()]);
+    assert!(o.status.success(), "root's trim of daemon's process fails after nobody planted {name}:\n{}", show(&o));
+}

@@ -293,11 +293,16 @@ fn io_skip(path: &Path, what: &str, e: std::io::Error) -> Skip {
     }
 }
 
+/// The uid of the per-user directory holding the page at `path`; None in the flat layout.
+fn dir_user(path: &Path) -> Option<u32> {
+    path.parent().and_then(Path::file_name).and_then(|n| n.to_str()).and_then(page::parse_dir_name)
+}
+
 /// Opens the directory holding the page at `path`: a per-user directory (`memtrim-UID`) is
 /// opened without following a symlink and must still be UID's and closed to others.
 fn open_parent(path: &Path) -> Result<std::os::fd::OwnedFd, Skip> {
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let owner = parent.file_name().and_then(|n| n.to_str()).and_then(page::parse_dir_name);
+    let owner = dir_user(path);
     let c = cpath(parent)?;
     let nofollow = if owner.is_some() { libc::O_NOFOLLOW } else { 0 };
     // SAFETY: c is a valid C string.
@@ -542,7 +547,7 @@ type Passed = Vec<(PathBuf, Skip)>;
 /// starts with the magic, owned by the user of the per-user directory it is in; or why not.
 pub fn page_file(path: &Path, ino: u64) -> Result<(), String> {
     let m = open(path, false).map_err(|s| s.describe())?;
-    let owner = path.parent().and_then(Path::file_name).and_then(|n| n.to_str()).and_then(page::parse_dir_name);
+    let owner = dir_user(path);
     if m.ino != ino {
         Err("replaced meanwhile".into())
     } else if owner.is_some_and(|uid| uid != m.uid) {
@@ -593,7 +598,10 @@ pub fn scan_saying(dir: &Path, include_gone: bool, cmd: &str) -> Option<Scan> {
 /// saying why there is none.
 pub fn locate(dir: &Path, pid: u32) -> Result<(PathBuf, u64), String> {
     let cands = candidates(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    let mine: Vec<_> = cands.into_iter().filter(|c| c.1 == pid).collect();
+    // A name in another user's directory is not this process's page (whatever it holds, see
+    // `verified`), and must not hide the one that is.
+    let uid = identity(pid).map(|id| id.uid);
+    let mine: Vec<_> = cands.into_iter().filter(|c| c.1 == pid && dir_user(&c.0).is_none_or(|u| u == 0 || Some(u) == uid)).collect();
     if let Some((path, _, start)) = mine.iter().find(|c| is_live(c.1, c.2)) {
         return Ok((path.clone(), *start));
     }
