@@ -210,6 +210,11 @@ pub fn verified(mut stats: Stats, pid: u32, owner: u32) -> Result<Stats, Skip> {
 /// truncated), never dereferenced here.
 pub struct Opened {
     fd: std::os::fd::OwnedFd,
+    /// The directory it was checked and opened in, and its name there: files beside it are
+    /// reached through this descriptor, never through the path again (whose owner could have
+    /// swapped the directory for a symlink since).
+    dir: std::os::fd::OwnedFd,
+    name: CString,
     futex_base: Option<*mut libc::c_void>,
     pub uid: u32,
     /// The file's inode, to find it in the process's mappings.
@@ -259,6 +264,37 @@ impl Opened {
             n if n < 0 => Err(std::io::Error::last_os_error()),
             _ => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the page was truncated")),
         }
+    }
+
+    /// Removes the file named the page's name followed by `suffix` ("" for the page itself) in
+    /// the directory the page was opened in.
+    pub fn remove(&self, suffix: &str) -> std::io::Result<()> {
+        let name = self.beside(suffix)?;
+        // SAFETY: dir is open; name is a valid C string.
+        if unsafe { libc::unlinkat(std::os::fd::AsRawFd::as_raw_fd(&self.dir), name.as_ptr(), 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Opens for reading, without following a symlink nor blocking on a FIFO, the file named
+    /// the page's name followed by `suffix` in the directory the page was opened in.
+    pub fn open_beside(&self, suffix: &str) -> std::io::Result<std::fs::File> {
+        let name = self.beside(suffix)?;
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        // SAFETY: dir is open; name is a valid C string.
+        let fd = unsafe { libc::openat(std::os::fd::AsRawFd::as_raw_fd(&self.dir), name.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd was just opened and is owned from here on.
+        Ok(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+    }
+
+    fn beside(&self, suffix: &str) -> std::io::Result<CString> {
+        let mut name = self.name.as_bytes().to_vec();
+        name.extend_from_slice(suffix.as_bytes());
+        CString::new(name).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
     }
 
     /// The address of the control word at `offset` in the futex mapping (a page opened
@@ -385,7 +421,7 @@ pub fn open(path: &Path, write: bool) -> Result<Opened, Skip> {
         None
     };
     let ctime_ms = (st.st_ctime.max(0) as u64) * 1000 + (st.st_ctime_nsec.max(0) as u64) / 1_000_000;
-    Ok(Opened { fd, futex_base, uid: st.st_uid, ino: st.st_ino, ctime_ms })
+    Ok(Opened { fd, dir, name, futex_base, uid: st.st_uid, ino: st.st_ino, ctime_ms })
 }
 
 /// A consistent snapshot of an opened page that agrees with its name, or why not. Each try
@@ -543,9 +579,9 @@ pub type Candidate = (PathBuf, u32, u64);
 /// What a listing passed over, with why.
 type Passed = Vec<(PathBuf, Skip)>;
 
-/// Whether the file at `path` (inode `ino`) is a page: a regular file of a page's length that
-/// starts with the magic, owned by the user of the per-user directory it is in; or why not.
-pub fn page_file(path: &Path, ino: u64) -> Result<(), String> {
+/// The file at `path` (inode `ino`) opened, if it is a page: a regular file of a page's length
+/// that starts with the magic, owned by the user of the per-user directory it is in; or why not.
+pub fn page_file(path: &Path, ino: u64) -> Result<Opened, String> {
     let m = open(path, false).map_err(|s| s.describe())?;
     let owner = dir_user(path);
     if m.ino != ino {
@@ -555,7 +591,7 @@ pub fn page_file(path: &Path, ino: u64) -> Result<(), String> {
     } else if m.copy().map_err(|s| s.describe())?.magic != page::MAGIC {
         Err("not a page (no memtrim magic)".into())
     } else {
-        Ok(())
+        Ok(m)
     }
 }
 
