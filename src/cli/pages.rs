@@ -661,7 +661,10 @@ pub fn find(dir: &Path, pid: u32) -> Result<Entry, String> {
     load(&path, pid, start, false).map_err(|s| format!("cannot use {}: {}", path.display(), s.describe()))
 }
 
-/// Terminal-safe text: control characters (an escape sequence in a process name) become '?'.
+/// Terminal-safe text: control characters (an escape sequence in a process name) and Unicode's
+/// bidirectional controls (which reorder the rest of a line on a terminal that honours them)
+/// become '?'.
 pub fn printable(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+    let bidi = |c: char| matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    s.chars().map(|c| if c.is_control() || bidi(c) { '?' } else { c }).collect()
 }
