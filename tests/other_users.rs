@@ -309,3 +309,108 @@ fn clean_removes_only_pages() {
     assert!(!real.exists(), "clean left a stale page\n{}", show(&o));
     assert!(text(&o.stderr).contains("left alone"), "{}", show(&o));
 }
+
+/// nobody plants, in per-user directories of their own (under every spelling of their uid that
+/// names one), files named for daemon's preloaded process before it makes its page: root's
+/// `stat` and `trim` of that process still find its own page, whichever directory is listed
+/// first.
+#[test]
+fn a_name_in_another_users_directory_does_not_shadow_a_page() {
+    if nobody().is_none() || setpriv_as("daemon", "daemon").is_none() {
+        return;
+    }
+    let dir = TempDir::new("shadow");
+    shared(&dir);
+    // daemon's shell waits on stdin, then execs a preloaded sleep that keeps its pid and start
+    // time: the page name is known before the library runs.
+    let mut c = setpriv_as("daemon", "daemon").unwrap();
+    c.args(["sh", "-c", "read _ && export LD_PRELOAD=\"$MT_LIB\" && exec sleep 600"]).env("MT_LIB", common::lib()).stdin(Stdio::piped());
+    under_library(&mut c, dir.path(), 100).env_remove("LD_PRELOAD");
+    let mut p = Proc(c.spawn().unwrap());
+    let (pid, st) = (p.pid(), start_ticks(p.pid()));
+    let name = memtrim_common::page::file_name(pid, st);
+    let nobody_uid = uid_of("nobody");
+    let mut planted = Vec::new();
+    for zeros in 0..40 {
+        let d = dir.join(&format!("memtrim-{}{nobody_uid}", "0".repeat(zeros)));
+        let o = nobody().unwrap().args(["sh", "-c", "mkdir -m 700 \"$0\" && echo planted > \"$0/$1\""]).arg(&d).arg(&name).output().unwrap();
+        assert!(o.status.success(), "nobody could not plant {}: {}", d.display(), show(&o));
+        planted.push(d);
+    }
+    writeln!(p.0.stdin.take().unwrap()).unwrap();
+    let own = user_dir(dir.path(), uid_of("daemon"));
+    wait_for("the page of daemon's sleep", Duration::from_secs(10), || if own.join(&name).exists() { Ok(()) } else { Err(String::new()) });
+    // The order is the filesystem's: a listing that puts daemon's directory first hides nothing.
+    let first = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).find(|e| *e == own || planted.contains(e));
+    assert_ne!(first.as_ref(), Some(&own), "no planted directory is listed before daemon's: nothing to shadow");
+    let j = stat_json(dir.path(), pid).unwrap_or_else(|e| panic!("root's stat of daemon's process fails after nobody planted {name}:\n{e}"));
+    assert_eq!(j.int("pid"), pid as i64);
+    let o = memtrim_for(dir.path(), &["trim", &pid.to_string()]);
+    assert!(o.status.success(), "root's trim of daemon's process fails after nobody planted {name}:\n{}", show(&o));
+}
+
+/// nobody plants, in their own directory, a page named for root's live process that claims to
+/// have been abandoned long ago, and swaps that directory for a symlink to root's directory just
+/// after root's `memtrim clean` has checked the page (held at the moment by a fanotify
+/// permission event, the widest a race can be): root's page survives.
+#[test]
+fn clean_removes_nothing_through_a_directory_swapped_after_its_checks() {
+    if nobody().is_none() {
+        return;
+    }
+    let dir = TempDir::new("clean-swap");
+    shared(&dir);
+    let p = Proc(under_library(&mut Command::new("sleep"), dir.path(), 100).arg("600").stdin(Stdio::null()).spawn().unwrap());
+    let (pid, st) = (p.pid(), start_ticks(p.pid()));
+    wait_for("the page of root's sleep", Duration::from_secs(10), || stat_json(dir.path(), pid));
+    let victim = page_path(dir.path(), pid).unwrap();
+    let (mine, link) = (user_dir(dir.path(), uid_of("nobody")), dir.join("link"));
+    let planted = mine.join(memtrim_common::page::file_name(pid, st));
+    let page = crafted_page(pid, st, b"sleep", |p: &mut Page| {
+        let mut s = p.stats;
+        s.updated_at_ms = 0;
+        s.interval_ms = 1000;
+        p.publish(s);
+    });
+    std::fs::write(dir.join("page"), &page).unwrap();
+    let script = "mkdir -m 700 \"$0\" && cp \"$2\" \"$0/$3\" && chmod 600 \"$0/$3\" && ln -s \"$4\" \"$1\"";
+    let o = nobody().unwrap().args(["sh", "-c", script]).arg(&mine).arg(&link).arg(dir.join("page")).arg(planted.file_name().unwrap()).arg(victim.parent().unwrap()).output().unwrap();
+    assert!(o.status.success(), "nobody could not plant: {}", show(&o));
+
+    // SAFETY: plain syscalls on valid arguments; the events' fds are closed once answered.
+    let fan = unsafe { libc::fanotify_init(libc::FAN_CLASS_CONTENT | libc::FAN_CLOEXEC, libc::O_RDONLY as libc::c_uint) };
+    assert!(fan >= 0, "fanotify_init: {}", std::io::Error::last_os_error());
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::fanotify_mark(fan, libc::FAN_MARK_ADD, libc::FAN_OPEN_PERM, libc::AT_FDCWD, c(&planted).as_ptr()) }, 0, "fanotify_mark: {}", std::io::Error::last_os_error());
+    let mut clean = Command::new(cli()).arg("clean").env("MEMTRIM_SHM_DIR", dir.path()).env_remove("LD_PRELOAD").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let out = common::gathered(clean.stdout.take().unwrap());
+    let err = common::gathered(clean.stderr.take().unwrap());
+    let (mut opens, deadline) = (0, std::time::Instant::now() + Duration::from_secs(20));
+    while clean.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        let mut pfd = libc::pollfd { fd: fan, events: libc::POLLIN, revents: 0 };
+        if unsafe { libc::poll(&mut pfd, 1, 50) } <= 0 {
+            continue;
+        }
+        let mut ev: libc::fanotify_event_metadata = unsafe { core::mem::zeroed() };
+        let n = unsafe { libc::read(fan, &mut ev as *mut _ as *mut libc::c_void, core::mem::size_of_val(&ev)) };
+        assert_eq!(n, core::mem::size_of_val(&ev) as isize, "fanotify read");
+        opens += 1;
+        // The second open is that of the last check (the first judged it abandoned): what
+        // nobody can do to their own directory in a shared sticky one, done while it is held.
+        if opens == 2 {
+            let r = unsafe { libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, c(&mine).as_ptr(), libc::AT_FDCWD, c(&link).as_ptr(), libc::RENAME_EXCHANGE) };
+            assert_eq!(r, 0, "renameat2: {}", std::io::Error::last_os_error());
+        }
+        let answer = libc::fanotify_response { fd: ev.fd, response: libc::FAN_ALLOW };
+        unsafe {
+            libc::write(fan, &answer as *const _ as *const libc::c_void, core::mem::size_of_val(&answer));
+            libc::close(ev.fd);
+        }
+    }
+    unsafe { libc::close(fan) };
+    let status = clean.wait().unwrap();
+    let said = format!("{status}\nstdout: {}\nstderr: {}", out.lock().unwrap(), err.lock().unwrap());
+    assert!(opens >= 2, "clean opened the planted page {opens} times, the test swaps at the second:\n{said}");
+    assert!(victim.exists(), "root's clean removed {}, the page of a live process, through a directory swapped for a symlink after its checks:\n{said}", victim.display());
+    assert!(stat_json(dir.path(), pid).is_ok(), "root's process lost its page");
+}

@@ -719,3 +719,23 @@ fn find_pid_with_arg(arg: &str, word: &str) -> Option<i32> {
     }
     None
 }
+
+/// A process named with Unicode bidirectional controls (U+202E reverses what follows it on a
+/// terminal that honours it, making a row's figures read otherwise): `ls` and `stat` print none
+/// of them.
+#[test]
+fn bidi_controls_in_a_process_name_are_not_printed() {
+    let dir = TempDir::new("bidi");
+    let p = common::sleeper_named("\u{202e}ab\u{2066}c\u{200f}".as_bytes());
+    let (pid, st) = (p.pid(), start_ticks(p.pid()));
+    plant_page(dir.path(), pid, st, b"x", |_| {});
+    for args in [vec!["ls"], vec!["stat", &pid.to_string()]] {
+        let args: Vec<&str> = args.iter().map(|s| &**s).collect();
+        let o = memtrim(dir.path(), &args);
+        let out = text(&o.stdout);
+        assert!(out.contains(&pid.to_string()), "{args:?} does not show the process:\n{}", show(&o));
+        for c in ['\u{202e}', '\u{2066}', '\u{200f}'] {
+            assert!(!out.contains(c), "{args:?} prints {:?} of the process's name:\n{}", c, show(&o));
+        }
+    }
+}

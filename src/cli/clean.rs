@@ -67,10 +67,13 @@ pub fn main(args: &[String]) -> i32 {
         }
         // Only a page goes, whatever the name says: a file of the page's size with the magic,
         // in a per-user directory owned by that directory's user.
-        if let Err(why) = pages::page_file(&path, md.ino()) {
-            left.push(format!("{}: {why}, left alone", path.display()));
-            continue;
-        }
+        let page = match pages::page_file(&path, md.ino()) {
+            Ok(m) => m,
+            Err(why) => {
+                left.push(format!("{}: {why}, left alone", path.display()));
+                continue;
+            }
+        };
         // The process of an abandoned page could exec back into the library, which replaces
         // the file: remove only the file that was judged.
         if judged.is_some_and(|ino| ino != md.ino()) {
@@ -82,13 +85,12 @@ pub fn main(args: &[String]) -> i32 {
             removed += 1;
             continue;
         }
-        // A gone process cannot come back with the same pid and start time.
-        match std::fs::remove_file(&path) {
+        // A gone process cannot come back with the same pid and start time. Removed in the
+        // directory that was checked: its owner may have swapped it for a symlink since.
+        match page.remove("") {
             Ok(()) => {
                 for suffix in [".report", ".report.tmp"] {
-                    let mut side = path.clone().into_os_string();
-                    side.push(suffix);
-                    let _ = std::fs::remove_file(side);
+                    let _ = page.remove(suffix);
                 }
                 println!("removed {} (process {pid} {why})", path.display());
                 removed += 1;

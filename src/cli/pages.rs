@@ -210,6 +210,11 @@ pub fn verified(mut stats: Stats, pid: u32, owner: u32) -> Result<Stats, Skip> {
 /// truncated), never dereferenced here.
 pub struct Opened {
     fd: std::os::fd::OwnedFd,
+    /// The directory it was checked and opened in, and its name there: files beside it are
+    /// reached through this descriptor, never through the path again (whose owner could have
+    /// swapped the directory for a symlink since).
+    dir: std::os::fd::OwnedFd,
+    name: CString,
     futex_base: Option<*mut libc::c_void>,
     pub uid: u32,
     /// The file's inode, to find it in the process's mappings.
@@ -261,6 +266,37 @@ impl Opened {
         }
     }
 
+    /// Removes the file named the page's name followed by `suffix` ("" for the page itself) in
+    /// the directory the page was opened in.
+    pub fn remove(&self, suffix: &str) -> std::io::Result<()> {
+        let name = self.beside(suffix)?;
+        // SAFETY: dir is open; name is a valid C string.
+        if unsafe { libc::unlinkat(std::os::fd::AsRawFd::as_raw_fd(&self.dir), name.as_ptr(), 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Opens for reading, without following a symlink nor blocking on a FIFO, the file named
+    /// the page's name followed by `suffix` in the directory the page was opened in.
+    pub fn open_beside(&self, suffix: &str) -> std::io::Result<std::fs::File> {
+        let name = self.beside(suffix)?;
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        // SAFETY: dir is open; name is a valid C string.
+        let fd = unsafe { libc::openat(std::os::fd::AsRawFd::as_raw_fd(&self.dir), name.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd was just opened and is owned from here on.
+        Ok(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+    }
+
+    fn beside(&self, suffix: &str) -> std::io::Result<CString> {
+        let mut name = self.name.as_bytes().to_vec();
+        name.extend_from_slice(suffix.as_bytes());
+        CString::new(name).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    }
+
     /// The address of the control word at `offset` in the futex mapping (a page opened
     /// read-write): for futex(2) only, never to be read or written here.
     pub fn futex_addr(&self, offset: usize) -> Option<usize> {
@@ -293,11 +329,16 @@ fn io_skip(path: &Path, what: &str, e: std::io::Error) -> Skip {
     }
 }
 
+/// The uid of the per-user directory holding the page at `path`; None in the flat layout.
+fn dir_user(path: &Path) -> Option<u32> {
+    path.parent().and_then(Path::file_name).and_then(|n| n.to_str()).and_then(page::parse_dir_name)
+}
+
 /// Opens the directory holding the page at `path`: a per-user directory (`memtrim-UID`) is
 /// opened without following a symlink and must still be UID's and closed to others.
 fn open_parent(path: &Path) -> Result<std::os::fd::OwnedFd, Skip> {
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let owner = parent.file_name().and_then(|n| n.to_str()).and_then(page::parse_dir_name);
+    let owner = dir_user(path);
     let c = cpath(parent)?;
     let nofollow = if owner.is_some() { libc::O_NOFOLLOW } else { 0 };
     // SAFETY: c is a valid C string.
@@ -380,7 +421,7 @@ pub fn open(path: &Path, write: bool) -> Result<Opened, Skip> {
         None
     };
     let ctime_ms = (st.st_ctime.max(0) as u64) * 1000 + (st.st_ctime_nsec.max(0) as u64) / 1_000_000;
-    Ok(Opened { fd, futex_base, uid: st.st_uid, ino: st.st_ino, ctime_ms })
+    Ok(Opened { fd, dir, name, futex_base, uid: st.st_uid, ino: st.st_ino, ctime_ms })
 }
 
 /// A consistent snapshot of an opened page that agrees with its name, or why not. Each try
@@ -538,11 +579,11 @@ pub type Candidate = (PathBuf, u32, u64);
 /// What a listing passed over, with why.
 type Passed = Vec<(PathBuf, Skip)>;
 
-/// Whether the file at `path` (inode `ino`) is a page: a regular file of a page's length that
-/// starts with the magic, owned by the user of the per-user directory it is in; or why not.
-pub fn page_file(path: &Path, ino: u64) -> Result<(), String> {
+/// The file at `path` (inode `ino`) opened, if it is a page: a regular file of a page's length
+/// that starts with the magic, owned by the user of the per-user directory it is in; or why not.
+pub fn page_file(path: &Path, ino: u64) -> Result<Opened, String> {
     let m = open(path, false).map_err(|s| s.describe())?;
-    let owner = path.parent().and_then(Path::file_name).and_then(|n| n.to_str()).and_then(page::parse_dir_name);
+    let owner = dir_user(path);
     if m.ino != ino {
         Err("replaced meanwhile".into())
     } else if owner.is_some_and(|uid| uid != m.uid) {
@@ -550,7 +591,7 @@ pub fn page_file(path: &Path, ino: u64) -> Result<(), String> {
     } else if m.copy().map_err(|s| s.describe())?.magic != page::MAGIC {
         Err("not a page (no memtrim magic)".into())
     } else {
-        Ok(())
+        Ok(m)
     }
 }
 
@@ -593,7 +634,10 @@ pub fn scan_saying(dir: &Path, include_gone: bool, cmd: &str) -> Option<Scan> {
 /// saying why there is none.
 pub fn locate(dir: &Path, pid: u32) -> Result<(PathBuf, u64), String> {
     let cands = candidates(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    let mine: Vec<_> = cands.into_iter().filter(|c| c.1 == pid).collect();
+    // A name in another user's directory is not this process's page (whatever it holds, see
+    // `verified`), and must not hide the one that is.
+    let uid = identity(pid).map(|id| id.uid);
+    let mine: Vec<_> = cands.into_iter().filter(|c| c.1 == pid && dir_user(&c.0).map_or(true, |u| u == 0 || Some(u) == uid)).collect();
     if let Some((path, _, start)) = mine.iter().find(|c| is_live(c.1, c.2)) {
         return Ok((path.clone(), *start));
     }
@@ -617,7 +661,10 @@ pub fn find(dir: &Path, pid: u32) -> Result<Entry, String> {
     load(&path, pid, start, false).map_err(|s| format!("cannot use {}: {}", path.display(), s.describe()))
 }
 
-/// Terminal-safe text: control characters (an escape sequence in a process name) become '?'.
+/// Terminal-safe text: control characters (an escape sequence in a process name) and Unicode's
+/// bidirectional controls (which reorder the rest of a line on a terminal that honours them)
+/// become '?'.
 pub fn printable(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+    let bidi = |c: char| matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    s.chars().map(|c| if c.is_control() || bidi(c) { '?' } else { c }).collect()
 }

@@ -94,7 +94,7 @@ fn run(dir: &Path, pid: u32, timeout: Duration, as_json: bool) -> Result<String,
     let deadline = Instant::now() + timeout;
     let target = Target::open(&path, pid, start, Ask::Report, deadline)?;
     let (map, stats) = (&target.map, &target.stats);
-    let report_path = PathBuf::from(format!("{}.report", path.display()));
+    let report_path = PathBuf::from(format!("{}{REPORT_SUFFIX}", path.display()));
     // The file is removed by the reader it was written for (the last to ask before it was
     // written); a reader that finds it gone because another took it asks again, within the
     // timeout. Missing again and again although nobody else asked: the process could not write.
@@ -102,7 +102,7 @@ fn run(dir: &Path, pid: u32, timeout: Duration, as_json: bool) -> Result<String,
     let (raw, report) = loop {
         let request = target.post()?;
         target.wait(request, deadline)?;
-        match read_report(&report_path, map.uid) {
+        match read_report(map) {
             Ok(raw) => {
                 let r = Json::parse(&raw).map_err(|e| format!("{}: not a report: {e}", report_path.display()))?;
                 if r.get("version").u64() != VERSION {
@@ -114,7 +114,7 @@ fn run(dir: &Path, pid: u32, timeout: Duration, as_json: bool) -> Result<String,
                 let written_for = r.get("request").u64() as u32;
                 if written_for.wrapping_sub(request) as i32 >= 0 {
                     if written_for == request {
-                        let _ = std::fs::remove_file(&report_path);
+                        let _ = map.remove(REPORT_SUFFIX);
                     }
                     break (raw, r);
                 }
@@ -143,13 +143,17 @@ fn run(dir: &Path, pid: u32, timeout: Duration, as_json: bool) -> Result<String,
     Ok(if as_json { to_json(&a, &report, &raw, pid, &stats.comm_str()) } else { to_text(&a, &report, pid, &stats.comm_str()) })
 }
 
-/// Reads the report file: a regular file (never followed through a symlink) owned by the
-/// page's owner, of a sane size.
-fn read_report(path: &Path, owner: u32) -> std::io::Result<String> {
+/// The report file's name is the page's followed by this.
+const REPORT_SUFFIX: &str = ".report";
+
+/// Reads the report file beside the page `map` (in the directory the page was checked in): a
+/// regular file (never followed through a symlink) owned by the page's owner, of a sane size.
+fn read_report(map: &pages::Opened) -> std::io::Result<String> {
     use std::io::Read;
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::MetadataExt;
     let bad = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
-    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)?;
+    let owner = map.uid;
+    let f = map.open_beside(REPORT_SUFFIX)?;
     let md = f.metadata()?;
     if !md.file_type().is_file() {
         return Err(bad("not a regular file".into()));

@@ -22,16 +22,23 @@ pub fn dir_name(euid: u32) -> String {
     format!("{DIR_PREFIX}{euid}")
 }
 
-/// The uid a per-user directory's name says.
+/// The uid a per-user directory's name says. Only the name `dir_name` gives is one: other
+/// spellings of the number (leading zeros) would let a user hold several directories of their
+/// uid, and list one before another user's.
 pub fn parse_dir_name(name: &str) -> Option<u32> {
-    let uid = name.strip_prefix(DIR_PREFIX)?;
-    uid.bytes().all(|b| b.is_ascii_digit()).then(|| uid.parse().ok())?
+    number(name.strip_prefix(DIR_PREFIX)?)
 }
 
-/// (pid, start ticks) from a page file name.
+/// (pid, start ticks) from a page file name, spelled as `file_name` spells it.
 pub fn parse_file_name(name: &str) -> Option<(u32, u64)> {
     let (pid, start) = name.strip_prefix(FILE_PREFIX)?.split_once('.')?;
-    Some((pid.parse().ok()?, start.parse().ok()?))
+    Some((number(pid)?, number(start)?))
+}
+
+/// A decimal number as `format!` writes it: digits only, no sign, no leading zero.
+fn number<T: core::str::FromStr>(s: &str) -> Option<T> {
+    let canonical = s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    if canonical { s.parse().ok() } else { None }
 }
 
 #[repr(C)]
@@ -271,6 +278,14 @@ mod tests {
         assert_eq!(parse_dir_name(&dir_name(1000)), Some(1000));
         assert_eq!(parse_dir_name("memtrim-+1"), None);
         assert_eq!(parse_dir_name("memtrim.1.2"), None);
+        assert_eq!(parse_dir_name(&dir_name(0)), Some(0));
+        assert_eq!(parse_dir_name("memtrim-01000"), None);
+        assert_eq!(parse_dir_name("memtrim-"), None);
+        assert_eq!(parse_file_name("memtrim.042.7"), None);
+        assert_eq!(parse_file_name("memtrim.+42.7"), None);
+        assert_eq!(parse_file_name("memtrim.42.+7"), None);
+        assert_eq!(parse_file_name("memtrim.42.07"), None);
+        assert_eq!(parse_file_name(&file_name(42, 0)), Some((42, 0)));
     }
 
     #[test]
