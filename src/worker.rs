@@ -75,8 +75,10 @@ extern "C" fn main(_: *mut libc::c_void) -> *mut libc::c_void {
 fn run() {
     let Some(cfg) = init::config() else { return };
     let interval = Duration::from_millis(cfg.interval_ms);
-    // Started an interval late already (lazy_start): a process that ends or execs within its
-    // first interval (a shell's child, a compiler) never has this thread nor makes a page.
+    // The first sample comes one interval after the process (or fork) began, as the limit's
+    // view of the live size at start: the rest of it when the start came sooner (lazy_start,
+    // MEMTRIM_START_MS). A process that ends or execs before then never makes a page.
+    std::thread::sleep(interval.saturating_sub(Duration::from_millis(cfg.start_ms)));
     if STOP.load(Acquire) {
         return;
     }
