@@ -74,3 +74,24 @@ pub unsafe fn usable_checked(p: *mut c_void) -> usize {
     let next_h = *((p as *const u8).sub(2 * SIZE_SZ).add(chunk + SIZE_SZ) as *const usize);
     if next_h & PREV_INUSE != 0 { chunk - SIZE_SZ } else { 0 }
 }
+
+/// What glibc's `_mid_memalign` makes of an alignment (malloc/malloc.c), which both backends
+/// follow: up to MALLOC_ALIGNMENT it is plain malloc; one above the largest power of two is
+/// EINVAL; any other is at least MINSIZE, rounded up to a power of two.
+pub enum Alignment {
+    Malloc,
+    Invalid,
+    To(usize),
+}
+
+pub fn memalign_alignment(align: usize) -> Alignment {
+    const MALLOC_ALIGNMENT: usize = 16;
+    const MINSIZE: usize = 32;
+    if align <= MALLOC_ALIGNMENT {
+        Alignment::Malloc
+    } else if align > usize::MAX / 2 + 1 {
+        Alignment::Invalid
+    } else {
+        Alignment::To(align.max(MINSIZE).next_power_of_two())
+    }
+}

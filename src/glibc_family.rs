@@ -223,14 +223,14 @@ pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
 #[inline(never)]
 unsafe fn diverted_memalign(align: usize, size: usize) -> *mut c_void {
     const MINSIZE: usize = 32;
-    if align <= MALLOC_ALIGNMENT {
-        return malloc(size);
-    }
-    if align > usize::MAX / 2 + 1 {
-        set_errno(libc::EINVAL);
-        return core::ptr::null_mut();
-    }
-    let align = align.max(MINSIZE).next_power_of_two();
+    let align = match glibc::memalign_alignment(align) {
+        glibc::Alignment::Malloc => return malloc(size),
+        glibc::Alignment::Invalid => {
+            set_errno(libc::EINVAL);
+            return core::ptr::null_mut();
+        }
+        glibc::Alignment::To(a) => a,
+    };
     if size > isize::MAX as usize - align - MINSIZE {
         set_errno(libc::ENOMEM);
         return core::ptr::null_mut();

@@ -7,6 +7,7 @@
 //! least [`MIN_SIZE`].
 use crate::accounting::{self, on_alloc, on_move};
 use crate::exports::set_errno;
+use crate::glibc::{memalign_alignment, Alignment};
 use core::ffi::c_void;
 use tikv_jemalloc_sys as je;
 
@@ -121,17 +122,14 @@ unsafe fn realloc_slow(p: *mut c_void, size: usize) -> *mut c_void {
 /// glibc's `_mid_memalign`: small alignments are plain malloc, others at least 32 and rounded
 /// up to a power of two, absurd ones EINVAL.
 pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    const MALLOC_ALIGNMENT: usize = 16;
-    const MINSIZE: usize = 32;
-    if align <= MALLOC_ALIGNMENT {
-        return malloc(size);
+    match memalign_alignment(align) {
+        Alignment::Malloc => malloc(size),
+        Alignment::Invalid => {
+            set_errno(libc::EINVAL);
+            core::ptr::null_mut()
+        }
+        Alignment::To(align) => counted(je::aligned_alloc(align, size)),
     }
-    if align > usize::MAX / 2 + 1 {
-        set_errno(libc::EINVAL);
-        return core::ptr::null_mut();
-    }
-    let align = align.max(MINSIZE).next_power_of_two();
-    counted(je::aligned_alloc(align, size))
 }
 
 pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {

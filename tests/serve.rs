@@ -855,16 +855,7 @@ fn trickling_clients_do_not_starve_scrapes() {
         })
     };
     std::thread::sleep(Duration::from_millis(1500));
-    let mut answered = 0;
-    let mut failures = Vec::new();
-    for _ in 0..14 {
-        match http(port, "GET", "/metrics", Duration::from_secs(3)) {
-            Ok(r) if r.status == 200 => answered += 1,
-            Ok(r) => failures.push(format!("status {}", r.status)),
-            Err(e) => failures.push(e),
-        }
-        std::thread::sleep(Duration::from_millis(700));
-    }
+    let (answered, failures) = scrapes(port, Duration::from_millis(700));
     stop.store(true, Ordering::Relaxed);
     trickler.join().unwrap();
     assert!(answered >= 13, "{answered} of 14 scrapes answered while 64 clients trickled; the others: {failures:?}");
@@ -937,16 +928,7 @@ fn clients_trickling_after_their_request_do_not_starve_scrapes() {
         })
     };
     std::thread::sleep(Duration::from_millis(1000));
-    let mut answered = 0;
-    let mut failures = Vec::new();
-    for _ in 0..14 {
-        match http(port, "GET", "/metrics", Duration::from_secs(3)) {
-            Ok(r) if r.status == 200 => answered += 1,
-            Ok(r) => failures.push(format!("status {}", r.status)),
-            Err(e) => failures.push(e),
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let (answered, failures) = scrapes(port, Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     trickler.join().unwrap();
     assert!(answered >= 13, "{answered} of 14 scrapes answered while 4 answered clients kept sending; the others: {failures:?}");
@@ -1066,4 +1048,19 @@ fn deploy_files_are_valid() {
     } else {
         eprintln!("SKIP: systemd-analyze not installed; the units are not verified");
     }
+}
+
+/// 14 scrapes, `pause` apart, each given 3 s: how many were answered 200, and what the others got.
+fn scrapes(port: u16, pause: Duration) -> (usize, Vec<String>) {
+    let mut answered = 0;
+    let mut failures = Vec::new();
+    for _ in 0..14 {
+        match http(port, "GET", "/metrics", Duration::from_secs(3)) {
+            Ok(r) if r.status == 200 => answered += 1,
+            Ok(r) => failures.push(format!("status {}", r.status)),
+            Err(e) => failures.push(e),
+        }
+        std::thread::sleep(pause);
+    }
+    (answered, failures)
 }
