@@ -36,7 +36,7 @@ fn on_backend<'a>(c: &'a mut Command, dir: &Path) -> &'a mut Command {
 fn python_holding(dir: &Path, mib: u32, env: &[(&str, &str)]) -> Option<Proc> {
     let py = python()?;
     let mut c = Command::new(py);
-    c.args(["-c", &format!("import sys, time\nb = bytearray({mib} << 20)\nprint('ready', flush=True)\nwhile True:\n    time.sleep(0.1)\n    bytes(4096)\n")]);
+    c.args(["-c", &format!("import sys, time\nb = bytearray({mib} << 20)\nprint('ready', flush=True)\ntime.sleep(600)\n")]);
     on_backend(&mut c, dir);
     for (k, v) in env {
         c.env(k, v);

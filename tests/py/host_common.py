@@ -12,7 +12,6 @@ Commands every host has:
 """
 import gc
 import os
-import select
 import sys
 
 # what the commands keep alive: `drop` lets all of it go
@@ -31,33 +30,11 @@ def frag(n, size, keep):
     del fresh
 
 
-def lines(stream=sys.stdin):
-    """The lines of `stream`, as `for line in stream` gives them; while it waits for one, the host
-    wakes every 100 ms and allocates, as a server's event loop does between requests, so that the
-    library's worker (which starts on an allocation after the first interval) starts meanwhile."""
-    fd = stream.fileno()
-    pending = b""
-    while True:
-        readable, _, _ = select.select([fd], [], [], 0.1)
-        bytes(4096)  # above pymalloc's largest block: a malloc and a free
-        if not readable:
-            continue
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            if pending:
-                yield pending.decode()
-            return
-        pending += chunk
-        while b"\n" in pending:
-            line, pending = pending.split(b"\n", 1)
-            yield line.decode() + "\n"
-
-
 def serve(commands):
     """Prints `ready PID`, then runs the commands read from stdin: the common ones and those of
     `commands` (name -> function of the command's words after the name, returning its answer)."""
     answer(f"ready {os.getpid()}")
-    for line in lines():
+    for line in sys.stdin:
         words = line.split()
         if not words:
             continue

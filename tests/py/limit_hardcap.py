@@ -17,8 +17,6 @@ the process's counters; exits 0. Anything unexpected is printed as `error ...`, 
 import gc
 import os
 import sys
-sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from host_common import lines  # noqa: E402
 
 MIB = 1 << 20
 
@@ -60,7 +58,7 @@ gc.collect()
 
 say(f"result refused_at_mib={refused_at} big_refused={big_refused} again_mib={again_mib}")
 say(f"ready {os.getpid()}")
-for line in lines():
+for line in sys.stdin:
     if line.strip() == "exit":
         break
 sys.exit(0)

@@ -22,8 +22,6 @@ import ctypes
 import gc
 import os
 import sys
-sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-from host_common import lines  # noqa: E402
 
 MiB = 1 << 20
 held = []
@@ -50,7 +48,7 @@ def fork(n):
             # a little allocation of its own, then wait for the parent
             junk = [bytearray(1000) for _ in range(100)]
             try:
-                next(lines(os.fdopen(fork.r, "rb", buffering=0)), None)
+                os.read(fork.r, 1)
             finally:
                 del junk
                 libc.exit(0)
@@ -72,7 +70,7 @@ def reap():
 
 def main():
     answer(f"ready {os.getpid()}")
-    for line in lines():
+    for line in sys.stdin:
         cmd, *args = line.split()
         if cmd == "alloc":
             held.extend(bytearray(MiB) for _ in range(int(args[0])))
