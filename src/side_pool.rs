@@ -303,3 +303,32 @@ pub fn after_fork_in_child() {
     RELEASING.store(false, Relaxed);
     shrink();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host call that finds the lock taken (a signal handler on the thread that holds it, say)
+    /// does not wait for it: an allocation is refused, so that the caller maps a block of its
+    /// own, and a free is queued, then filed by the next holder.
+    #[test]
+    fn a_taken_lock_is_not_waited_for() {
+        assert!(reserve());
+        let p = alloc(100);
+        assert!(!p.is_null());
+        let live = LIVE.load(Relaxed);
+        LOCK.store(true, Relaxed);
+        assert!(alloc(100).is_null(), "an allocation waited for, or took, a lock that was held");
+        // SAFETY: p is a live block of the pool.
+        unsafe { free(p) };
+        assert!(!PENDING.load(Relaxed).is_null(), "the free was not queued");
+        assert_eq!(LIVE.load(Relaxed), live, "a queued free is still live until filed");
+        LOCK.store(false, Relaxed);
+        let q = alloc(100);
+        assert!(PENDING.load(Relaxed).is_null(), "the next holder did not file the queued free");
+        assert_eq!(q, p, "the filed block is the first of its class again");
+        // SAFETY: q is a live block of the pool.
+        unsafe { free(q) };
+        settle();
+    }
+}

@@ -735,7 +735,7 @@ fn bad_settings_are_one_line_and_a_safe_default() {
 
 /// Client threads sending normal requests, and the most each sends.
 const LOADERS: usize = 3;
-const MAX_PER_LOADER: usize = 1000;
+const MAX_PER_LOADER: usize = 3000;
 /// Each leak request leaks this much, then sleeps LEAK_SLEEP before answering: one leak leaves
 /// a worker under the bound, two take it over (bounds below), so that with 3 workers at most 4
 /// leak requests are needed; the signal comes while the second is in flight.
