@@ -17,12 +17,15 @@
 use crate::accounting;
 use crate::backend::{self, CallocFn, FreeFn, MallocFn, ReallocFn, CALLOC, FREE, MALLOC, REALLOC};
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
+use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, Ordering::*};
 use std::time::Duration;
 
 /// When the start is due (CLOCK_MONOTONIC, ns); 0 when no start is pending.
 static DEADLINE_NS: AtomicU64 = AtomicU64::new(0);
 static HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+/// The process that armed: a vfork child (or any clone sharing this memory) that crosses the
+/// deadline must not start a thread that dies with it, nor take the start from the process.
+static ARMED_PID: AtomicI32 = AtomicI32::new(0);
 /// The backend's malloc and free, which the wrappers call and the start puts back.
 static BACKEND_MALLOC: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 static BACKEND_FREE: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
@@ -41,6 +44,8 @@ fn now_ns() -> u64 {
 pub fn arm(after: Duration, start: fn()) {
     backend::active(); // the backend's functions are in their slots before they are wrapped
     HOOK.store(start as *mut (), Release);
+    // SAFETY: getpid has no preconditions.
+    ARMED_PID.store(unsafe { libc::getpid() }, Release);
     DEADLINE_NS.store(now_ns().saturating_add(after.as_nanos() as u64).max(1), Release);
     wrap(&MALLOC, &BACKEND_MALLOC, malloc_pending as *mut ());
     wrap(&FREE, &BACKEND_FREE, free_pending as *mut ());
@@ -104,6 +109,10 @@ unsafe extern "C" fn realloc_pending(p: *mut c_void, size: usize) -> *mut c_void
 fn poll() {
     let due = DEADLINE_NS.load(Acquire);
     if due == 0 || now_ns() < due {
+        return;
+    }
+    // SAFETY: getpid has no preconditions; a syscall, made only once the deadline has passed.
+    if unsafe { libc::getpid() } != ARMED_PID.load(Acquire) {
         return;
     }
     // One caller wins; the hook's own allocations (pthread_create's) find nothing pending.

@@ -82,6 +82,16 @@ fn process_that_execs_in_its_first_interval_has_no_worker_thread() {
 }
 
 #[test]
+fn vfork_child_crossing_the_deadline_leaves_the_start_to_its_parent() {
+    let bin = program();
+    let dir = TempDir::new("vfork");
+    // the child allocates after the deadline, in the parent's memory; the parent allocates next
+    let o = common::run_for(lazy(Command::new(&bin).args(["vfork", "600"]), dir.path(), 200), Duration::from_secs(30));
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(text(&o.stdout).contains("memtrim threads 1"), "the parent has no worker after its vfork child allocated: {}", show(&o));
+}
+
+#[test]
 fn long_lived_process_and_its_fork_child_get_their_pages() {
     let bin = program();
     let dir = TempDir::new("serve");

@@ -7,6 +7,8 @@
  *                                "unshare ok" or "unshare failed: ERROR"
  *   lazy_start exec-early MS     allocates for MS ms, prints "memtrim threads N" (threads named
  *                                memtrim in /proc/self/task), then execs /bin/true
+ *   lazy_start vfork MS          sleeps MS ms without allocating, vforks a child that allocates
+ *                                and exits, then allocates for MS ms and prints "memtrim threads N"
  *   lazy_start serve MS          forks at once; parent and child print "pid PID" and allocate
  *                                and free until MS ms have passed */
 #define _GNU_SOURCE
@@ -82,6 +84,19 @@ int main(int argc, char **argv) {
     printf("memtrim threads %d\n", memtrim_threads());
     execl("/bin/true", "true", (char *)NULL);
     return 2;
+  }
+  if (strcmp(argv[1], "vfork") == 0) {
+    usleep(ms * 1000);
+    pid_t pid = vfork();
+    if (pid == 0) {
+      void *volatile p = malloc(32);
+      free(p);
+      _exit(0);
+    }
+    waitpid(pid, NULL, 0);
+    churn(ms);
+    printf("memtrim threads %d\n", memtrim_threads());
+    return 0;
   }
   if (strcmp(argv[1], "serve") == 0) {
     long end = now_ms() + ms;
