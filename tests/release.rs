@@ -178,7 +178,10 @@ fn check_log_line(line: &str) {
             _ => panic!("unit {unit:?} in {line:?}"),
         }
     };
-    assert!(size(after_rss) <= size(before), "rss grew in {line:?}");
+    // A release that finds nothing to return may still fault a few pages in (glibc's trim
+    // consolidates free chunks, writing headers into pages an earlier release dropped; the
+    // worker's own allocations): a release never grows RSS by more than that.
+    assert!(size(after_rss) <= size(before) + 1024.0 * 1024.0, "rss grew in {line:?}");
 }
 
 /// The fragmented heap, which plain glibc keeps resident, falls to near its live size; returns
