@@ -78,6 +78,11 @@ struct memtrim_page_stats {
   uint64_t limit_bytes, limit_value, limit_strikes, limit_violations, limit_signals;
   uint64_t cgroup_limit_bytes;
   uint64_t hard_limit, refused_allocs;
+  /* CPython's pymalloc: state (0 none, 1 active, 2 unknown layout, 3 free-threaded, 4 off,
+   * 5 stopped), the last walk of its arenas, and the empty pools given back so far */
+  uint64_t py_state, py_arenas, py_arena_bytes, py_used_pools, py_empty_pools, py_empty_bytes;
+  uint64_t py_returned_pools, py_allocated_bytes, py_free_bytes, py_measured_at_ms;
+  uint64_t py_released_bytes, py_released_pools, py_steps, py_last_hold_us, py_max_hold_us;
 };
 
 struct memtrim_page {
@@ -160,8 +165,23 @@ MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, limit_signals, 424);
 MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, cgroup_limit_bytes, 432);
 MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, hard_limit, 440);
 MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, refused_allocs, 448);
-MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page_stats) == 456, "memtrim_page_stats size");
-MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page) == 496, "memtrim_page size");
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_state, 456);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_arenas, 464);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_arena_bytes, 472);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_used_pools, 480);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_empty_pools, 488);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_empty_bytes, 496);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_returned_pools, 504);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_allocated_bytes, 512);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_free_bytes, 520);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_measured_at_ms, 528);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_released_bytes, 536);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_released_pools, 544);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_steps, 552);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_last_hold_us, 560);
+MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_max_hold_us, 568);
+MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page_stats) == 576, "memtrim_page_stats size");
+MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page) == 616, "memtrim_page size");
 MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_stats) == 40, "memtrim_stats size");
 MEMTRIM_ASSERT_OFFSET(memtrim_stats, live_bytes, 8);
 MEMTRIM_ASSERT_OFFSET(memtrim_stats, frees, 32);

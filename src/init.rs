@@ -2,7 +2,7 @@
 //! count in the shared slot until the constructor has read the configuration and made the
 //! thread-exit key; a re-entrant or concurrent caller never waits (DESIGN.md trap 5). Under
 //! AT_SECURE the environment is ignored and no file is created (DESIGN.md trap 12).
-use crate::{accounting, backend, divert, environ, jemalloc_ctl, panic_hook, release, report, stderr, worker};
+use crate::{accounting, backend, divert, environ, jemalloc_ctl, panic_hook, pymalloc, release, report, stderr, worker};
 use core::sync::atomic::{AtomicU8, Ordering::*};
 use memtrim_common::config::{Allocator, Config, LogLevel};
 use std::sync::OnceLock;
@@ -88,6 +88,7 @@ extern "C" fn after_fork_in_child() {
     accounting::after_fork_in_child();
     divert::after_fork_in_child();
     release::after_fork_in_child();
+    pymalloc::after_fork_in_child();
     worker::after_fork_in_child();
 }
 

@@ -1,6 +1,6 @@
 //! Giving retained memory back to the kernel, measured by the resident set before and after,
 //! and the record of every release.
-use crate::{arena_tops, backend, clock, divert, init, jemalloc_ctl, procfs, stderr};
+use crate::{arena_tops, backend, clock, divert, init, jemalloc_ctl, procfs, pymalloc, stderr};
 use memtrim_common::config::Allocator;
 use memtrim_common::config::LogLevel;
 use memtrim_common::units::format_size;
@@ -47,6 +47,8 @@ pub fn release(reason: Reason) -> Option<Outcome> {
         return None;
     }
     let t0 = Instant::now();
+    // at the interpreter's next safe point, counted on its own (pymalloc.rs)
+    pymalloc::request(true);
     let before = procfs::rss_bytes();
     match backend::active() {
         Allocator::Glibc => {

@@ -6,7 +6,7 @@ use crate::page_file::{self, PageFile};
 use crate::policy::Policy;
 use crate::sampler::Sampler;
 use crate::limits::{self, LimitWatch};
-use crate::{accounting, backend, divert, init, jemalloc_ctl, lazy_start, procfs, release, stderr};
+use crate::{accounting, backend, divert, init, jemalloc_ctl, lazy_start, procfs, pymalloc, release, stderr};
 use memtrim_common::config::{Allocator, Config};
 use core::sync::atomic::{AtomicBool, Ordering::*};
 use memtrim_common::futex;
@@ -23,6 +23,7 @@ pub fn start_if_selected() {
     let names = procfs::names();
     if cfg.stats && cfg.selects(&names.iter().map(String::as_str).collect::<Vec<_>>()) {
         ENABLED.store(true, Relaxed);
+        pymalloc::init(cfg.pymalloc);
         arm(cfg);
     }
 }
@@ -126,6 +127,7 @@ fn run() {
         limit.fill(&mut stats);
         stats.hard_limit = cfg.hard_limit.unwrap_or(0);
         stats.refused_allocs = accounting::refused();
+        pymalloc::fill(&mut stats);
         page.publish(stats);
         if page.control.trim_served.swap(served, Release) != served {
             futex::wake_all(&page.control.trim_served);
@@ -136,7 +138,31 @@ fn run() {
             page.control.report_served.store(report, Release);
             futex::wake_all(&page.control.report_served);
         }
-        futex::wait(&page.control.trim_requested, requested, interval);
+        pymalloc::refresh(Duration::from_millis(cfg.smaps_interval_ms));
+        wait(&page.control.trim_requested, requested, interval, cfg.pymalloc_every_ms);
+    }
+}
+
+/// The worker's sleep until the next sample or a request. A walk of CPython's pools that is
+/// half done goes on every CONTINUE meanwhile; with MEMTRIM_PYMALLOC_EVERY_MS (for tests),
+/// empty pools are given back that often.
+fn wait(requested: &core::sync::atomic::AtomicU32, seen: u32, interval: Duration, every_ms: u64) {
+    const CONTINUE: Duration = Duration::from_millis(10);
+    let end = Instant::now() + interval;
+    while let Some(left) = end.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+        let slice = match every_ms {
+            0 if pymalloc::continuing() => CONTINUE,
+            0 => left,
+            ms => Duration::from_millis(ms),
+        };
+        futex::wait(requested, seen, left.min(slice));
+        if every_ms != 0 {
+            pymalloc::request(true);
+        }
+        pymalloc::resume();
+        if requested.load(Acquire) != seen {
+            return;
+        }
     }
 }
 

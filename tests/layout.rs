@@ -25,7 +25,8 @@ fn header_offsets_match_rust() {
         swap_bytes, smaps_at_ms, trims, released_bytes, last_trim_us, max_trim_us, last_trim_at_ms, sample_cost_us,
         worker_cpu_us, interval_ms, smaps_interval_ms, releases_by_reason, last_reason, last_rss_before, last_rss_after, policy_checks, skipped_small, skipped_backoff,
         alloc_rate, idle, new_retained, min_retained, frag_threshold_permille, idle_ms, psi_stall_ms, psi_armed, limit_metric,
-        limit_bytes, limit_value, limit_strikes, limit_violations, limit_signals, cgroup_limit_bytes, hard_limit, refused_allocs));
+        limit_bytes, limit_value, limit_strikes, limit_violations, limit_signals, cgroup_limit_bytes, hard_limit, refused_allocs,
+        py_state, py_arenas, py_arena_bytes, py_used_pools, py_empty_pools, py_empty_bytes, py_returned_pools, py_allocated_bytes, py_free_bytes, py_measured_at_ms, py_released_bytes, py_released_pools, py_steps, py_last_hold_us, py_max_hold_us));
     rust.push(("sizeof.memtrim_page_stats".into(), size_of::<Stats>()));
     rust.push(("sizeof.memtrim_page".into(), size_of::<Page>()));
 

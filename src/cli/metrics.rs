@@ -112,6 +112,11 @@ impl Counters {
 }
 
 /// A sample's value.
+/// Whether the page holds a walk of CPython's arenas.
+fn py_measured(s: &Stats) -> bool {
+    s.py_state == 1 && s.py_measured_at_ms != 0
+}
+
 enum V {
     U(u64),
     /// Microseconds, shown as seconds.
@@ -208,6 +213,12 @@ const SIMPLE: &[(&str, &str, &str, Get)] = &[
     ("memtrim_limit_signals_total", "counter", "Signals (MEMTRIM_LIMIT_SIGNAL) the process sent itself for staying over its soft limit.", |s| Some(V::U(s.limit_signals))),
     ("memtrim_hard_limit_bytes", "gauge", "MEMTRIM_HARD_LIMIT: allocations that would take live bytes over it fail; absent when none is set.", |s| (s.hard_limit != 0).then_some(V::U(s.hard_limit))),
     ("memtrim_refused_allocations_total", "counter", "Allocations refused (ENOMEM) by MEMTRIM_HARD_LIMIT.", |s| Some(V::U(s.refused_allocs))),
+    ("memtrim_python_arena_bytes", "gauge", "Resident bytes of CPython's object arenas (pymalloc), at the last walk; absent in other processes.", |s| py_measured(s).then_some(V::U(s.py_arena_bytes))),
+    ("memtrim_python_allocated_bytes", "gauge", "Bytes in allocated blocks of CPython's pools, at the last walk.", |s| py_measured(s).then_some(V::U(s.py_allocated_bytes))),
+    ("memtrim_python_empty_pool_bytes", "gauge", "Resident bytes of CPython's empty pools past their header: what the next release gives back.", |s| py_measured(s).then_some(V::U(s.py_empty_bytes))),
+    ("memtrim_python_released_bytes_total", "counter", "Bytes of CPython's empty pools given back by memtrim.", |s| (s.py_state == 1).then_some(V::U(s.py_released_bytes))),
+    ("memtrim_python_released_pools_total", "counter", "CPython pools whose pages memtrim gave back.", |s| (s.py_state == 1).then_some(V::U(s.py_released_pools))),
+    ("memtrim_python_lock_hold_max_seconds", "gauge", "Longest time one of memtrim's steps held CPython's interpreter lock.", |s| (s.py_steps != 0).then_some(V::Us(s.py_max_hold_us))),
     ("memtrim_cgroup_limit_bytes", "gauge", "Memory limit of the process's cgroup; absent when there is none.", |s| (s.cgroup_limit_bytes != 0).then_some(V::U(s.cgroup_limit_bytes))),
     ("memtrim_worker_cpu_seconds_total", "counter", "CPU time used by memtrim's worker thread in the process.", |s| Some(V::Us(s.worker_cpu_us))),
     ("memtrim_last_update_timestamp_seconds", "gauge", "Unix time at which the process last published its page (stops moving when the process hangs).", |s| Some(V::Ms(s.updated_at_ms))),

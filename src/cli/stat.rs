@@ -207,6 +207,14 @@ pub fn describe(e: &Entry) -> String {
             ("checks", s.policy_checks.to_string(), "samples the policy looked at"),
             ("held back", format!("{} small, {} back-off", s.skipped_small, s.skipped_backoff), "triggers not acted on, and why"),
         ]),
+        ("python", vec![
+            ("pymalloc", json::py_state_name(s.py_state).into(), "CPython's small-object allocator: what memtrim can do with it"),
+            ("arenas", if s.py_measured_at_ms == 0 { "-".into() } else { format!("{}, {} resident ({})", s.py_arenas, bytes(s.py_arena_bytes), ago(now, s.py_measured_at_ms)) }, "object arenas at the last walk"),
+            ("objects", format!("{} in {} pools, {} free in them", bytes(s.py_allocated_bytes), s.py_used_pools, bytes(s.py_free_bytes)), "allocated blocks, pools in use"),
+            ("empty pools", format!("{} resident ({} pools), {} given back", bytes(s.py_empty_bytes), s.py_empty_pools, s.py_returned_pools), "what the next release gives back"),
+            ("released", format!("{} ({} pools)", bytes(s.py_released_bytes), s.py_released_pools), "empty pools' pages given back so far"),
+            ("lock held", format!("{} last, {} longest, {} steps", us(s.py_last_hold_us), us(s.py_max_hold_us), s.py_steps), "time a step held the interpreter lock"),
+        ]),
         ("limits", vec![
             ("soft limit", limit, "MEMTRIM_LIMIT: metric, bound, last value"),
             ("strikes", format!("{} now, {} in all, {} signals", s.limit_strikes, s.limit_violations, s.limit_signals), "samples over the limit"),
@@ -222,6 +230,8 @@ pub fn describe(e: &Entry) -> String {
             ("page", e.path.display().to_string(), "this process's stats page"),
         ]),
     ];
+    let mut sections = sections;
+    sections.retain(|(title, _)| *title != "python" || s.py_state != 0);
     let rows = sections.iter().flat_map(|(_, r)| r.iter());
     let w0 = rows.clone().map(|r| r.0.chars().count()).max().unwrap_or(0);
     let w1 = rows.map(|r| r.1.chars().count()).max().unwrap_or(0).min(30);

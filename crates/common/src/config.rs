@@ -25,6 +25,8 @@ pub const VARS: &[Var] = &[
     Var { name: "MEMTRIM_FRAG_THRESHOLD", default: "0.5", meaning: "while busy, release when retained/heap reaches this fraction (0.5, 50%; off: only when idle)" },
     Var { name: "MEMTRIM_IDLE_MS", default: "1000", meaning: "release once the allocation rate has stayed low this long (0: never on idle)" },
     Var { name: "MEMTRIM_ARENA_TOPS", default: "1", meaning: "glibc: a release also gives back the top chunks of thread arenas, which malloc_trim(0) leaves resident (0: malloc_trim(0) alone)" },
+    Var { name: "MEMTRIM_PYMALLOC", default: "1", meaning: "CPython: a release also gives back the pages of empty pymalloc pools, at the interpreter's next safe point (0: the interpreter is left alone: nothing wrapped, measured or given back)" },
+    Var { name: "MEMTRIM_PYMALLOC_EVERY_MS", default: "0", meaning: "for tests: give back empty pymalloc pools this often as well, whatever the policy says (0: only with releases)" },
     Var { name: "MEMTRIM_PSI_STALL_MS", default: "100", meaning: "release when memory pressure stalls tasks this long per second (PSI; 0: off)" },
     Var { name: "MEMTRIM_LIMIT", default: "", meaning: "memory limit: pss:600MiB, rss:1GiB, uss:70% (of the cgroup limit), a bare size is PSS (empty: none)" },
     Var { name: "MEMTRIM_LIMIT_STRIKES", default: "3", meaning: "consecutive samples over the limit, after a release, before the signal" },
@@ -74,6 +76,8 @@ pub struct Config {
     pub frag_threshold: Option<f64>,
     pub idle_ms: u64,
     pub arena_tops: bool,
+    pub pymalloc: bool,
+    pub pymalloc_every_ms: u64,
     pub psi_stall_ms: u64,
     pub limit: Option<Limit>,
     pub limit_strikes: u64,
@@ -133,6 +137,8 @@ impl Config {
             frag_threshold: None,
             idle_ms: 0,
             arena_tops: false,
+            pymalloc: false,
+            pymalloc_every_ms: 0,
             psi_stall_ms: 0,
             limit: None,
             limit_strikes: 0,
@@ -186,6 +192,8 @@ impl Config {
             }
             "MEMTRIM_IDLE_MS" => self.idle_ms = duration_or_zero(value)?,
             "MEMTRIM_ARENA_TOPS" => self.arena_tops = parse_bool(value).ok_or("a boolean (0/1)")?,
+            "MEMTRIM_PYMALLOC" => self.pymalloc = parse_bool(value).ok_or("a boolean (0/1)")?,
+            "MEMTRIM_PYMALLOC_EVERY_MS" => self.pymalloc_every_ms = duration_or_zero(value)?,
             "MEMTRIM_PSI_STALL_MS" => self.psi_stall_ms = duration_in(value, 0, 1000).map_err(|_| "a stall from 0 to 1000ms per second")?,
             "MEMTRIM_LIMIT" => {
                 self.limit = match value.trim() {

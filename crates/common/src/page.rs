@@ -147,6 +147,29 @@ pub struct Stats {
     /// MEMTRIM_HARD_LIMIT (0: none) and the allocations it refused.
     pub hard_limit: u64,
     pub refused_allocs: u64,
+    /// CPython's small-object allocator: what memtrim can do with it (0 no CPython, 1 active,
+    /// 2 a version whose layout memtrim does not know, 3 free-threaded, 4 MEMTRIM_PYMALLOC=0,
+    /// 5 stopped), and from the last walk of its arenas (at py_measured_at_ms): arenas, their
+    /// resident bytes, pools in use, empty pools still resident past their header and those
+    /// bytes (what a release gives back), empty pools given back, bytes in allocated blocks and
+    /// in free blocks of used pools.
+    pub py_state: u64,
+    pub py_arenas: u64,
+    pub py_arena_bytes: u64,
+    pub py_used_pools: u64,
+    pub py_empty_pools: u64,
+    pub py_empty_bytes: u64,
+    pub py_returned_pools: u64,
+    pub py_allocated_bytes: u64,
+    pub py_free_bytes: u64,
+    pub py_measured_at_ms: u64,
+    /// Pages of empty pools given back so far, the interpreter-lock steps that did it, and the
+    /// last and longest time a step held the lock.
+    pub py_released_bytes: u64,
+    pub py_released_pools: u64,
+    pub py_steps: u64,
+    pub py_last_hold_us: u64,
+    pub py_max_hold_us: u64,
 }
 
 /// Why a release ran.
