@@ -115,6 +115,11 @@ pub fn request(release: bool) {
     queue();
 }
 
+/// The time to give `wait_for_walk` for a walk asked for now.
+pub fn now_ms() -> u64 {
+    clock::unix_ms()
+}
+
 /// A measuring walk when the last one is older than `age`.
 pub fn refresh(age: Duration) {
     if clock::unix_ms().saturating_sub(MEASURED_AT_MS.load(Relaxed)) >= age.as_millis() as u64 {
@@ -238,25 +243,28 @@ pub fn fill(s: &mut Stats) {
     s.py_max_hold_us = MAX_HOLD_US.load(Relaxed);
 }
 
+pub fn pool_size() -> usize {
+    PY.get().map_or(0, |(_, l)| l.pool_size)
+}
+
+pub fn arena_size() -> usize {
+    PY.get().map_or(0, |(_, l)| l.arena_size)
+}
+
 /// Pools never carved (or not resident), and arenas the list could not hold, at the last walk.
 pub fn fresh_and_unlisted() -> (u64, u64) {
     (LAST[6].load(Relaxed), LAST[9].load(Relaxed))
 }
 
-/// Waits up to `within` for a walk that starts after now; false if none came.
-pub fn measure_now(within: Duration) -> bool {
-    if state() != State::Active {
-        return false;
-    }
-    let before = MEASURED_AT_MS.load(Acquire);
-    let asked = clock::unix_ms();
-    request(false);
+/// Waits up to `within` for a walk that started at or after `since_ms` (unix ms, taken before
+/// the request) to end; false if none did (the interpreter's main thread ran no Python code).
+pub fn wait_for_walk(since_ms: u64, within: Duration) -> bool {
     let t0 = std::time::Instant::now();
-    while t0.elapsed() < within {
-        let at = MEASURED_AT_MS.load(Acquire);
-        if at != before && at >= asked {
+    while state() == State::Active && t0.elapsed() < within {
+        if MEASURED_AT_MS.load(Acquire) >= since_ms.max(1) {
             return true;
         }
+        resume();
         std::thread::sleep(Duration::from_millis(5));
     }
     false

@@ -82,6 +82,15 @@ fn slots() -> *mut usize {
     BASE.load(Relaxed) as *mut usize
 }
 
+/// The listed blocks. Under the lock.
+fn list() -> &'static mut [usize] {
+    if slots().is_null() {
+        return &mut [];
+    }
+    // SAFETY: the first LEN slots of the mapping are written; the lock is held.
+    unsafe { core::slice::from_raw_parts_mut(slots(), LEN.load(Relaxed)) }
+}
+
 fn push(arena: usize) {
     let (len, cap) = (LEN.load(Relaxed), CAPACITY.load(Relaxed));
     if len == cap && !grow(cap) {
@@ -94,12 +103,10 @@ fn push(arena: usize) {
 }
 
 fn remove(arena: usize) {
-    let len = LEN.load(Relaxed);
-    // SAFETY: the first `len` slots are written, under the lock.
-    let list = unsafe { core::slice::from_raw_parts_mut(slots(), len) };
+    let list = list();
     if let Some(i) = list.iter().position(|&a| a == arena) {
-        list.swap(i, len - 1);
-        LEN.store(len - 1, Relaxed);
+        list.swap(i, list.len() - 1);
+        LEN.store(list.len() - 1, Relaxed);
     }
 }
 
@@ -125,10 +132,21 @@ fn grow(cap: usize) -> bool {
 /// Arena `i` of the list, or `None` past its end. Called under the interpreter's lock, when no
 /// other interpreter exists: no arena is taken or given back meanwhile.
 pub fn get(i: usize) -> Option<usize> {
-    with_lock(|| {
-        // SAFETY: the first LEN slots are written.
-        (i < LEN.load(Relaxed)).then(|| unsafe { slots().add(i).read() })
-    })
+    with_lock(|| list().get(i).copied())
+}
+
+/// The listed blocks as address ranges, adjacent ones merged, in address order.
+pub fn ranges(size: usize) -> Vec<(usize, usize)> {
+    let mut starts = with_lock(|| list().to_vec());
+    starts.sort_unstable();
+    let mut merged: Vec<(usize, usize)> = Vec::new();
+    for s in starts {
+        match merged.last_mut() {
+            Some(last) if last.1 == s => last.1 = s + size,
+            _ => merged.push((s, s + size)),
+        }
+    }
+    merged
 }
 
 pub fn unlisted() -> usize {

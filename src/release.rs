@@ -8,6 +8,9 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use memtrim_common::page::{Reason, REASONS};
 use std::time::Instant;
 
+/// How long a release waits for the interpreter to run its step.
+const PYTHON_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
+
 static BUSY: AtomicBool = AtomicBool::new(false);
 static BY_REASON: [AtomicU64; REASONS] = [const { AtomicU64::new(0) }; REASONS];
 static RELEASED: AtomicU64 = AtomicU64::new(0);
@@ -47,7 +50,9 @@ pub fn release(reason: Reason) -> Option<Outcome> {
         return None;
     }
     let t0 = Instant::now();
-    // at the interpreter's next safe point, counted on its own (pymalloc.rs)
+    // CPython's empty pools go back at the interpreter's next safe point (pymalloc.rs), while
+    // the allocator's release runs; the resident set after waits for them a little
+    let asked = pymalloc::now_ms();
     pymalloc::request(true);
     let before = procfs::rss_bytes();
     match backend::active() {
@@ -63,8 +68,11 @@ pub fn release(reason: Reason) -> Option<Outcome> {
         Allocator::Jemalloc if reason == Reason::Retained => jemalloc_ctl::decay(),
         Allocator::Jemalloc => jemalloc_ctl::purge(),
     }
+    // the allocator's part alone: the interpreter's steps stall no thread of the host's
+    let us = t0.elapsed().as_micros() as u64;
+    pymalloc::wait_for_walk(asked, PYTHON_WAIT);
     let after = procfs::rss_bytes();
-    let out = Outcome { released: before.saturating_sub(after), before, after, us: t0.elapsed().as_micros() as u64 };
+    let out = Outcome { released: before.saturating_sub(after), before, after, us };
     BY_REASON[reason as usize].fetch_add(1, Relaxed);
     RELEASED.fetch_add(out.released, Relaxed);
     LAST_US.store(out.us, Relaxed);

@@ -52,10 +52,10 @@
 //!   page of each large block, the rest of a fresh mapping) make the figure high by them, about
 //!   8 % on tests/c/report_layout.c.
 use crate::glibc_heaps::{find_heaps, page_size, peek_words, read_maps, Heap, Vma, HEAP_MAX};
-use crate::{accounting, backend, clock, side_pool};
+use crate::{accounting, backend, clock, pymalloc, pymalloc_arenas, side_pool};
 use core::ffi::{c_char, c_int, c_void};
 use memtrim_common::config::Allocator;
-use memtrim_common::page;
+use memtrim_common::page::{self, Stats};
 use std::ffi::CString;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -632,6 +632,41 @@ fn worker_stack() -> Option<(usize, usize)> {
 // ---------------------------------------------------------------------------------------------
 // The report
 
+/// CPython's object arenas: the last walk of their pools (a fresh one if the interpreter runs
+/// one within WALK_WAIT), and their address ranges with resident bytes, read without the
+/// interpreter's lock (mincore reads no memory).
+fn python_json(o: &mut String, res: &mut Residency) {
+    const WALK_WAIT: Duration = Duration::from_millis(300);
+    let asked = pymalloc::now_ms();
+    pymalloc::request(false);
+    let fresh = pymalloc::wait_for_walk(asked, WALK_WAIT);
+    let mut s = Stats::default();
+    pymalloc::fill(&mut s);
+    let (fresh_pools, unlisted) = pymalloc::fresh_and_unlisted();
+    let _ = write!(
+        o,
+        ",\"python\":{{\"state\":{},\"fresh_walk\":{fresh},\"measured_at_ms\":{},\"arenas\":{},\"arena_bytes\":{},\"used_pools\":{},\"empty_pools\":{},\"empty_bytes\":{},\"returned_pools\":{},\"fresh_pools\":{fresh_pools},\"allocated_bytes\":{},\"free_bytes\":{},\"pool_bytes\":{},\"unlisted_arenas\":{unlisted},\"released_bytes\":{},\"released_pools\":{},\"max_hold_us\":{},\"ranges\":[",
+        s.py_state,
+        s.py_measured_at_ms,
+        s.py_arenas,
+        s.py_arena_bytes,
+        s.py_used_pools,
+        s.py_empty_pools,
+        s.py_empty_bytes,
+        s.py_returned_pools,
+        s.py_allocated_bytes,
+        s.py_free_bytes,
+        pymalloc::pool_size(),
+        s.py_released_bytes,
+        s.py_released_pools,
+        s.py_max_hold_us
+    );
+    for (i, (start, end)) in pymalloc_arenas::ranges(pymalloc::arena_size()).into_iter().enumerate() {
+        let _ = write!(o, "{}[{start},{},{}]", if i == 0 { "" } else { "," }, end - start, res.bytes(start, end));
+    }
+    o.push_str("]}");
+}
+
 fn gather(pid: u32, start_ticks: u64, request: u32) -> String {
     let t0 = Instant::now();
     let cpu0 = clock::thread_cpu_us();
@@ -759,6 +794,9 @@ fn gather(pid: u32, start_ticks: u64, request: u32) -> String {
             jemalloc_json(&mut o)
         }
     };
+    if pymalloc::state() != pymalloc::State::NoPython {
+        python_json(&mut o, &mut res);
+    }
     o.push_str(",\"own\":{");
     let mut first = true;
     for (name, r) in [("side_pool", side), ("worker_stack", stack)] {

@@ -118,7 +118,7 @@ pub fn object(e: &Entry, now_ms: u64) -> String {
     field("cgroup_limit_bytes", n(s.cgroup_limit_bytes));
     field("hard_limit", n(s.hard_limit));
     field("refused_allocs", n(s.refused_allocs));
-    field("py_state", string(py_state_name(s.py_state)));
+    field("py_state", string(memtrim_common::page::py_state_name(s.py_state)));
     field("py_arenas", n(s.py_arenas));
     field("py_arena_bytes", n(s.py_arena_bytes));
     field("py_used_pools", n(s.py_used_pools));
@@ -136,19 +136,6 @@ pub fn object(e: &Entry, now_ms: u64) -> String {
     field("page", string(&e.path.to_string_lossy()));
     o.push('}');
     o
-}
-
-/// The page's py_state as a word.
-pub fn py_state_name(code: u64) -> &'static str {
-    match code {
-        0 => "none",
-        1 => "active",
-        2 => "unknown layout",
-        3 => "free-threaded",
-        4 => "off",
-        5 => "stopped",
-        _ => "?",
-    }
 }
 
 /// A JSON array of objects, one per line.

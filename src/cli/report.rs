@@ -397,6 +397,7 @@ enum Cat {
     ThreadArenas,
     Mmapped,
     Jemalloc,
+    PyArenas,
     OtherAnon,
     Stacks,
     Code,
@@ -407,11 +408,12 @@ enum Cat {
     Unclassified,
 }
 
-const CATS: [Cat; 12] = [
+const CATS: [Cat; 13] = [
     Cat::MainHeap,
     Cat::ThreadArenas,
     Cat::Mmapped,
     Cat::Jemalloc,
+    Cat::PyArenas,
     Cat::OtherAnon,
     Cat::Stacks,
     Cat::Code,
@@ -429,6 +431,7 @@ impl Cat {
             Cat::ThreadArenas => "thread_arenas",
             Cat::Mmapped => "mmapped_blocks",
             Cat::Jemalloc => "jemalloc_arenas",
+            Cat::PyArenas => "python_arenas",
             Cat::OtherAnon => "other_anonymous",
             Cat::Stacks => "stacks",
             Cat::Code => "code",
@@ -448,6 +451,7 @@ impl Cat {
             Cat::ThreadArenas => "thread arenas",
             Cat::Mmapped => "large mmapped blocks",
             Cat::Jemalloc => "jemalloc arenas (estimate)",
+            Cat::PyArenas => "CPython object arenas (pymalloc)",
             Cat::OtherAnon => "other anonymous",
             Cat::Stacks => "thread stacks",
             Cat::Code => "code",
@@ -486,6 +490,9 @@ fn ranges(r: &Json) -> Vec<Known> {
     }
     for b in g.get("mmapped_blocks").arr() {
         v.push(Known { start: b.at(0).u64(), end: b.at(0).u64() + b.at(1).u64(), resident: b.at(2).u64(), cat: Cat::Mmapped });
+    }
+    for a in r.get("python").get("ranges").arr() {
+        v.push(Known { start: a.at(0).u64(), end: a.at(0).u64() + a.at(1).u64(), resident: a.at(2).u64(), cat: Cat::PyArenas });
     }
     if let Json::Obj(own) = r.get("own") {
         for (_, x) in own {
@@ -712,8 +719,9 @@ fn analyse(r: &Json, maps: &[Mapping], vm_rss: u64, shm: &str) -> Analysis {
         free_resident: (!jemalloc).then(|| {
             g.get("arenas").arr().iter().filter(|a| a.get("match").str() != "none").map(|a| a.get("resident_bytes").u64().saturating_sub(a.get("in_use_bytes").u64())).sum()
         }),
+        // CPython's empty pools go back with the same release
+        release: release + r.get("python").get("empty_bytes").u64(),
         thread_tops: if jemalloc { 0 } else { g.get("arenas").arr().iter().filter(|a| !a.get("main").bool()).map(|a| a.get("top_resident_bytes").u64()).sum() },
-        release,
         verdict: Vec::new(),
         histogram,
     };
@@ -801,12 +809,14 @@ fn verdict(a: &Analysis, r: &Json) -> Vec<String> {
             view::size(a.thread_tops)
         ));
     }
+    v.extend(python_verdict(a, r, rss));
     let other = a.get(Cat::OtherAnon);
     if other.rss > rss / 4 && other.rss > 4 << 20 {
         v.push(format!(
-            "{} ({:.0} % of RSS) is other anonymous memory: interpreter arenas (pymalloc, Ruby heap pages) or the program's own mmaps; no allocator release returns it",
+            "{} ({:.0} % of RSS) is other anonymous memory: {}or the program's own mmaps; no allocator release returns it",
             view::size(other.rss),
-            pct(other.rss, rss)
+            pct(other.rss, rss),
+            if r.get("python").is_null() { "interpreter heaps (Ruby's object heap pages, CPython's arenas when memtrim cannot list them) " } else { "" }
         ));
     }
     let files = a.get(Cat::Code).rss + a.get(Cat::FileData).rss;
@@ -833,6 +843,29 @@ fn verdict(a: &Analysis, r: &Json) -> Vec<String> {
         ));
     }
     v
+}
+
+/// CPython's arenas: how full, and what a release gives back of them.
+fn python_verdict(a: &Analysis, r: &Json, rss: u64) -> Option<String> {
+    let p = r.get("python");
+    if p.is_null() {
+        return None;
+    }
+    let state = memtrim_common::page::py_state_name(p.get("state").u64());
+    let arenas = a.get(Cat::PyArenas);
+    if state != "active" {
+        return Some(format!("CPython's pools: {state}; memtrim neither measures nor releases them"));
+    }
+    Some(format!(
+        "CPython's object arenas hold {} of RSS ({:.0} %): {} in objects, {} free in pools in use (only new objects of their sizes reuse it), {} in {} empty pools, which a release gives back (the pages past each pool's header){}",
+        view::size(arenas.rss),
+        pct(arenas.rss, rss),
+        view::size(p.get("allocated_bytes").u64()),
+        view::size(p.get("free_bytes").u64()),
+        view::size(p.get("empty_bytes").u64()),
+        p.get("empty_pools").u64(),
+        if p.get("fresh_walk").bool() { "" } else { " (from an earlier walk: the interpreter's main thread did not run Python code within 300 ms)" }
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------

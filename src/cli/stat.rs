@@ -208,7 +208,7 @@ pub fn describe(e: &Entry) -> String {
             ("held back", format!("{} small, {} back-off", s.skipped_small, s.skipped_backoff), "triggers not acted on, and why"),
         ]),
         ("python", vec![
-            ("pymalloc", json::py_state_name(s.py_state).into(), "CPython's small-object allocator: what memtrim can do with it"),
+            ("pymalloc", memtrim_common::page::py_state_name(s.py_state).into(), "CPython's small-object allocator: what memtrim can do with it"),
             ("arenas", if s.py_measured_at_ms == 0 { "-".into() } else { format!("{}, {} resident ({})", s.py_arenas, bytes(s.py_arena_bytes), ago(now, s.py_measured_at_ms)) }, "object arenas at the last walk"),
             ("objects", format!("{} in {} pools, {} free in them", bytes(s.py_allocated_bytes), s.py_used_pools, bytes(s.py_free_bytes)), "allocated blocks, pools in use"),
             ("empty pools", format!("{} resident ({} pools), {} given back", bytes(s.py_empty_bytes), s.py_empty_pools, s.py_returned_pools), "what the next release gives back"),

@@ -172,6 +172,19 @@ pub struct Stats {
     pub py_max_hold_us: u64,
 }
 
+/// The page's `py_state` as a word.
+pub fn py_state_name(code: u64) -> &'static str {
+    match code {
+        0 => "none",
+        1 => "active",
+        2 => "unknown layout",
+        3 => "free-threaded",
+        4 => "off",
+        5 => "stopped",
+        _ => "?",
+    }
+}
+
 /// Why a release ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
