@@ -65,12 +65,21 @@ pub unsafe fn register() {
 unsafe fn register_with_atexit() -> Option<()> {
     type Obj = *mut c_void;
     let import: unsafe extern "C" fn(*const c_char) -> Obj = sym(c"PyImport_ImportModule")?;
+    let loaded: unsafe extern "C" fn(Obj) -> Obj = sym(c"PyImport_GetModule")?;
+    let text: unsafe extern "C" fn(*const c_char) -> Obj = sym(c"PyUnicode_FromString")?;
     let attr: unsafe extern "C" fn(Obj, *const c_char) -> Obj = sym(c"PyObject_GetAttrString")?;
     let new_function: unsafe extern "C" fn(*const MethodDef, Obj, Obj) -> Obj = sym(c"PyCFunction_NewEx")?;
     let call: unsafe extern "C" fn(Obj, ...) -> Obj = sym(c"PyObject_CallFunctionObjArgs")?;
     let decref: unsafe extern "C" fn(Obj) = sym(c"Py_DecRef")?;
     let owned = |o: Obj| (!o.is_null()).then_some(o);
-    let atexit = owned(import(c"atexit".as_ptr()))?;
+    // the module as loaded (site loads it); an import runs importlib's code, done only if not
+    let name = owned(text(c"atexit".as_ptr()))?;
+    let found = owned(loaded(name));
+    decref(name);
+    let atexit = match found {
+        Some(m) => m,
+        None => owned(import(c"atexit".as_ptr()))?,
+    };
     let reg = owned(attr(atexit, c"register".as_ptr()));
     decref(atexit);
     let reg = reg?;
