@@ -1,6 +1,19 @@
-//! What memtrim assumes of CPython's small-object allocator (Objects/obmalloc.c), per version,
-//! for default (GIL) builds on 64-bit Linux. A version missing here is left alone. Sources:
-//! docs/DESIGN.md, "CPython's pools", cites the lines at each release tag.
+//! What memtrim assumes of CPython's small-object allocator (Objects/obmalloc.c; 3.12+ also
+//! Include/internal/pycore_obmalloc.h), per version, for default (GIL) builds on 64-bit Linux.
+//! A version missing here is left alone. Read from the sources of 3.9.13, 3.10.7, 3.11.11,
+//! 3.12.5 and 3.13.0 (line numbers of those releases):
+//! - ARENA_SIZE 256 KiB and POOL_SIZE 4 KiB (the system page) in 3.9 (obmalloc.c:885, 910, 920);
+//!   1 MiB and 16 KiB from 3.10, where the radix tree is on by default and brings
+//!   USE_LARGE_ARENAS / USE_LARGE_POOLS (3.10:897-909, 926-946; 3.11:928-977;
+//!   pycore_obmalloc.h:181-230 in 3.12 and 3.13).
+//! - ALIGNMENT 16, SMALL_REQUEST_THRESHOLD 512, DUMMY_SIZE_IDX 0xffff in all (3.11:878-905,
+//!   1058; pycore_obmalloc.h:131-158, 311).
+//! - struct pool_header (3.9:938-948; 3.11:1001-1011; pycore_obmalloc.h:254-264), POOL_OVERHEAD
+//!   its size rounded to ALIGNMENT.
+//! - carving and initialising a pool in one call (allocate_from_new_pool, 3.11:1887-1935), the
+//!   reuse test `pool->szidx == size` (3.11:1914), an empty pool onto the arena's freepools
+//!   (insert_to_freepool, 3.11:2048), the first pool at the arena's address rounded up to
+//!   POOL_SIZE (new_arena, 3.11:1666-1675).
 //!
 //! The pool header is the same in every listed version:
 //! `union { block *_padding; uint count; } ref` at 0, `freeblock` 8, `nextpool` 16, `prevpool`
