@@ -17,29 +17,13 @@ use crate::python_api::{self, Api};
 use crate::{clock, pymalloc_arenas as arenas, python_fence as fence, stderr};
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::*};
-use memtrim_common::page::Stats;
+use memtrim_common::page::{PyState as State, Stats};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 /// A step starts no arena after this long; one arena takes well under half a millisecond, so a
 /// step holds the interpreter's lock under 2 ms.
 const STEP: Duration = Duration::from_micros(1500);
-
-/// What memtrim can do with the process's interpreter; the page's `py_state`.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-#[repr(u8)]
-pub enum State {
-    NoPython = 0,
-    Active = 1,
-    /// A version whose layout is not in pymalloc_layout.rs.
-    UnknownLayout = 2,
-    /// Objects live in mimalloc's heaps (3.13t): no pools.
-    FreeThreaded = 3,
-    /// MEMTRIM_PYMALLOC=0.
-    Off = 4,
-    /// The arena allocator was replaced, or an arena on the list was not mapped.
-    Stopped = 5,
-}
 
 static STATE: AtomicU8 = AtomicU8::new(State::NoPython as u8);
 static PY: OnceLock<(Api, Layout)> = OnceLock::new();
@@ -95,14 +79,7 @@ pub fn init(enabled: bool) {
 }
 
 pub fn state() -> State {
-    match STATE.load(Acquire) {
-        1 => State::Active,
-        2 => State::UnknownLayout,
-        3 => State::FreeThreaded,
-        4 => State::Off,
-        5 => State::Stopped,
-        _ => State::NoPython,
-    }
+    State::from_code(STATE.load(Acquire) as u64).unwrap_or(State::NoPython)
 }
 
 /// Asks for a walk at the interpreter's next safe point; `release` gives back empty pools.

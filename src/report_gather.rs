@@ -794,7 +794,7 @@ fn gather(pid: u32, start_ticks: u64, request: u32) -> String {
             jemalloc_json(&mut o)
         }
     };
-    if pymalloc::state() != pymalloc::State::NoPython {
+    if pymalloc::state() != page::PyState::NoPython {
         python_json(&mut o, &mut res);
     }
     o.push_str(",\"own\":{");

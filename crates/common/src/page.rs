@@ -172,17 +172,44 @@ pub struct Stats {
     pub py_max_hold_us: u64,
 }
 
+/// What memtrim can do with the process's CPython (the page's `py_state`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum PyState {
+    NoPython = 0,
+    Active = 1,
+    /// A version whose pool layout memtrim does not know.
+    UnknownLayout = 2,
+    /// Objects live in mimalloc's heaps (3.13t): no pools.
+    FreeThreaded = 3,
+    /// MEMTRIM_PYMALLOC=0.
+    Off = 4,
+    /// The arena allocator was replaced, or an arena on the list was not mapped.
+    Stopped = 5,
+}
+
+impl PyState {
+    const ALL: [PyState; 6] = [PyState::NoPython, PyState::Active, PyState::UnknownLayout, PyState::FreeThreaded, PyState::Off, PyState::Stopped];
+
+    pub fn from_code(code: u64) -> Option<PyState> {
+        PyState::ALL.into_iter().find(|s| *s as u64 == code)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PyState::NoPython => "none",
+            PyState::Active => "active",
+            PyState::UnknownLayout => "unknown layout",
+            PyState::FreeThreaded => "free-threaded",
+            PyState::Off => "off",
+            PyState::Stopped => "stopped",
+        }
+    }
+}
+
 /// The page's `py_state` as a word.
 pub fn py_state_name(code: u64) -> &'static str {
-    match code {
-        0 => "none",
-        1 => "active",
-        2 => "unknown layout",
-        3 => "free-threaded",
-        4 => "off",
-        5 => "stopped",
-        _ => "?",
-    }
+    PyState::from_code(code).map_or("?", PyState::name)
 }
 
 /// Why a release ran.
