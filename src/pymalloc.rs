@@ -34,10 +34,10 @@ static WANTED: AtomicU8 = AtomicU8::new(0);
 static QUEUED: AtomicBool = AtomicBool::new(false);
 /// A walk stopped after STEP and goes on at the next step.
 static MORE: AtomicBool = AtomicBool::new(false);
-/// When the queued step was asked for: one the interpreter has not run for LOST is taken as
-/// lost (a fork child's copy of the queue, say) and asked for again.
-static QUEUED_AT_MS: AtomicU64 = AtomicU64::new(0);
-const LOST: Duration = Duration::from_secs(60);
+/// When the interpreter's queue of pending calls was last full: it is shared with the host (and
+/// holds 32), so memtrim keeps at most one step in it, and waits BACK_OFF after a refusal.
+static REFUSED_AT_MS: AtomicU64 = AtomicU64::new(0);
+const BACK_OFF: Duration = Duration::from_secs(1);
 
 /// The walk in progress: its next arena, what it does, what it has seen (main thread only).
 struct Walk {
@@ -111,22 +111,23 @@ fn queue() {
         return;
     }
     let now = clock::unix_ms();
-    if QUEUED.swap(true, AcqRel) && now.saturating_sub(QUEUED_AT_MS.load(Relaxed)) < LOST.as_millis() as u64 {
+    if now.saturating_sub(REFUSED_AT_MS.load(Relaxed)) < BACK_OFF.as_millis() as u64 || QUEUED.swap(true, AcqRel) {
         return;
     }
-    QUEUED_AT_MS.store(now, Relaxed);
     let mut added = false;
     // SAFETY: Py_AddPendingCall needs neither a thread state nor the interpreter's lock, only
     // the main interpreter, which the fence keeps alive.
     fence::pass(|| added = unsafe { (api.add_pending_call)(step, core::ptr::null_mut()) } == 0);
     if !added {
+        REFUSED_AT_MS.store(now, Relaxed);
         QUEUED.store(false, Release);
     }
 }
 
-/// Whether a walk is half done or asked for: the worker then comes back soon (`resume`).
+/// Whether a walk is half done or asked for, and no step is queued: the worker then comes back
+/// soon (`resume`). While a step waits for the interpreter, there is nothing to do.
 pub fn continuing() -> bool {
-    state() == State::Active && (MORE.load(Acquire) || WANTED.load(Acquire) != 0)
+    state() == State::Active && !QUEUED.load(Acquire) && (MORE.load(Acquire) || WANTED.load(Acquire) != 0)
 }
 
 /// Asks for the next step of a walk, if one is due. From the worker, a while after the last
@@ -247,8 +248,8 @@ pub fn wait_for_walk(since_ms: u64, within: Duration) -> bool {
     false
 }
 
-/// The child of a fork has the parent's interpreter, arenas and list; a step the parent had
-/// queued runs in the child too, or is taken as lost after LOST.
+/// The child of a fork has the parent's interpreter, arenas and list, and its queue of pending
+/// calls: a step the parent had queued runs in the child's main thread too.
 pub fn after_fork_in_child() {
     arenas::after_fork_in_child();
     fence::after_fork_in_child();
