@@ -797,6 +797,10 @@ fn gather(pid: u32, start_ticks: u64, request: u32) -> String {
     if pymalloc::state() != page::PyState::NoPython {
         python_json(&mut o, &mut res);
     }
+    // SAFETY: looks a name up; CRuby exports ruby_version.
+    if !unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"ruby_version".as_ptr()) }.is_null() {
+        o.push_str(",\"ruby\":true");
+    }
     o.push_str(",\"own\":{");
     let mut first = true;
     for (name, r) in [("side_pool", side), ("worker_stack", stack)] {

@@ -810,13 +810,20 @@ fn verdict(a: &Analysis, r: &Json) -> Vec<String> {
         ));
     }
     v.extend(python_verdict(a, r, rss));
+    if r.get("ruby").bool() {
+        v.push("Ruby's object heap is in other anonymous memory: pages Ruby maps itself (16 KiB on 3.1, 64 KiB on 3.3), not malloc's, and unmaps once wholly empty; what a release returns of a Ruby process is what it keeps in malloc (long strings, arrays, hashes, C extensions' buffers), the heap above".into());
+    }
     let other = a.get(Cat::OtherAnon);
     if other.rss > rss / 4 && other.rss > 4 << 20 {
         v.push(format!(
-            "{} ({:.0} % of RSS) is other anonymous memory: {}or the program's own mmaps; no allocator release returns it",
+            "{} ({:.0} % of RSS) is other anonymous memory: {}; no allocator release returns it",
             view::size(other.rss),
             pct(other.rss, rss),
-            if r.get("python").is_null() { "interpreter heaps (Ruby's object heap pages, CPython's arenas when memtrim cannot list them) " } else { "" }
+            match (r.get("python").is_null(), r.get("ruby").bool()) {
+                (_, true) => "Ruby's object heap and the program's own mmaps",
+                (true, false) => "interpreter heaps (CPython's arenas when memtrim cannot list them) or the program's own mmaps",
+                (false, false) => "the program's own mmaps",
+            }
         ));
     }
     let files = a.get(Cat::Code).rss + a.get(Cat::FileData).rss;
