@@ -132,25 +132,46 @@ const REGRTESTS: &[&str] = &[
     "test_multiprocessing_fork",
 ];
 
+/// What the regression suite runs with, besides REGRTESTS, when CPython's empty pools are given
+/// back every 10 ms: the tests of the collector, weak references, threads and the event loop,
+/// which free and reuse objects from many threads and from finalizers.
+const POOL_REGRTESTS: &[&str] = &["test_weakref", "test_concurrent_futures", "test_asyncio"];
+
 /// CPython's own tests, run without and with the library: every test case must end the same
 /// way (tests/py/regrtest_compare.py).
 #[test]
 fn cpython_regression_suite_same_with_library() {
+    regression_suite_same(REGRTESTS, &[]);
+}
+
+/// The same, with more tests, while the library gives back CPython's empty pools every 10 ms
+/// (MEMTRIM_PYMALLOC_EVERY_MS).
+#[test]
+fn cpython_regression_suite_same_with_pools_given_back_every_10ms() {
+    regression_suite_same(&[REGRTESTS, POOL_REGRTESTS].concat(), &["MEMTRIM_PYMALLOC_EVERY_MS=10"]);
+}
+
+/// tests/py/regrtest_compare.py on `tests`, the preloaded runs with `preload_env` (NAME=VALUE).
+fn regression_suite_same(tests: &[&str], preload_env: &[&str]) {
     let _g = serial();
     if !require_tool("python3") {
         return;
     }
     let mut c = Command::new("python3");
-    c.arg(py("regrtest_compare.py")).arg("--lib").arg(lib()).args(["--jobs", "2"]).args(REGRTESTS);
+    c.arg(py("regrtest_compare.py")).arg("--lib").arg(lib()).args(["--jobs", "2"]);
+    for kv in preload_env {
+        c.args(["--preload-env", kv]);
+    }
+    c.args(tests);
     c.env_remove("LD_PRELOAD");
     let o = run_for(&mut c, Duration::from_secs(40 * 60));
     eprintln!("{}", text(&o.stdout));
     if o.status.code() == Some(3) {
         assert!(!on_ci(), "CPython's test package is required on CI but missing:\n{}", show_rest(&o));
-        eprintln!("SKIP: CPython's test package with {REGRTESTS:?} is not installed (apt-get install libpython3.11-testsuite)");
+        eprintln!("SKIP: CPython's test package with {tests:?} is not installed (apt-get install libpython3.11-testsuite)");
         return;
     }
-    assert!(o.status.success(), "CPython's tests end differently with the library:\n{}", show_rest(&o));
+    assert!(o.status.success(), "CPython's tests end differently with the library ({preload_env:?}):\n{}", show_rest(&o));
 }
 
 /// Ruby with threads, fork (also from a thread while others allocate), a spawned child and

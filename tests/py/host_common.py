@@ -30,11 +30,12 @@ def frag(n, size, keep):
     del fresh
 
 
-def serve(commands):
-    """Prints `ready PID`, then runs the commands read from stdin: the common ones and those of
-    `commands` (name -> function of the command's words after the name, returning its answer)."""
+def serve(commands, lines=None):
+    """Prints `ready PID`, then runs the commands read from stdin (or from `lines`, an iterable
+    of them): the common ones and those of `commands` (name -> function of the command's words
+    after the name, returning its answer)."""
     answer(f"ready {os.getpid()}")
-    for line in sys.stdin:
+    for line in sys.stdin if lines is None else lines:
         words = line.split()
         if not words:
             continue

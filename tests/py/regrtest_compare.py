@@ -1,9 +1,12 @@
 """Runs a subset of CPython's own regression suite without and then with libmemtrim.so
 preloaded, and requires every test case to end the same way in both runs.
 
-usage: regrtest_compare.py --lib PATH/libmemtrim.so [--python auto|PATH] [--jobs N] TEST...
+usage: regrtest_compare.py --lib PATH/libmemtrim.so [--python auto|PATH] [--jobs N]
+                           [--preload-env NAME=VALUE]... TEST...
 
-Each run is `PYTHON -m test -jN --timeout T --junit-xml FILE TEST...`; the JUnit file gives one
+Each run is `PYTHON -m test -jN --timeout T --junit-xml FILE TEST...` with no MEMTRIM_ variable
+but, in the preloaded runs, those given with --preload-env (MEMTRIM_PYMALLOC_EVERY_MS=10, say);
+the JUnit file gives one
 result per test case (passed, skipped, failure, error). The runs are compared case by case:
 a case that is missing from one run, or ends differently, is a difference. Cases that differ are
 run again, alone, once more in each configuration; a difference that does not come back both
@@ -68,15 +71,18 @@ def clean_env():
 
 
 def run_suite(python, tests, jobs, junit, preload, label, match=None):
+    """One run; `preload` is None (the baseline) or (library, {name: value} for its environment)."""
     env = clean_env()
     if preload:
-        env["LD_PRELOAD"] = preload
+        env["LD_PRELOAD"] = preload[0]
+        env.update(preload[1])
     cmd = [python, "-m", "test", f"-j{jobs}", f"--timeout={TEST_TIMEOUT}", "--junit-xml", junit]
     if match:
         for m in match:
             cmd += ["-m", m]
     cmd += tests
-    print(f"regrtest_compare: [{label}] {' '.join(cmd)}", flush=True)
+    settings = "".join(f"{k}={v} " for k, v in (preload[1].items() if preload else ()))
+    print(f"regrtest_compare: [{label}] {settings}{' '.join(cmd)}", flush=True)
     t0 = time.monotonic()
     try:
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT,
@@ -180,8 +186,10 @@ def main():
     ap.add_argument("--lib", required=True)
     ap.add_argument("--python", default="auto")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--preload-env", action="append", default=[], metavar="NAME=VALUE")
     ap.add_argument("tests", nargs="+")
     a = ap.parse_args()
+    preload = (a.lib, dict(kv.split("=", 1) for kv in a.preload_env))
 
     python = pick_python(a.python, a.tests)
     if python is None:
@@ -197,7 +205,7 @@ def main():
 
     rc_b, out_b, dt_b = run_suite(python, a.tests, a.jobs, base_xml, None, "baseline")
     print(f"regrtest_compare: baseline exit {rc_b} in {dt_b:.0f} s", flush=True)
-    rc_p, out_p, dt_p = run_suite(python, a.tests, a.jobs, pre_xml, a.lib, "preloaded")
+    rc_p, out_p, dt_p = run_suite(python, a.tests, a.jobs, pre_xml, preload, "preloaded")
     print(f"regrtest_compare: preloaded exit {rc_p} in {dt_p:.0f} s", flush=True)
 
     (base, where), (pre, where_p) = results(base_xml, a.tests), results(pre_xml, a.tests)
@@ -255,7 +263,7 @@ def main():
                 if os.path.exists(f):
                     os.unlink(f)
             run_suite(python, [module], 1, xb, None, "baseline rerun", [pattern])
-            run_suite(python, [module], 1, xp, a.lib, "preloaded rerun", [pattern])
+            run_suite(python, [module], 1, xp, preload, "preloaded rerun", [pattern])
             rb2, rp2 = results(xb)[0].get(name, "missing"), results(xp)[0].get(name, "missing")
             if diff({name: rb2}, {name: rp2}):
                 real.append((name, rb, rp))
