@@ -21,8 +21,7 @@ use memtrim_common::page::{PyState as State, Stats};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// A step starts no arena after this long; one arena takes well under half a millisecond, so a
-/// step holds the interpreter's lock under 2 ms.
+/// A step stops after this long, between two pools (a pool's release is one madvise).
 const STEP: Duration = Duration::from_micros(1500);
 
 static STATE: AtomicU8 = AtomicU8::new(State::NoPython as u8);
@@ -42,11 +41,13 @@ const BACK_OFF: Duration = Duration::from_secs(1);
 /// The walk in progress: its next arena, what it does, what it has seen (main thread only).
 struct Walk {
     next: usize,
+    /// The pool of arena `next` to go on from.
+    pool: usize,
     mode: u8,
     tally: Tally,
     started_ms: u64,
 }
-static mut WALK: Walk = Walk { next: 0, mode: 0, tally: Tally { arenas: 0, resident: 0, used_pools: 0, empty_pools: 0, empty_bytes: 0, returned_pools: 0, fresh_pools: 0, allocated: 0, free_in_used: 0, released_pools: 0, released_bytes: 0 }, started_ms: 0 };
+static mut WALK: Walk = Walk { next: 0, pool: 0, mode: 0, tally: Tally { arenas: 0, resident: 0, used_pools: 0, empty_pools: 0, empty_bytes: 0, returned_pools: 0, fresh_pools: 0, allocated: 0, free_in_used: 0, released_pools: 0, released_bytes: 0 }, started_ms: 0 };
 
 /// The last complete walk, and the totals of every release.
 static LAST: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
@@ -158,7 +159,7 @@ unsafe extern "C" fn step(_: *mut c_void) -> c_int {
         // another interpreter may have an allocator and a lock of its own
         WANTED.store(0, Release);
         MORE.store(false, Release);
-        walk.next = 0;
+        (walk.next, walk.pool) = (0, 0);
         return 0;
     }
     let t0 = std::time::Instant::now();
@@ -169,10 +170,16 @@ unsafe extern "C" fn step(_: *mut c_void) -> c_int {
     }
     let release = walk.mode & RELEASE != 0;
     while let Some(arena) = arenas::get(walk.next) {
-        walk.next += 1;
-        if pools::walk(arena, *layout, release, &mut walk.tally) == Verdict::Unmapped {
-            stop("an arena it listed is not mapped");
-            return 0;
+        match pools::walk(arena, *layout, release, walk.pool, t0 + STEP, &mut walk.tally) {
+            Verdict::Unmapped => {
+                stop("an arena it listed is not mapped");
+                return 0;
+            }
+            Verdict::Partial(pool) => {
+                walk.pool = pool;
+                break;
+            }
+            Verdict::Arena | Verdict::NotArena => (walk.next, walk.pool) = (walk.next + 1, 0),
         }
         if t0.elapsed() >= STEP {
             break;
@@ -188,7 +195,7 @@ unsafe extern "C" fn step(_: *mut c_void) -> c_int {
     let more = arenas::get(walk.next).is_some();
     if !more {
         publish(&walk.tally, walk.started_ms);
-        walk.next = 0;
+        (walk.next, walk.pool) = (0, 0);
     }
     MORE.store(more, Release);
     0

@@ -5,6 +5,7 @@
 //! allocator initialises it afresh when it takes it again instead of following its old free list
 //! into the pages given back.
 use crate::pymalloc_layout::{self as layout, Layout};
+use std::time::Instant;
 
 const PAGE: usize = 4096;
 const MAX_PAGES: usize = (1 << 20) / PAGE;
@@ -36,6 +37,8 @@ pub struct Tally {
 pub enum Verdict {
     /// An arena, measured (and released).
     Arena,
+    /// An arena, walked up to this pool when the deadline came.
+    Partial(usize),
     /// A block of an arena's size that is not one (a frame data stack chunk, say), or whose
     /// headers cannot all be read now: left untouched.
     NotArena,
@@ -88,15 +91,15 @@ impl Header {
     }
 }
 
-/// Walks the block at `base`; if it is an arena, measures it and, with `release`, gives back
-/// the pages of its empty pools. Every pool is checked before any is written: the carved
+/// Walks the block at `base` from pool `from` on, until `deadline`; if it is an arena,
+/// measures it and, with `release`, gives back the pages of its empty pools. Every pool is checked before any is written: the carved
 /// pools are a prefix of the arena, their headers consistent and naming one arena index, the
 /// first one carved, the block not a data stack chunk (whose `size` word at 8 is its size).
 ///
 /// # Safety
 /// `base` is a block of `layout.arena_size` bytes from the interpreter's arena allocator, and
 /// the caller holds the interpreter's lock in the only interpreter.
-pub unsafe fn walk(base: usize, layout: Layout, release: bool, t: &mut Tally) -> Verdict {
+pub unsafe fn walk(base: usize, layout: Layout, release: bool, from: usize, deadline: Instant, t: &mut Tally) -> Verdict {
     let pages = layout.arena_size / PAGE;
     let mut resident = [0u8; MAX_PAGES];
     if pages > MAX_PAGES || libc::mincore(base as *mut _, layout.arena_size, resident.as_mut_ptr()) != 0 {
@@ -125,11 +128,16 @@ pub unsafe fn walk(base: usize, layout: Layout, release: bool, t: &mut Tally) ->
             _ => {}
         }
     }
-    t.arenas += 1;
-    t.resident += (0..pages).filter(|&p| is_resident(p)).count() as u64 * PAGE as u64;
-    t.fresh_pools += (pools - carved) as u64;
+    if from == 0 {
+        t.arenas += 1;
+        t.resident += (0..pages).filter(|&p| is_resident(p)).count() as u64 * PAGE as u64;
+        t.fresh_pools += (pools - carved) as u64;
+    }
     let pool_pages = layout.pool_size / PAGE;
-    for i in 0..carved {
+    for i in from..carved {
+        if i > from && i % 4 == 0 && Instant::now() >= deadline {
+            return Verdict::Partial(i);
+        }
         let pool = first + i * layout.pool_size;
         let h = Header::read(pool);
         if h.count != 0 {
@@ -167,6 +175,10 @@ mod tests {
 
     const L: Layout = Layout { arena_size: 1 << 20, pool_size: 16 << 10 };
 
+    fn far() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(3600)
+    }
+
     fn map() -> usize {
         // SAFETY: a fresh private mapping for the test.
         unsafe { libc::mmap(core::ptr::null_mut(), L.arena_size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) as usize }
@@ -203,12 +215,12 @@ mod tests {
         let a = arena();
         let mut seen = Tally::default();
         // SAFETY: the test's arena, no other thread.
-        assert_eq!(unsafe { walk(a, L, false, &mut seen) }, Verdict::Arena);
+        assert_eq!(unsafe { walk(a, L, false, 0, far(), &mut seen) }, Verdict::Arena);
         assert_eq!((seen.used_pools, seen.empty_pools, seen.empty_bytes, seen.allocated), (1, 1, 12 << 10, 96));
         assert_eq!(seen.free_in_used, (L.blocks_per_pool(1) as u64 - 3) * 32);
         let mut done = Tally::default();
         // SAFETY: as above.
-        assert_eq!(unsafe { walk(a, L, true, &mut done) }, Verdict::Arena);
+        assert_eq!(unsafe { walk(a, L, true, 0, far(), &mut done) }, Verdict::Arena);
         assert_eq!((done.released_pools, done.released_bytes, done.empty_pools), (1, 12 << 10, 0));
         let pool1 = a.next_multiple_of(L.pool_size) + L.pool_size;
         // SAFETY: inside the mapping.
@@ -218,7 +230,7 @@ mod tests {
         }
         let mut again = Tally::default();
         // SAFETY: as above.
-        assert_eq!(unsafe { walk(a, L, true, &mut again) }, Verdict::Arena);
+        assert_eq!(unsafe { walk(a, L, true, 0, far(), &mut again) }, Verdict::Arena);
         assert_eq!((again.released_pools, again.returned_pools), (0, 1));
         // SAFETY: inside the mapping.
         assert_eq!(unsafe { ((pool1 + PAGE) as *const u8).read() }, 0, "the body reads as given back");
@@ -242,11 +254,28 @@ mod tests {
             f(a);
             let mut t = Tally::default();
             // SAFETY: the test's block.
-            assert_eq!(unsafe { walk(a, L, true, &mut t) }, Verdict::NotArena, "case {n}");
+            assert_eq!(unsafe { walk(a, L, true, 0, far(), &mut t) }, Verdict::NotArena, "case {n}");
             let body = a.next_multiple_of(L.pool_size) + L.pool_size + PAGE;
             // SAFETY: inside the mapping.
             assert_eq!(unsafe { (body as *const u8).read() }, 0xab, "case {n}: written to");
         }
+    }
+
+    /// A walk that meets its deadline says where it stopped, and goes on from there.
+    #[test]
+    fn a_walk_past_its_deadline_resumes_where_it_stopped() {
+        let a = map();
+        for i in 0..40 {
+            pool(a, i, u32::from(i % 2 == 0), 1);
+        }
+        let mut t = Tally::default();
+        // SAFETY: the test's arena, no other thread.
+        let v = unsafe { walk(a, L, false, 0, Instant::now(), &mut t) };
+        assert_eq!(v, Verdict::Partial(4));
+        let mut rest = t;
+        // SAFETY: as above.
+        assert_eq!(unsafe { walk(a, L, false, 4, far(), &mut rest) }, Verdict::Arena);
+        assert_eq!((rest.arenas, rest.used_pools + rest.empty_pools), (1, 40));
     }
 
     #[test]
@@ -255,6 +284,6 @@ mod tests {
         // SAFETY: the test's own mapping.
         unsafe { libc::munmap(a as *mut _, L.arena_size) };
         // SAFETY: mincore reads no memory.
-        assert_eq!(unsafe { walk(a, L, true, &mut Tally::default()) }, Verdict::Unmapped);
+        assert_eq!(unsafe { walk(a, L, true, 0, far(), &mut Tally::default()) }, Verdict::Unmapped);
     }
 }

@@ -194,7 +194,9 @@ fn check_given_back(which: &str, p0: &Pools, p1: &Pools, s0: &Stats, s1: &Stats)
     assert!((released as f64 - predicted).abs() <= 0.2 * released as f64, "{which}: predicted {} (py_empty_bytes), released {}", mib(s0.py_empty_bytes), mib(released));
     assert!(s1.py_empty_bytes <= released / 10, "{which}: the release left {} in empty pools: {}", mib(s1.py_empty_bytes), describe(s1));
     assert!(p1.unused >= p0.unused * 9 / 10, "{which}: CPython lost its empty pools: unused {} -> {}", mib(p0.unused), mib(p1.unused));
-    assert!(s1.py_steps > 0 && s1.py_max_hold_us < 50_000, "{which}: steps {} held the lock up to {} us", s1.py_steps, s1.py_max_hold_us);
+    // a step stops at 1.5 ms between two pools; the rest is room for a busy machine preempting
+    // the interpreter's main thread
+    assert!(s1.py_steps > 0 && s1.py_max_hold_us < 5_000, "{which}: steps {} held the lock up to {} us", s1.py_steps, s1.py_max_hold_us);
 }
 
 /// A release gives back the pages of CPython's empty pools past their first 4 KiB: at least
