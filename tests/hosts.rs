@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{lib, on_ci, preloaded, require_tool, root, run_for, serial, show, text};
+use common::{allocator, lib, on_ci, preloaded, require_tool, root, run_for, serial, show, text};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -159,7 +159,9 @@ fn regression_suite_same(tests: &[&str], preload_env: &[&str]) {
     }
     let mut c = Command::new("python3");
     c.arg(py("regrtest_compare.py")).arg("--lib").arg(lib()).args(["--jobs", "2"]);
-    for kv in preload_env {
+    // the backend of this pass (the script's clean environment drops every MEMTRIM_ variable)
+    let backend = format!("MEMTRIM_ALLOCATOR={}", allocator());
+    for kv in preload_env.iter().copied().chain([backend.as_str()]) {
         c.args(["--preload-env", kv]);
     }
     c.args(tests);
