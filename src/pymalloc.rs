@@ -9,8 +9,10 @@
 //! lock needed); its main thread runs it with the lock held. A step stops after STEP, giving the
 //! lock back; the worker queues the next one a little later. Nothing runs while the interpreter
 //! is not initialised, is finalising, has subinterpreters, or after anything replaced the arena
-//! allocator; nothing is asked of it once it has begun to finalise (python_fence.rs). A main
-//! thread that never runs Python code again (blocked in C) never runs a step: nothing happens.
+//! allocator; nothing is asked of it once it has begun to finalise (python_fence.rs). The step
+//! runs when the main thread next takes the interpreter's lock or (3.13, or with other Python
+//! threads) between bytecodes: a main thread blocked in C for good, or one that runs Python
+//! code without ever giving the lock up (3.9-3.12, alone), runs none, and nothing happens.
 use crate::pymalloc_layout::{self as layout, Layout};
 use crate::pymalloc_pools::{self as pools, Tally, Verdict};
 use crate::python_api::{self, Api};
@@ -118,7 +120,8 @@ fn queue() {
     let mut added = false;
     // SAFETY: Py_AddPendingCall needs neither a thread state nor the interpreter's lock, only
     // the main interpreter, which the fence keeps alive.
-    fence::pass(|| added = unsafe { (api.add_pending_call)(step, core::ptr::null_mut()) } == 0);
+    // SAFETY: as above, and _Py_IsFinalizing reads a flag of the runtime.
+    fence::pass(|| unsafe { (api.is_finalizing)() } != 0, || added = unsafe { (api.add_pending_call)(step, core::ptr::null_mut()) } == 0);
     if !added {
         REFUSED_AT_MS.store(now, Relaxed);
         QUEUED.store(false, Release);

@@ -1,25 +1,31 @@
 //! When the worker may ask the interpreter for a step. Py_AddPendingCall dereferences the main
 //! interpreter, which does not exist before Py_Initialize nor after Py_FinalizeEx has deleted
-//! it; the flag Py_IsFinalizing is set too late to say so in time. So the first step registers an
-//! `atexit` function (run by Py_FinalizeEx before it deletes anything) that closes this fence
-//! and waits for a call already past it. Until that registration, the worker makes one call only.
+//! it; the flag Py_IsFinalizing is set only after the pending calls are drained. So a step
+//! registers an exit function (run by Py_FinalizeEx before it deletes anything) that closes this
+//! fence and waits for a call already past it. A step runs no Python code to do so (it may come
+//! at any bytecode boundary, inside the host's import hook or under its locks): CPython 3.12+
+//! take a C function (`_Py_AtExit`, `PyUnstable_AtExit`); before that, `atexit.register` is
+//! called only if the `atexit` module is already loaded and `register` is still its C function.
+//! Until an exit function is registered, the worker asks only while the interpreter is not
+//! finalising, which leaves the few microseconds between that check and its call.
 use crate::python_api::sym;
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::SeqCst};
 
 const UNREGISTERED: u8 = 0;
-/// The one call allowed before the registration has been made.
-const FIRST_MADE: u8 = 1;
-const OPEN: u8 = 2;
-const CLOSED: u8 = 3;
+const OPEN: u8 = 1;
+const CLOSED: u8 = 2;
 static FENCE: AtomicU8 = AtomicU8::new(UNREGISTERED);
 static IN_CALL: AtomicUsize = AtomicUsize::new(0);
 
-/// Runs `call` if the interpreter is sure to outlive it.
-pub fn pass(call: impl FnOnce()) {
+/// Runs `call` if the interpreter is sure to outlive it (`finalizing` tells, without the fence).
+pub fn pass(finalizing: impl FnOnce() -> bool, call: impl FnOnce()) {
     IN_CALL.fetch_add(1, SeqCst);
-    let state = FENCE.load(SeqCst);
-    let go = state == OPEN || (state == UNREGISTERED && FENCE.compare_exchange(UNREGISTERED, FIRST_MADE, SeqCst, SeqCst).is_ok());
+    let go = match FENCE.load(SeqCst) {
+        OPEN => true,
+        UNREGISTERED => !finalizing(),
+        _ => false,
+    };
     if go {
         call();
     }
@@ -31,11 +37,41 @@ pub fn after_fork_in_child() {
     IN_CALL.store(0, SeqCst);
 }
 
+type Obj = *mut c_void;
+
+/// Registers `close` to run at the interpreter's exit. Called in a step: the interpreter's
+/// main thread, its lock held, not finalising.
+///
+/// # Safety
+/// As said above.
+pub unsafe fn register() {
+    if FENCE.load(SeqCst) != UNREGISTERED {
+        return;
+    }
+    if with_c_api().or_else(|| with_atexit_module()).is_some() {
+        FENCE.store(OPEN, SeqCst);
+    } else if let Some(clear) = sym::<unsafe extern "C" fn()>(c"PyErr_Clear") {
+        clear();
+    }
+}
+
+/// 3.12's `_Py_AtExit`, 3.13's `PyUnstable_AtExit`: a C function for the main interpreter.
+unsafe fn with_c_api() -> Option<()> {
+    type AtExit = unsafe extern "C" fn(Obj, unsafe extern "C" fn(*mut c_void), *mut c_void) -> c_int;
+    let at_exit: AtExit = sym(c"PyUnstable_AtExit").or_else(|| sym(c"_Py_AtExit"))?;
+    let main: unsafe extern "C" fn() -> Obj = sym(c"PyInterpreterState_Main")?;
+    (at_exit(main(), close_c, core::ptr::null_mut()) == 0).then_some(())
+}
+
+unsafe extern "C" fn close_c(_: *mut c_void) {
+    close();
+}
+
 /// `PyMethodDef`.
 #[repr(C)]
 struct MethodDef {
     name: *const c_char,
-    meth: unsafe extern "C" fn(*mut c_void, *mut c_void) -> *mut c_void,
+    meth: unsafe extern "C" fn(Obj, Obj) -> Obj,
     flags: c_int,
     doc: *const c_char,
 }
@@ -44,63 +80,50 @@ struct MethodDef {
 unsafe impl Sync for MethodDef {}
 
 const METH_NOARGS: c_int = 0x0004;
-static CLOSE: MethodDef = MethodDef { name: c"memtrim_close_fence".as_ptr(), meth: close, flags: METH_NOARGS, doc: core::ptr::null() };
+static CLOSE: MethodDef = MethodDef { name: c"memtrim_close_fence".as_ptr(), meth: close_py, flags: METH_NOARGS, doc: core::ptr::null() };
 
-/// Registers `close` with the interpreter's `atexit` module. Called in a step: the interpreter's
-/// main thread, its lock held, not finalising.
-///
-/// # Safety
-/// As said above.
-pub unsafe fn register() {
-    if FENCE.load(SeqCst) >= OPEN {
-        return;
-    }
-    if register_with_atexit().is_some() {
-        FENCE.store(OPEN, SeqCst);
-    } else if let Some(clear) = sym::<unsafe extern "C" fn()>(c"PyErr_Clear") {
-        clear();
-    }
-}
-
-unsafe fn register_with_atexit() -> Option<()> {
-    type Obj = *mut c_void;
-    let import: unsafe extern "C" fn(*const c_char) -> Obj = sym(c"PyImport_ImportModule")?;
+/// `atexit.register(close)`, if `atexit` is loaded and its `register` is the module's C
+/// function (a replacement would be the host's Python code).
+unsafe fn with_atexit_module() -> Option<()> {
     let loaded: unsafe extern "C" fn(Obj) -> Obj = sym(c"PyImport_GetModule")?;
     let text: unsafe extern "C" fn(*const c_char) -> Obj = sym(c"PyUnicode_FromString")?;
     let attr: unsafe extern "C" fn(Obj, *const c_char) -> Obj = sym(c"PyObject_GetAttrString")?;
     let new_function: unsafe extern "C" fn(*const MethodDef, Obj, Obj) -> Obj = sym(c"PyCFunction_NewEx")?;
     let call: unsafe extern "C" fn(Obj, ...) -> Obj = sym(c"PyObject_CallFunctionObjArgs")?;
     let decref: unsafe extern "C" fn(Obj) = sym(c"Py_DecRef")?;
+    let c_function_type: Obj = sym(c"PyCFunction_Type")?;
     let owned = |o: Obj| (!o.is_null()).then_some(o);
-    // the module as loaded (site loads it); an import runs importlib's code, done only if not
     let name = owned(text(c"atexit".as_ptr()))?;
-    let found = owned(loaded(name));
+    let module = owned(loaded(name));
     decref(name);
-    let atexit = match found {
-        Some(m) => m,
-        None => owned(import(c"atexit".as_ptr()))?,
-    };
-    let reg = owned(attr(atexit, c"register".as_ptr()));
-    decref(atexit);
+    let reg = owned(attr(module?, c"register".as_ptr()));
+    decref(module?);
     let reg = reg?;
-    let function = owned(new_function(&CLOSE, core::ptr::null_mut(), core::ptr::null_mut()));
+    // ob_type follows the 8-byte reference count in every default build
+    let builtin = (reg as *const Obj).add(1).read() == c_function_type;
+    let function = owned(new_function(&CLOSE, core::ptr::null_mut(), core::ptr::null_mut())).filter(|_| builtin);
     let result = function.and_then(|f| owned(call(reg, f, core::ptr::null_mut::<c_void>())));
-    function.map(|f| decref(f));
+    if let Some(f) = function {
+        decref(f);
+    }
     decref(reg);
     decref(result?);
     Some(())
 }
 
-/// The `atexit` function: no step is asked for from now on.
-unsafe extern "C" fn close(_: *mut c_void, _: *mut c_void) -> *mut c_void {
-    FENCE.store(CLOSED, SeqCst);
-    while IN_CALL.load(SeqCst) != 0 {
-        core::hint::spin_loop();
-    }
-    let Some(none) = sym::<*mut c_void>(c"_Py_NoneStruct") else { return core::ptr::null_mut() };
-    if let Some(incref) = sym::<unsafe extern "C" fn(*mut c_void)>(c"Py_IncRef") {
+unsafe extern "C" fn close_py(_: Obj, _: Obj) -> Obj {
+    close();
+    let Some(none) = sym::<Obj>(c"_Py_NoneStruct") else { return core::ptr::null_mut() };
+    if let Some(incref) = sym::<unsafe extern "C" fn(Obj)>(c"Py_IncRef") {
         incref(none);
     }
     none
 }
 
+/// No step is asked for from now on.
+fn close() {
+    FENCE.store(CLOSED, SeqCst);
+    while IN_CALL.load(SeqCst) != 0 {
+        core::hint::spin_loop();
+    }
+}

@@ -454,3 +454,32 @@ fn pythonmalloc_malloc_has_no_arenas() {
     assert_eq!((s1.py_arenas, s1.py_arena_bytes, s1.py_used_pools, s1.py_released_bytes), (0, 0, 0, 0), "{}", describe(&s1));
     assert!(s1.py_steps > 0, "no walk ran: {}", describe(&s1));
 }
+
+/// A step may come at any bytecode boundary of the main thread, here inside the host's own
+/// `__import__` hook, which holds a lock that is not re-entrant: the step must run no Python code
+/// (the exit fence imported `atexit` through that hook, and the main thread waited on its own
+/// lock for ever).
+#[test]
+fn a_step_never_runs_the_hosts_import_hook() {
+    let Some(py) = python() else { return };
+    let dir = TempDir::new("pyimport");
+    let mut c = Command::new(py);
+    common::under_library(&mut c, dir.path(), 50).env("MEMTRIM_PYMALLOC_EVERY_MS", "10");
+    // -S: no site, so `atexit` is not loaded yet and registering an exit function would import it
+    c.arg("-S").arg(root().join("tests/py/import_hook_reentry.py")).arg("--thread");
+    let o = common::run_for(&mut c, Duration::from_secs(30));
+    assert!(o.status.success() && common::text(&o.stdout).starts_with("done"), "{}", common::show(&o));
+}
+
+/// 3.11+ take a frame's data stack chunk from the arena allocator: one of a frame with 70,000
+/// locals is exactly an arena's size. Its locals read back intact while pools are given back.
+#[test]
+fn a_frames_data_stack_chunk_of_an_arenas_size_is_left_alone() {
+    let Some(py) = python() else { return };
+    let dir = TempDir::new("pyframe");
+    let mut c = Command::new(py);
+    common::under_library(&mut c, dir.path(), 50).env("MEMTRIM_PYMALLOC_EVERY_MS", "10");
+    c.arg(root().join("tests/py/huge_frame.py"));
+    let o = common::run_for(&mut c, Duration::from_secs(60));
+    assert!(o.status.success() && common::text(&o.stdout).starts_with("intact 70000"), "{}", common::show(&o));
+}
