@@ -132,22 +132,15 @@ const REGRTESTS: &[&str] = &[
     "test_multiprocessing_fork",
 ];
 
-/// What the regression suite runs with, besides REGRTESTS, when CPython's empty pools are given
-/// back every 10 ms: the tests of the collector, weak references, threads and the event loop,
-/// which free and reuse objects from many threads and from finalizers.
+/// With REGRTESTS: the tests of weak references, threads' executors and the event loop, which
+/// free and reuse objects from many threads and from finalizers.
 const POOL_REGRTESTS: &[&str] = &["test_weakref", "test_concurrent_futures", "test_asyncio"];
 
 /// CPython's own tests, run without and with the library: every test case must end the same
-/// way (tests/py/regrtest_compare.py).
+/// way (tests/py/regrtest_compare.py). With the library, CPython's empty pools are given back
+/// every 10 ms (MEMTRIM_PYMALLOC_EVERY_MS) besides everything else it does by default.
 #[test]
 fn cpython_regression_suite_same_with_library() {
-    regression_suite_same(REGRTESTS, &[]);
-}
-
-/// The same, with more tests, while the library gives back CPython's empty pools every 10 ms
-/// (MEMTRIM_PYMALLOC_EVERY_MS).
-#[test]
-fn cpython_regression_suite_same_with_pools_given_back_every_10ms() {
     regression_suite_same(&[REGRTESTS, POOL_REGRTESTS].concat(), &["MEMTRIM_PYMALLOC_EVERY_MS=10"]);
 }
 
