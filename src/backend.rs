@@ -3,7 +3,7 @@
 //! function pointer each; until the choice is made the pointers lead to `boot`, which makes it.
 use crate::{accounting, environ, glibc, glibc_family, jemalloc_family};
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering::*};
 use memtrim_common::config::{parse_allocator, Allocator};
 use memtrim_common::units::parse_bool;
 
@@ -77,6 +77,8 @@ const PASSTHROUGH: Family = Family {
 };
 
 static CHOSEN: AtomicU8 = AtomicU8::new(0);
+/// glibc's chunk header did not read as expected: glibc serves alone (glibc::header_holds).
+static HEADER_UNKNOWN: AtomicBool = AtomicBool::new(false);
 
 /// Reads MEMTRIM_ALLOCATOR and MEMTRIM_DISABLE without allocating (MEMTRIM_DISABLE=1 means
 /// glibc's own entry points; a bad value is reported by the constructor, which parses the same
@@ -95,12 +97,21 @@ fn choose() {
     if chosen == Allocator::Jemalloc {
         accounting::borrow_jemalloc_counters();
     }
+    let unknown = chosen == Allocator::Glibc && !disabled && !glibc::header_holds();
+    HEADER_UNKNOWN.store(unknown, Relaxed);
     CHOSEN.store(chosen as u8 + 1, Release);
     install(match chosen {
         Allocator::Jemalloc => &JEMALLOC,
-        Allocator::Glibc if disabled => &PASSTHROUGH,
+        Allocator::Glibc if disabled || unknown => &PASSTHROUGH,
         Allocator::Glibc => &GLIBC,
     });
+}
+
+/// Whether the glibc backend found glibc's chunk header other than it reads it, and so counts
+/// nothing.
+pub fn header_unknown() -> bool {
+    active();
+    HEADER_UNKNOWN.load(Relaxed)
 }
 
 /// The backend serving the host, choosing it if no allocation has yet.

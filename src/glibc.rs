@@ -54,6 +54,22 @@ pub unsafe fn counted_size(p: *mut c_void) -> usize {
     counted_from_header(h)
 }
 
+/// Whether glibc's chunk header reads as glibc_layout.rs says, on a block glibc gives now: 100
+/// bytes make a chunk of request2size(100) = 112 bytes, in use, not mmapped, 104 usable.
+pub fn header_holds() -> bool {
+    // SAFETY: glibc's own entry points; the block is only read, then freed.
+    unsafe {
+        let p = __libc_malloc(100);
+        if p.is_null() {
+            return false;
+        }
+        let h = header(p);
+        let ok = !is_mmapped(h) && counted_from_header(h) == 112 && usable_checked(p) == 104;
+        __libc_free(p);
+        ok
+    }
+}
+
 /// The per-block difference between [`counted_size`] and `malloc_usable_size`.
 pub const HEADER: u64 = SIZE_SZ as u64;
 

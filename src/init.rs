@@ -58,7 +58,11 @@ extern "C" fn constructor() {
     if cfg.log >= LogLevel::Warn {
         warnings.iter().for_each(|w| stderr::line(w));
     }
-    let (off, hard_limit) = (cfg.disable, cfg.hard_limit);
+    let unknown = backend::header_unknown();
+    if unknown && cfg.log >= LogLevel::Info {
+        stderr::line("memtrim: glibc's chunk header is not the one glibc 2.28 to 2.41 write: glibc serves alone, nothing is counted");
+    }
+    let (off, hard_limit) = (cfg.disable || unknown, cfg.hard_limit);
     if backend::active() == Allocator::Jemalloc {
         jemalloc_ctl::set_decay(cfg.dirty_decay_ms, cfg.muzzy_decay_ms);
     }
