@@ -1,8 +1,10 @@
-//! The portable build (scripts/package): what it needs of glibc, read from its symbol versions,
-//! stays at the floor it is built for, so that it loads on every glibc from there on.
+//! The release artefacts of scripts/package: the portable build, whose symbol versions stay at
+//! the glibc floor it is built for, so that it loads on every glibc from there on; the wheel and
+//! the .deb, each a layout in which `memtrim run` finds the library with no flag and
+//! `memtrim --version` names it and its floor.
 mod common;
-use common::{dist, require_tool, root, show, text};
-use std::path::Path;
+use common::{cli, dist, require_tool, root, run, show, text, TempDir};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The oldest glibc the release artefacts load on (scripts/package builds against it).
@@ -86,4 +88,105 @@ fn release_artefacts_are_stripped_with_their_debug_info_beside_them() {
         let o = Command::new("readelf").arg("-S").arg(dist().join(format!("{name}.debug"))).output().expect("readelf runs");
         assert!(text(&o.stdout).contains(".debug_info"), "{name}.debug holds no .debug_info");
     }
+}
+
+/// `memtrim --version`'s library line: the path and the floor it reads from the ELF file.
+fn version_line(o: &std::process::Output) -> (PathBuf, (u32, u32)) {
+    assert!(o.status.success(), "memtrim --version: {}", show(o));
+    let out = text(&o.stdout);
+    assert!(out.starts_with(&format!("memtrim {}\n", env!("CARGO_PKG_VERSION"))), "{out}");
+    let line = out.lines().find_map(|l| l.strip_prefix("library: ")).unwrap_or_else(|| panic!("no library line in {out:?}"));
+    let (path, rest) = line.split_once(" (needs glibc >= ").unwrap_or_else(|| panic!("no floor in {line:?}"));
+    let floor = rest.split(',').next().and_then(|v| v.split_once('.')).and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+    (PathBuf::from(path), floor.unwrap_or_else(|| panic!("floor of {line:?}")))
+}
+
+/// The library's path from inside a host that `memtrim run` started (its own maps).
+const SHOW_PRELOADED: &str = "print([l.split()[-1] for l in open('/proc/self/maps') if 'libmemtrim' in l][0])";
+
+/// In the source tree: the library beside the program, and the highest glibc version it needs
+/// (objdump's reading) as its floor.
+#[test]
+fn version_names_the_library_of_the_source_tree_and_its_floor() {
+    if !require_tool("objdump") {
+        return;
+    }
+    let (lib, floor) = version_line(&run(Command::new(cli()).arg("--version")));
+    assert_eq!(lib, common::lib().canonicalize().unwrap());
+    assert_eq!(Some(&floor), glibc_versions(&lib).last(), "floor of {}", lib.display());
+}
+
+/// `pip install` of the wheel into a fresh venv puts `memtrim` on PATH and the library in the
+/// package; `memtrim run` and `python -m memtrim run` preload it with no other step.
+#[test]
+fn wheel_installs_into_a_fresh_venv_and_preloads_its_library() {
+    if !require_tool("/usr/bin/python3") {
+        return;
+    }
+    let tmp = TempDir::new("wheel");
+    let venv = tmp.join("venv");
+    let o = run(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&venv));
+    assert!(o.status.success(), "python3 -m venv: {}", show(&o));
+    let wheel = dist().join(format!("memtrim-{}-py3-none-manylinux_2_28_x86_64.whl", env!("CARGO_PKG_VERSION")));
+    let o = run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--no-index"]).arg(&wheel));
+    assert!(o.status.success(), "pip install {}: {}", wheel.display(), show(&o));
+    let inside = |p: &Path| p.starts_with(venv.canonicalize().unwrap()) && p.ends_with("site-packages/memtrim/lib/libmemtrim.so");
+    for mut cmd in [Command::new(venv.join("bin/memtrim")), { let mut c = Command::new(venv.join("bin/python")); c.args(["-m", "memtrim"]); c }] {
+        let o = run(cmd.arg("--version"));
+        let (lib, floor) = version_line(&o);
+        assert!(inside(&lib), "the wheel's memtrim would preload {}", lib.display());
+        assert_eq!(floor, FLOOR);
+    }
+    let path = format!("{}:{}", venv.join("bin").display(), std::env::var("PATH").unwrap_or_default());
+    let o = run(Command::new("memtrim").env("PATH", &path).args(["run", "--", "python", "-c", SHOW_PRELOADED]));
+    assert!(o.status.success(), "memtrim run -- python: {}", show(&o));
+    assert!(inside(Path::new(text(&o.stdout).trim())), "preloaded: {}", show(&o));
+    let o = run(Command::new(venv.join("bin/python")).args(["-m", "memtrim", "run", "--", "python", "-c", SHOW_PRELOADED]).env("PATH", &path));
+    assert!(o.status.success() && inside(Path::new(text(&o.stdout).trim())), "python -m memtrim run: {}", show(&o));
+}
+
+/// auditwheel finds the wheel consistent with manylinux_2_28 (its symbol versions and libraries).
+#[test]
+fn wheel_is_manylinux_2_28_by_auditwheel() {
+    if !require_tool("auditwheel") {
+        return;
+    }
+    let wheel = dist().join(format!("memtrim-{}-py3-none-manylinux_2_28_x86_64.whl", env!("CARGO_PKG_VERSION")));
+    let o = run(Command::new("auditwheel").arg("show").arg(&wheel));
+    let out = text(&o.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(o.status.success() && out.contains("is consistent with the following platform tag: \"manylinux_2_28_x86_64\""), "{}", show(&o));
+}
+
+/// The .deb: /usr/bin/memtrim, the library in /usr/lib/memtrim/ (off the linker's path), the
+/// units naming /usr/bin/memtrim, the header; unpacked, its memtrim finds its library.
+#[test]
+fn deb_holds_the_program_its_private_library_the_units_and_the_header() {
+    if !require_tool("dpkg-deb") {
+        return;
+    }
+    let deb = dist().join(format!("memtrim_{}_amd64.deb", env!("CARGO_PKG_VERSION")));
+    let o = run(Command::new("dpkg-deb").arg("-c").arg(&deb));
+    let listing = text(&o.stdout);
+    for path in [
+        "./usr/bin/memtrim",
+        "./usr/lib/memtrim/libmemtrim.so",
+        "./usr/include/memtrim.h",
+        "./usr/lib/systemd/system/memtrim-serve.service",
+        "./usr/lib/systemd/system/memtrim-textfile.service",
+        "./usr/lib/systemd/system/memtrim-textfile.timer",
+    ] {
+        assert!(listing.lines().any(|l| l.ends_with(&format!(" {path}"))), "{} lacks {path}:\n{listing}", deb.display());
+    }
+    assert!(!listing.contains("./usr/lib/libmemtrim.so"), "the library is on the linker's path:\n{listing}");
+    let o = run(Command::new("dpkg-deb").args(["-f"]).arg(&deb).arg("Depends"));
+    assert_eq!(text(&o.stdout).trim(), format!("libc6 (>= {}.{})", FLOOR.0, FLOOR.1));
+    let tmp = TempDir::new("deb");
+    let o = run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(tmp.path()));
+    assert!(o.status.success(), "{}", show(&o));
+    let unit = std::fs::read_to_string(tmp.join("usr/lib/systemd/system/memtrim-serve.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/memtrim serve"), "{unit}");
+    let (lib, floor) = version_line(&run(Command::new(tmp.join("usr/bin/memtrim")).arg("--version")));
+    assert_eq!((lib, floor), (tmp.path().canonicalize().unwrap().join("usr/lib/memtrim/libmemtrim.so"), FLOOR));
+    let o = run(Command::new(tmp.join("usr/bin/memtrim")).args(["run", "--", "/usr/bin/python3", "-c", SHOW_PRELOADED]));
+    assert_eq!(text(&o.stdout).trim(), tmp.path().canonicalize().unwrap().join("usr/lib/memtrim/libmemtrim.so").display().to_string(), "{}", show(&o));
 }

@@ -9,7 +9,8 @@ use std::process::Command;
 
 const USAGE: &str = "\
 usage: memtrim run [OPTIONS] -- CMD ARGS...
-  --lib PATH        libmemtrim.so to preload (default: beside this binary, or ../lib/); its
+  --lib PATH        libmemtrim.so to preload (default: beside this binary, or in ../lib/ or
+                    ../lib/memtrim/ from it, as `memtrim --version` shows); its
                     path may hold no space or colon, which LD_PRELOAD splits at, and no $,
                     which starts $ORIGIN, $LIB or $PLATFORM there
   --set NAME=VALUE  set MEMTRIM_NAME=VALUE for CMD (repeatable), e.g. --set REPORT=1";
@@ -38,7 +39,7 @@ pub fn main(args: &[OsString]) -> i32 {
     let lib = match lib.or_else(find_lib) {
         Some(l) if l.exists() => l,
         _ => {
-            eprintln!("memtrim run: libmemtrim.so not found (beside the memtrim binary or in ../lib); pass --lib PATH");
+            eprintln!("memtrim run: libmemtrim.so not found ({SEARCHED}); pass --lib PATH");
             return 2;
         }
     };
@@ -92,9 +93,17 @@ fn preload_entry(lib: &Path) -> Result<PathBuf, String> {
     Ok(abs)
 }
 
-/// libmemtrim.so beside the binary (a cargo build) or in ../lib (an installed tree).
-fn find_lib() -> Option<PathBuf> {
+/// Where [`find_lib`] looks, for messages.
+pub const SEARCHED: &str = "beside the memtrim binary, in ../lib or in ../lib/memtrim";
+
+/// libmemtrim.so beside the binary (a cargo build), in ../lib (an installed tree; the Python
+/// wheel's package, whose `memtrim` runs bin/memtrim) or in ../lib/memtrim (the .deb's private
+/// directory, off the linker's default path).
+pub fn find_lib() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    [dir.join("libmemtrim.so"), dir.join("../lib/libmemtrim.so")].into_iter().find(|p| p.exists())
+    [dir.join("libmemtrim.so"), dir.join("../lib/libmemtrim.so"), dir.join("../lib/memtrim/libmemtrim.so")]
+        .into_iter()
+        .find(|p| p.exists())
+        .and_then(|p| p.canonicalize().ok())
 }
