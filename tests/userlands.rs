@@ -43,7 +43,10 @@ fn matrix(release: &str, glibc: &str) {
     let start = Instant::now();
     let o = run_for(Command::new(root().join("tests/userlands/run-in-root")).arg(release), Duration::from_secs(1200));
     let out = text(&o.stdout);
-    eprintln!("== {release}: {:.0} s\n{out}", start.elapsed().as_secs_f64());
+    let table = format!("== {release}: {:.0} s\n{out}", start.elapsed().as_secs_f64());
+    eprintln!("{table}");
+    // scripts/test prints it at the end, passed or not.
+    let _ = std::fs::write(format!("{}/userlands-{release}.txt", env!("CARGO_TARGET_TMPDIR")), &table);
     assert!(o.status.success(), "run-in-root {release}: {}", show(&o));
     let header = out.lines().find(|l| l.starts_with("GLIBC ")).unwrap_or_else(|| panic!("no GLIBC line: {}", show(&o)));
     assert!(header.starts_with(&format!("GLIBC {glibc} ")), "{release} runs {header}, not glibc {glibc}");
