@@ -70,6 +70,23 @@ pub fn header_holds() -> bool {
     }
 }
 
+/// glibc's own malloc_usable_size (looked up by exports.rs's constructor, where dlsym may
+/// allocate); until then, or if not found, null.
+pub static GLIBC_USABLE: core::sync::atomic::AtomicPtr<c_void> = core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// malloc_usable_size while glibc serves alone: glibc's own, which knows its checked chunks;
+/// read from the header before the constructor has found it.
+///
+/// # Safety
+/// `p` is NULL or a block of glibc's.
+pub unsafe extern "C" fn own_usable(p: *mut c_void) -> usize {
+    match GLIBC_USABLE.load(core::sync::atomic::Ordering::Relaxed) {
+        f if f.is_null() => usable_checked(p),
+        // SAFETY: libc's malloc_usable_size, which has this type.
+        f => core::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void) -> usize>(f)(p),
+    }
+}
+
 /// The per-block difference between [`counted_size`] and `malloc_usable_size`.
 pub const HEADER: u64 = SIZE_SZ as u64;
 

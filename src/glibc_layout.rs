@@ -14,16 +14,19 @@
 //! | memalign: <= 16 is malloc, > SIZE_MAX/2+1 EINVAL, < 32 is 32, else the next power of two | same | same | same | malloc/malloc.c `_mid_memalign` |
 //! | aligned_alloc | alias of memalign | alias of memalign | EINVAL unless a power of two, then memalign | malloc/malloc.c `aligned_alloc` (2.38: a function of its own) |
 //! | `__libc_malloc`, `__libc_free`, `__libc_calloc`, `__libc_realloc`, `__libc_memalign`, `__libc_valloc`, `__libc_pvalloc` exported | GLIBC_2.2.5 | same | same | malloc/Versions (libc GLIBC_2.0) |
+//! | MALLOC_CHECK_ / glibc.malloc.check: hooks in libc give chunks a check byte, malloc_usable_size the size asked for | yes (2.28-2.33) | no: libc_malloc_debug.so (2.34) | no | malloc/hooks.c, malloc/malloc.c `musable`; malloc/malloc-check.c (2.34) |
 //! | mallinfo2 | from 2.33 (glibc_late.rs looks it up) | yes | yes | malloc/Versions GLIBC_2.33 |
 //! | malloc_info XML: `<heap nr=>` per arena with `<sizes>`, `<total type="fast"/"rest">`, `<system type="current">` | same | same | same | malloc/malloc.c `__malloc_info` |
 //!
 //! Used where they are read: the chunk header on every call (glibc.rs), checked once at the
-//! backend's start against a block glibc gives (backend.rs: a glibc on which it does not hold
-//! is served by glibc alone, nothing counted); the arena layout, lock and publication by the
+//! backend's start against a block glibc gives, and with libc's malloc checking on (2.28-2.33)
+//! not used at all (backend.rs: glibc then serves alone, nothing counted, and
+//! malloc_usable_size is glibc's own); the arena layout, lock and publication by the
 //! release of thread arenas' tops (arena_tops.rs), which runs only on a release in this table
 //! and without huge-page heaps, and otherwise turns itself off with one line at
 //! MEMTRIM_LOG=info (releases are malloc_trim(0) alone); aligned_alloc's rule by the export
 //! (exports.rs), on both backends.
+use crate::environ;
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 pub struct Layout {
@@ -34,15 +37,20 @@ pub struct Layout {
     pub hugetlb_tunable: bool,
     /// aligned_alloc fails with EINVAL on an alignment that is not a power of two (or 0).
     pub aligned_alloc_checks: bool,
+    /// libc itself checks the heap under MALLOC_CHECK_ (hooks that add a check byte to each
+    /// chunk and make malloc_usable_size the size asked for); from 2.34 only
+    /// libc_malloc_debug.so does, which a program must preload.
+    pub malloc_check_in_libc: bool,
 }
 
 /// The releases above: 2.FIRST + index.
 const FIRST: u32 = 28;
 const TABLE: [Layout; 14] = {
-    const OLD: Layout = Layout { heap_info: 32, hugetlb_tunable: false, aligned_alloc_checks: false };
-    const HUGETLB: Layout = Layout { heap_info: 48, hugetlb_tunable: true, aligned_alloc_checks: false };
-    const C17: Layout = Layout { heap_info: 48, hugetlb_tunable: true, aligned_alloc_checks: true };
-    [OLD, OLD, OLD, OLD, OLD, OLD, OLD, HUGETLB, HUGETLB, HUGETLB, C17, C17, C17, C17]
+    const HOOKS: Layout = Layout { heap_info: 32, hugetlb_tunable: false, aligned_alloc_checks: false, malloc_check_in_libc: true };
+    const OLD: Layout = Layout { heap_info: 32, hugetlb_tunable: false, aligned_alloc_checks: false, malloc_check_in_libc: false };
+    const HUGETLB: Layout = Layout { heap_info: 48, hugetlb_tunable: true, aligned_alloc_checks: false, malloc_check_in_libc: false };
+    const C17: Layout = Layout { heap_info: 48, hugetlb_tunable: true, aligned_alloc_checks: true, malloc_check_in_libc: false };
+    [HOOKS, HOOKS, HOOKS, HOOKS, HOOKS, HOOKS, OLD, HUGETLB, HUGETLB, HUGETLB, C17, C17, C17, C17]
 };
 /// Offset of `top` in struct malloc_state: mutex, flags, have_fastchunks (ints), fastbinsY[10].
 pub const TOP_OFFSET: usize = 96;
@@ -83,6 +91,21 @@ pub fn covered() -> (u32, u32) {
 #[inline]
 pub fn aligned_alloc_refuses(align: usize) -> bool {
     !align.is_power_of_two() && running().map_or(minor() > covered().1, |l| l.aligned_alloc_checks)
+}
+
+/// Whether this glibc checks its heap in libc and was asked to (MALLOC_CHECK_ or
+/// glibc.malloc.check set and not 0): its chunks are then not the ones the glibc backend reads.
+/// Reads the environment without allocating (it runs at the first allocation).
+pub fn malloc_checking() -> bool {
+    if !running().is_some_and(|l| l.malloc_check_in_libc) {
+        return false;
+    }
+    let set = |v: &[u8]| !v.is_empty() && v != b"0";
+    environ::pairs().any(|(k, v)| match k {
+        b"MALLOC_CHECK_" => set(v),
+        b"GLIBC_TUNABLES" => v.split(|&b| b == b':').filter_map(|kv| kv.strip_prefix(b"glibc.malloc.check=")).any(set),
+        _ => false,
+    })
 }
 
 /// Whether glibc.malloc.hugetlb is 2 or more in this process's tunables (GLIBC_TUNABLES as the
