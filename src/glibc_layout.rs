@@ -5,7 +5,7 @@
 //! | assumption | 2.28-2.34 | 2.35-2.37 | 2.38-2.41 | source (at each tag) |
 //! |---|---|---|---|---|
 //! | chunk header: size word before the block, flags PREV_INUSE 1, IS_MMAPPED 2, NON_MAIN_ARENA 4; usable = chunk - 8 (in use), chunk - 16 (mmapped) | same | same | same | malloc/malloc.c: `struct malloc_chunk`, `#define PREV_INUSE`, `IS_MMAPPED`, `NON_MAIN_ARENA`, `musable` |
-//! | MALLOC_ALIGNMENT 16, MINSIZE 32 | same | same | same | sysdeps/x86/malloc-alignment.h (2.26+), malloc/malloc.c `MINSIZE` |
+//! | MALLOC_ALIGNMENT 16 (2 * SIZE_SZ, the alignment of long double), MINSIZE 32 | same | same | same | sysdeps/generic/malloc-alignment.h, malloc/malloc.c `MINSIZE` |
 //! | `struct malloc_state`: lock (int) at 0, `top` at 96, `next` at 2160 | same | same | same | malloc/malloc.c `struct malloc_state` (identical text at all 14 tags) |
 //! | sizeof(heap_info), which the first heap's arena follows | 32 | 48 (`pagesize`, pad) | 48 | malloc/arena.c `typedef struct _heap_info` |
 //! | thread heaps HEAP_MAX-aligned, HEAP_MAX = 2 * DEFAULT_MMAP_THRESHOLD_MAX = 64 MiB | always | unless glibc.malloc.hugetlb >= 2: 4 huge pages | as 2.35 | malloc/arena.c `HEAP_MAX_SIZE`, `heap_max_size`; malloc/malloc.c `DEFAULT_MMAP_THRESHOLD_MAX`, `do_set_hugetlb`; elf/dl-tunables.list |
@@ -16,7 +16,7 @@
 //! | `__libc_malloc`, `__libc_free`, `__libc_calloc`, `__libc_realloc`, `__libc_memalign`, `__libc_valloc`, `__libc_pvalloc` exported | GLIBC_2.2.5 | same | same | malloc/Versions (libc GLIBC_2.0) |
 //! | MALLOC_CHECK_ / glibc.malloc.check: hooks in libc give chunks a check byte, malloc_usable_size the size asked for | yes (2.28-2.33) | no: libc_malloc_debug.so (2.34) | no | malloc/hooks.c, malloc/malloc.c `musable`; malloc/malloc-check.c (2.34) |
 //! | mallinfo2 | from 2.33 (glibc_late.rs looks it up) | yes | yes | malloc/Versions GLIBC_2.33 |
-//! | malloc_info XML: `<heap nr=>` per arena with `<sizes>`, `<total type="fast"/"rest">`, `<system type="current">` | same | same | same | malloc/malloc.c `__malloc_info` |
+//! | malloc_info XML: `<heap nr=>` per arena with `<sizes>`, `<total type="fast"/"rest">`, `<system type="current">` | same | same | same | malloc/malloc.c `__malloc_info` (its output formats unchanged 2.28-2.41) |
 //!
 //! Used where they are read: the chunk header on every call (glibc.rs), checked once at the
 //! backend's start against a block glibc gives, and with libc's malloc checking on (2.28-2.33)
