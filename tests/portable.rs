@@ -3,7 +3,7 @@
 //! the .deb, each a layout in which `memtrim run` finds the library with no flag and
 //! `memtrim --version` names it and its floor.
 mod common;
-use common::{cli, dist, require_tool, root, run, show, text, TempDir};
+use common::{cli, dist, require_tool, run, show, text, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -68,7 +68,7 @@ fn a_build_against_a_newer_glibc_is_seen_above_the_floor() {
         eprintln!("SKIP: glibc {} predates the pthread symbols' move into libc (2.34)", host.trim());
         return;
     }
-    let native = root().join("target/release/libmemtrim.so");
+    let native = common::lib();
     let v = glibc_versions(&native);
     assert!(v.iter().any(|&x| x >= (2, 34)), "{} built on {} shows no version above 2.33: {v:?}", native.display(), host.trim());
 }
