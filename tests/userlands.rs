@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// The steps check-release runs, each of which must pass on every release, or be OFF where the
 /// test says so.
-const STEPS: [&str; 12] = [
+const STEPS: [&str; 13] = [
     "wheel",
     "deb",
     "c-accounting",
@@ -23,6 +23,7 @@ const STEPS: [&str; 12] = [
     "c-arena-tops",
     "python-live-bytes",
     "python-cli",
+    "heap-over-4gib",
     "ruby-frag",
     "gunicorn",
     "readme-python",
