@@ -190,3 +190,48 @@ fn deb_holds_the_program_its_private_library_the_units_and_the_header() {
     let o = run(Command::new(tmp.join("usr/bin/memtrim")).args(["run", "--", "/usr/bin/python3", "-c", SHOW_PRELOADED]));
     assert_eq!(text(&o.stdout).trim(), tmp.path().canonicalize().unwrap().join("usr/lib/memtrim/libmemtrim.so").display().to_string(), "{}", show(&o));
 }
+
+/// A venv whose path holds a space (a project directory named so): the wheel's `memtrim run`
+/// still preloads its library, as `memtrim --version` says it would.
+#[test]
+fn wheel_in_a_directory_with_a_space_runs_under_its_library() {
+    if !require_tool("/usr/bin/python3") {
+        return;
+    }
+    let tmp = TempDir::new("wheel-space");
+    let venv = tmp.join("my project/venv");
+    let o = run(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&venv));
+    assert!(o.status.success(), "python3 -m venv: {}", show(&o));
+    let wheel = dist().join(format!("memtrim-{}-py3-none-manylinux_2_28_x86_64.whl", env!("CARGO_PKG_VERSION")));
+    let o = run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--no-index"]).arg(&wheel));
+    assert!(o.status.success(), "pip install {}: {}", wheel.display(), show(&o));
+    let (lib, _) = version_line(&run(Command::new(venv.join("bin/memtrim")).arg("--version")));
+    let o = run(Command::new(venv.join("bin/memtrim")).args(["run", "--", "/usr/bin/python3", "-c", SHOW_PRELOADED]));
+    assert!(o.status.success(), "memtrim --version names {} but memtrim run: {}", lib.display(), show(&o));
+}
+
+/// `memtrim --version` on a library whose version-needs section claims 2^32 - 1 entries, each
+/// naming itself as the next (vn_next 0, which ends the list for ld.so, which loads it): the
+/// answer comes at once.
+#[test]
+fn version_reads_a_looping_version_section_at_once() {
+    let tmp = TempDir::new("version-loop");
+    std::fs::create_dir_all(tmp.join("bin")).unwrap();
+    std::fs::create_dir_all(tmp.join("lib")).unwrap();
+    std::fs::copy(cli(), tmp.join("bin/memtrim")).unwrap();
+    let mut f = std::fs::read(common::lib()).unwrap();
+    let u16_at = |f: &[u8], o: usize| u16::from_le_bytes(f[o..o + 2].try_into().unwrap()) as usize;
+    let u32_at = |f: &[u8], o: usize| u32::from_le_bytes(f[o..o + 4].try_into().unwrap()) as usize;
+    let shoff = u64::from_le_bytes(f[0x28..0x30].try_into().unwrap()) as usize;
+    let (shentsize, shnum) = (u16_at(&f, 0x3a), u16_at(&f, 0x3c));
+    let s = (0..shnum).map(|i| shoff + i * shentsize).find(|&s| u32_at(&f, s + 4) == 0x6fff_fffe).expect("a .gnu.version_r");
+    let off = u64::from_le_bytes(f[s + 0x18..s + 0x20].try_into().unwrap()) as usize;
+    f[s + 0x2c..s + 0x30].copy_from_slice(&u32::MAX.to_le_bytes()); // sh_info: entries
+    f[off + 2..off + 4].copy_from_slice(&u16::MAX.to_le_bytes()); // vn_cnt
+    f[off + 12..off + 16].copy_from_slice(&0u32.to_le_bytes()); // vn_next: the last entry
+    let aux = off + u32_at(&f, off + 8);
+    f[aux + 12..aux + 16].copy_from_slice(&0u32.to_le_bytes()); // vna_next: the last aux
+    std::fs::write(tmp.join("lib/libmemtrim.so"), &f).unwrap();
+    let o = common::run_for(Command::new(tmp.join("bin/memtrim")).arg("--version"), std::time::Duration::from_secs(10));
+    assert!(o.status.success(), "memtrim --version on a looping .gnu.version_r (killed after 10 s?): {}", show(&o));
+}
