@@ -235,3 +235,28 @@ fn version_reads_a_looping_version_section_at_once() {
     let o = common::run_for(Command::new(tmp.join("bin/memtrim")).arg("--version"), std::time::Duration::from_secs(10));
     assert!(o.status.success(), "memtrim --version on a looping .gnu.version_r (killed after 10 s?): {}", show(&o));
 }
+
+/// A library linked with packed relative relocations needs GLIBC_ABI_DT_RELR (glibc 2.36): ld.so
+/// of an older glibc refuses it ("version `GLIBC_ABI_DT_RELR' not found"), so `memtrim --version`
+/// must not name an older floor for it.
+#[test]
+fn version_counts_glibc_abi_dt_relr_in_the_floor() {
+    if !require_tool("gcc") {
+        return;
+    }
+    let tmp = TempDir::new("version-relr");
+    std::fs::create_dir_all(tmp.join("bin")).unwrap();
+    std::fs::create_dir_all(tmp.join("lib")).unwrap();
+    std::fs::copy(cli(), tmp.join("bin/memtrim")).unwrap();
+    let src = tmp.join("relr.c");
+    std::fs::write(&src, "static int a, b;\nint *tab[] = {&a, &b, &a, &b};\nint f(void) { return *tab[1]; }\n").unwrap();
+    let lib = tmp.join("lib/libmemtrim.so");
+    let o = run(Command::new("gcc").args(["-shared", "-fPIC", "-Wl,-z,pack-relative-relocs", "-o"]).arg(&lib).arg(&src));
+    let needs = text(&run(Command::new("readelf").arg("-V").arg(&lib)).stdout).contains("GLIBC_ABI_DT_RELR");
+    if !o.status.success() || !needs {
+        eprintln!("SKIP: this linker cannot pack relative relocations: {}", show(&o));
+        return;
+    }
+    let (_, floor) = version_line(&run(Command::new(tmp.join("bin/memtrim")).arg("--version")));
+    assert!(floor >= (2, 36), "a library that needs GLIBC_ABI_DT_RELR: memtrim --version says it needs glibc >= {}.{}", floor.0, floor.1);
+}
