@@ -93,9 +93,13 @@ extern "C" fn resolve_program_symbols() {
     if !f.is_null() && object_of(f) != object_of(resolve_program_symbols as *const c_void) {
         PROGRAM_REALLOC.store(f, Relaxed);
     }
-    // SAFETY: as above; RTLD_NEXT searches the objects loaded after this one: libc's.
+    // SAFETY: as above; RTLD_NEXT searches the objects loaded after this one, libc's among them.
     let u = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) };
-    crate::glibc::GLIBC_USABLE.store(u, Relaxed);
+    // Only libc's own: a library the program links (libjemalloc) may come first with one that
+    // does not know glibc's blocks.
+    if !u.is_null() && object_of(u) == object_of(crate::glibc::__libc_malloc as *const c_void) {
+        crate::glibc::GLIBC_USABLE.store(u, Relaxed);
+    }
 }
 
 /// The base address of the loaded object that holds `addr`.

@@ -55,7 +55,9 @@ pub unsafe fn counted_size(p: *mut c_void) -> usize {
 }
 
 /// Whether glibc's chunk header reads as glibc_layout.rs says, on a block glibc gives now: 100
-/// bytes make a chunk of request2size(100) = 112 bytes, in use, not mmapped, 104 usable.
+/// bytes make a chunk of request2size(100) = 112 bytes, in use, 104 usable; or, under an mmap
+/// threshold below that (MALLOC_MMAP_THRESHOLD_=0), a mapping of whole pages, 16 bytes less
+/// usable.
 pub fn header_holds() -> bool {
     // SAFETY: glibc's own entry points; the block is only read, then freed.
     unsafe {
@@ -64,7 +66,13 @@ pub fn header_holds() -> bool {
             return false;
         }
         let h = header(p);
-        let ok = !is_mmapped(h) && counted_from_header(h) == 112 && usable_checked(p) == 104;
+        let chunk = h & !FLAGS;
+        let page = libc::getauxval(libc::AT_PAGESZ) as usize;
+        let ok = if is_mmapped(h) {
+            page != 0 && chunk % page == 0 && chunk >= 112 && usable_checked(p) == chunk - 2 * SIZE_SZ
+        } else {
+            counted_from_header(h) == 112 && usable_checked(p) == 104
+        };
         __libc_free(p);
         ok
     }

@@ -108,13 +108,12 @@ pub fn malloc_checking() -> bool {
     })
 }
 
-/// Whether glibc.malloc.hugetlb is 2 or more in this process's tunables (GLIBC_TUNABLES as the
-/// process started, which is where glibc read it).
+/// Whether glibc.malloc.hugetlb is 2 or more in this process's tunables (every GLIBC_TUNABLES
+/// as the process started: glibc reads them all).
 pub fn hugetlb_heaps() -> bool {
     let Ok(env) = std::fs::read("/proc/self/environ") else { return true };
     env.split(|&b| b == 0)
         .filter_map(|e| e.strip_prefix(b"GLIBC_TUNABLES="))
-        .take(1)
         .flat_map(|t| t.split(|&b| b == b':'))
         .filter_map(|kv| kv.strip_prefix(b"glibc.malloc.hugetlb="))
         .any(|v| v != b"0" && v != b"1")

@@ -35,19 +35,38 @@ pub fn glibc_floor(path: &Path) -> Option<(u32, u32)> {
         let s = f.get(strtab.checked_add(o as usize)?..)?;
         s.get(..s.iter().position(|&b| b == 0)?)
     };
+    // Entries are 16 bytes each: no more of them than the section holds, and a zero `next` ends
+    // a list (a crafted count must not make this loop for ever).
+    let most = u64_at(verneed + 0x20)? / 16;
     let mut best = None;
     let mut need = off;
-    for _ in 0..count {
+    for _ in 0..count.min(most) {
         let (cnt, aux, next) = (u16_at(need + 2)?, u32_at(need + 8)?, u32_at(need + 12)?);
         let mut a = need.checked_add(aux as usize)?;
-        for _ in 0..cnt {
-            let v = name(u32_at(a + 8)?).and_then(|n| n.strip_prefix(b"GLIBC_")).and_then(parse_version);
+        for _ in 0..usize::from(cnt).min(most) {
+            let v = name(u32_at(a + 8)?).and_then(|n| n.strip_prefix(b"GLIBC_")).and_then(glibc_version);
             best = best.max(v);
-            a = a.checked_add(u32_at(a + 12)? as usize)?;
+            let step = u32_at(a + 12)?;
+            if step == 0 {
+                break;
+            }
+            a = a.checked_add(step as usize)?;
+        }
+        if next == 0 {
+            break;
         }
         need = need.checked_add(next as usize)?;
     }
     best
+}
+
+/// The glibc release a GLIBC_ version name stands for: `2.34`, or `ABI_DT_RELR` (packed
+/// relative relocations, which glibc reads from 2.36).
+fn glibc_version(v: &[u8]) -> Option<(u32, u32)> {
+    if v == b"ABI_DT_RELR" {
+        return Some((2, 36));
+    }
+    parse_version(v)
 }
 
 fn parse_version(v: &[u8]) -> Option<(u32, u32)> {
