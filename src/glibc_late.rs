@@ -8,8 +8,10 @@ use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 static MALLINFO2: AtomicUsize = AtomicUsize::new(0);
 
 /// What glibc holds from the system: its arenas plus its mmapped blocks. Before glibc 2.33,
-/// from mallinfo, whose int fields keep each figure modulo 4 GiB.
-pub fn heap_bytes() -> u64 {
+/// from mallinfo, whose int fields keep each figure modulo 4 GiB: the heap is then taken as
+/// the least value of that residue that holds the `live` bytes (exact unless more than 4 GiB is
+/// retained).
+pub fn heap_bytes(live: u64) -> u64 {
     let f = match MALLINFO2.load(Relaxed) {
         0 => {
             // SAFETY: a NUL-terminated name; RTLD_DEFAULT searches the global scope.
@@ -28,5 +30,24 @@ pub fn heap_bytes() -> u64 {
     #[allow(deprecated)]
     // SAFETY: mallinfo has no preconditions.
     let m = unsafe { libc::mallinfo() };
-    u64::from(m.arena as u32) + u64::from(m.hblkhd as u32)
+    least_holding(u64::from(m.arena as u32) + u64::from(m.hblkhd as u32), live)
+}
+
+/// The least value at or above `live` that equals `residue` modulo 4 GiB.
+fn least_holding(residue: u64, live: u64) -> u64 {
+    const WRAP: u64 = 1 << 32;
+    let v = live - live % WRAP + residue % WRAP;
+    if v < live { v + WRAP } else { v }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_heap_over_4_gib_is_read_from_its_residue() {
+        let gib = 1u64 << 30;
+        assert_eq!(super::least_holding(gib, 5 * gib), 5 * gib);
+        assert_eq!(super::least_holding(gib + 7, 5 * gib), 5 * gib + 7);
+        assert_eq!(super::least_holding(100, 50), 100);
+        assert_eq!(super::least_holding(3 * gib, gib), 3 * gib);
+    }
 }

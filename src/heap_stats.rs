@@ -25,7 +25,7 @@ impl HeapStats {
         if fresh || now >= self.next || live.abs_diff(self.live_then) > (self.live_then / 8).max(1 << 20) {
             self.live_then = live;
             self.bytes = match backend::active() {
-                Allocator::Glibc => glibc_late::heap_bytes(),
+                Allocator::Glibc => glibc_late::heap_bytes(live),
                 Allocator::Jemalloc => jemalloc_ctl::resident(),
             };
             self.next = now + interval.max(now.elapsed() * 1000);
