@@ -19,52 +19,36 @@
 //! libc: it is found by following `next` from a thread arena (a fresh arena's `next` reads 0
 //! until it is published) to the one arena that lies in libc's read-write data mapping.
 //!
-//! What is read, on 64-bit targets, for glibc 2.28 to 2.41 (checked against each release's
-//! malloc/malloc.c and malloc/arena.c, and with gdb `ptype /o` on glibc 2.36):
-//! - heap_info, at each HEAP_MAX-aligned heap start: `ar_ptr` at 0, `prev` at 8, `size` at 16,
-//!   `mprotect_size` at 24; 32 bytes long up to 2.34, 48 from 2.35 (`pagesize` and padding), and
-//!   the first heap's arena follows it. Written by new_heap and `_int_new_arena` before the
-//!   arena is published; `size` changes (grow_heap, shrink_heap) only under the arena's lock.
-//! - struct malloc_state: the lock (an int) at 0, `top` at 96 (after `flags`, `have_fastchunks`
-//!   and fastbinsY[10]), `next` at 2160 (after last_remainder, bins[254] and binmap[4]). A thread
-//!   arena's `next` is written once, before the arena is published, and never again; `top` and
-//!   its chunk's size change only under the arena's lock, so they are read as a hint first and
-//!   read again, for what is given back, under the lock held here. main_arena's own `next`
-//!   changes with each publication (under list_lock, after the new arena's `next` and a write
-//!   barrier): read once per walk, it gives a list as it stood, whose arenas are all complete.
+//! What is read (heap_info's fields, malloc_state's lock, `top` and `next`), the lock protocol and
+//! the publication order are glibc_layout.rs's table, for glibc 2.28 to 2.41. heap_info is
+//! written by new_heap and `_int_new_arena` before the arena is published; its `size` changes
+//! (grow_heap, shrink_heap) only under the arena's lock. A thread arena's `next` is written once,
+//! before the arena is published, and never again; `top` and its chunk's size change only under
+//! the arena's lock, so they are read as a hint first and read again, for what is given back,
+//! under the lock held here. main_arena's own `next` changes with each publication (under
+//! list_lock, after the new arena's `next` and a write barrier): read once per walk, it gives a
+//! list as it stood, whose arenas are all complete.
 //!
-//! On any other glibc the release of arena tops turns itself off (one line at MEMTRIM_LOG=info)
-//! and releases are malloc_trim(0) alone. Every read is one that cannot fault (peek), and an
-//! arena that does not check out is left alone.
+//! On a glibc outside the table, or with huge-page heaps (glibc.malloc.hugetlb >= 2, whose heaps
+//! are not HEAP_MAX-aligned), the release of arena tops turns itself off (one line at
+//! MEMTRIM_LOG=info) and releases are malloc_trim(0) alone. Every read is one that cannot fault
+//! (peek), and an arena that does not check out is left alone.
 use crate::glibc_heaps::{find_heaps, page_size, peek_words, read_maps, Vma, HEAP_MAX};
+use crate::glibc_layout::{self, MINSIZE, NEXT_OFFSET, TOP_OFFSET};
 use crate::{init, stderr};
-use core::sync::atomic::{AtomicI32, AtomicU8, Ordering::*};
+use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering::*};
 use memtrim_common::config::LogLevel;
-
-/// The glibc releases whose layout is described above: 2.FIRST to 2.LAST.
-const VERIFIED: core::ops::RangeInclusive<u32> = 28..=41;
-/// Offset of `top` in struct malloc_state: mutex, flags, have_fastchunks (ints), fastbinsY[10].
-const TOP_OFFSET: usize = 96;
-/// Offset of `next` in struct malloc_state.
-const NEXT_OFFSET: usize = 2160;
-/// sizeof(heap_info) with and without its `pagesize` field (glibc 2.35): an arena follows the
-/// heap_info of its first heap.
-const HEAP_INFO_SIZES: [usize; 2] = [32, 48];
-/// glibc's MINSIZE: the top chunk's header stays.
-const MINSIZE: usize = 32;
 /// Arenas on the list beyond those found in the mappings (published while the walk runs).
 const LIST_SLACK: usize = 64;
 
 /// The published thread arenas of this process, or none when this glibc's layout is not one
 /// verified here or the list does not check out.
 pub fn find() -> Vec<usize> {
-    if !layout_verified() {
-        return Vec::new();
-    }
+    let Some(heap_info) = heap_info_size() else { return Vec::new() };
     let maps = read_maps();
     let mut heads: Vec<usize> = find_heaps(&maps, page_size())
         .iter()
-        .filter(|h| HEAP_INFO_SIZES.contains(&h.ar_ptr.wrapping_sub(h.base)))
+        .filter(|h| h.ar_ptr.wrapping_sub(h.base) == heap_info)
         .map(|h| h.ar_ptr)
         .collect();
     heads.sort_unstable();
@@ -75,30 +59,30 @@ pub fn find() -> Vec<usize> {
     }
 }
 
-/// Whether this glibc is one whose layout the module doc describes; says once when it is not.
-fn layout_verified() -> bool {
-    static KNOWN: AtomicU8 = AtomicU8::new(0); // 0 not asked yet, 1 verified, 2 not
+/// sizeof(heap_info) on this glibc when its layout is one the table describes and its thread
+/// heaps are HEAP_MAX-aligned; says once, at MEMTRIM_LOG=info, why not.
+fn heap_info_size() -> Option<usize> {
+    static KNOWN: AtomicUsize = AtomicUsize::new(usize::MAX); // MAX: not asked yet, 0: off
     match KNOWN.load(Relaxed) {
-        1 => return true,
-        2 => return false,
-        _ => {}
+        usize::MAX => {}
+        0 => return None,
+        n => return Some(n),
     }
-    let version = libc_version();
-    let minor = version.strip_prefix("2.").and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u32>().ok());
-    let ok = minor.is_some_and(|m| VERIFIED.contains(&m));
-    if KNOWN.swap(if ok { 1 } else { 2 }, Relaxed) == 0 && !ok && init::config().is_some_and(|c| c.log >= LogLevel::Info) {
-        stderr::line(&format!(
-            "memtrim: glibc {version} is not one whose arena layout is known (2.{} to 2.{}): releases use malloc_trim alone",
-            VERIFIED.start(),
-            VERIFIED.end()
-        ));
+    let (first, last) = glibc_layout::covered();
+    let why = match glibc_layout::running() {
+        None => Some(format!("is not one whose arena layout is known (2.{first} to 2.{last})")),
+        Some(l) if l.hugetlb_tunable && glibc_layout::hugetlb_heaps() => Some("makes huge-page heaps (glibc.malloc.hugetlb), not HEAP_MAX-aligned".to_string()),
+        Some(_) => None,
+    };
+    let size = glibc_layout::running().filter(|_| why.is_none()).map_or(0, |l| l.heap_info);
+    if KNOWN.swap(size, Relaxed) == usize::MAX {
+        if let Some(why) = why.filter(|_| init::config().is_some_and(|c| c.log >= LogLevel::Info)) {
+            // SAFETY: gnu_get_libc_version returns a static NUL-terminated string.
+            let version = unsafe { core::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) }.to_string_lossy();
+            stderr::line(&format!("memtrim: glibc {version} {why}: releases use malloc_trim alone"));
+        }
     }
-    ok
-}
-
-fn libc_version() -> String {
-    // SAFETY: gnu_get_libc_version returns a static NUL-terminated string.
-    unsafe { core::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) }.to_string_lossy().into_owned()
+    (size != 0).then_some(size)
 }
 
 fn next_of(arena: usize) -> Option<usize> {

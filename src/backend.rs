@@ -1,7 +1,7 @@
 //! Which allocator serves the host: chosen once, at the first allocation (before any
 //! constructor), from MEMTRIM_ALLOCATOR, and never changed. The exports jump through one
 //! function pointer each; until the choice is made the pointers lead to `boot`, which makes it.
-use crate::{accounting, environ, glibc, glibc_family, jemalloc_family};
+use crate::{accounting, environ, glibc, glibc_family, glibc_layout, jemalloc_family};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::*};
 use memtrim_common::config::{parse_allocator, Allocator};
@@ -64,7 +64,8 @@ const JEMALLOC: Family = Family {
     usable: jemalloc_family::malloc_usable_size,
 };
 
-/// MEMTRIM_DISABLE=1: glibc's own entry points, nothing counted; an export costs one jump.
+/// MEMTRIM_DISABLE=1, or a glibc the backend must not count on: glibc's own entry points,
+/// nothing counted; an export costs one jump.
 const PASSTHROUGH: Family = Family {
     malloc: glibc::__libc_malloc,
     free: glibc::__libc_free,
@@ -73,10 +74,20 @@ const PASSTHROUGH: Family = Family {
     memalign: glibc::__libc_memalign,
     valloc: glibc::__libc_valloc,
     pvalloc: glibc::__libc_pvalloc,
-    usable: glibc_family::malloc_usable_size,
+    usable: glibc::own_usable,
 };
 
 static CHOSEN: AtomicU8 = AtomicU8::new(0);
+/// Why the glibc backend let glibc serve alone: 0 it did not, else a [`GlibcAlone`] + 1.
+static ALONE: AtomicU8 = AtomicU8::new(0);
+
+#[derive(Clone, Copy)]
+pub enum GlibcAlone {
+    /// glibc's chunk header did not read as expected (glibc::header_holds).
+    Header,
+    /// glibc 2.28-2.33 checks its heap (MALLOC_CHECK_): its chunks carry a check byte.
+    MallocCheck,
+}
 
 /// Reads MEMTRIM_ALLOCATOR and MEMTRIM_DISABLE without allocating (MEMTRIM_DISABLE=1 means
 /// glibc's own entry points; a bad value is reported by the constructor, which parses the same
@@ -95,12 +106,28 @@ fn choose() {
     if chosen == Allocator::Jemalloc {
         accounting::borrow_jemalloc_counters();
     }
+    let alone = match chosen {
+        Allocator::Glibc if !disabled && glibc_layout::malloc_checking() => Some(GlibcAlone::MallocCheck),
+        Allocator::Glibc if !disabled && !glibc::header_holds() => Some(GlibcAlone::Header),
+        _ => None,
+    };
+    ALONE.store(alone.map_or(0, |a| a as u8 + 1), Relaxed);
     CHOSEN.store(chosen as u8 + 1, Release);
     install(match chosen {
         Allocator::Jemalloc => &JEMALLOC,
-        Allocator::Glibc if disabled => &PASSTHROUGH,
+        Allocator::Glibc if disabled || alone.is_some() => &PASSTHROUGH,
         Allocator::Glibc => &GLIBC,
     });
+}
+
+/// Why the glibc backend lets glibc serve alone and counts nothing, if it does.
+pub fn glibc_alone() -> Option<GlibcAlone> {
+    active();
+    match ALONE.load(Relaxed) {
+        1 => Some(GlibcAlone::Header),
+        2 => Some(GlibcAlone::MallocCheck),
+        _ => None,
+    }
 }
 
 /// The backend serving the host, choosing it if no allocation has yet.

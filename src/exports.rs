@@ -8,7 +8,7 @@
 //! of __libc_free; aligned_alloc an alias of __libc_memalign; posix_memalign, valloc and pvalloc
 //! call _mid_memalign; realloc(NULL, n) calls __libc_malloc and realloc(p, 0) __libc_free; so
 //! ours call our free, memalign, valloc, pvalloc and malloc.
-use crate::backend;
+use crate::{backend, glibc_layout};
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 
@@ -93,6 +93,13 @@ extern "C" fn resolve_program_symbols() {
     if !f.is_null() && object_of(f) != object_of(resolve_program_symbols as *const c_void) {
         PROGRAM_REALLOC.store(f, Relaxed);
     }
+    // SAFETY: as above; RTLD_NEXT searches the objects loaded after this one, libc's among them.
+    let u = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) };
+    // Only libc's own: a library the program links (libjemalloc) may come first with one that
+    // does not know glibc's blocks.
+    if !u.is_null() && object_of(u) == object_of(crate::glibc::__libc_malloc as *const c_void) {
+        crate::glibc::GLIBC_USABLE.store(u, Relaxed);
+    }
 }
 
 /// The base address of the loaded object that holds `addr`.
@@ -119,9 +126,14 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
     }
 }
 
-/// glibc 2.36 exports aligned_alloc as an alias of memalign: same rounding, no size check.
+/// Up to glibc 2.37 aligned_alloc is an alias of memalign: same rounding, no size check; from
+/// 2.38 an alignment that is not a power of two is EINVAL first (glibc_layout.rs).
 #[no_mangle]
 pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    if glibc_layout::aligned_alloc_refuses(align) {
+        set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    }
     own!(MEMALIGN as MemalignFn)(align, size)
 }
 

@@ -54,6 +54,47 @@ pub unsafe fn counted_size(p: *mut c_void) -> usize {
     counted_from_header(h)
 }
 
+/// Whether glibc's chunk header reads as glibc_layout.rs says, on a block glibc gives now: 100
+/// bytes make a chunk of request2size(100) = 112 bytes, in use, 104 usable; or, under an mmap
+/// threshold below that (MALLOC_MMAP_THRESHOLD_=0), a mapping of whole pages, 16 bytes less
+/// usable.
+pub fn header_holds() -> bool {
+    // SAFETY: glibc's own entry points; the block is only read, then freed.
+    unsafe {
+        let p = __libc_malloc(100);
+        if p.is_null() {
+            return false;
+        }
+        let h = header(p);
+        let chunk = h & !FLAGS;
+        let page = libc::getauxval(libc::AT_PAGESZ) as usize;
+        let ok = if is_mmapped(h) {
+            page != 0 && chunk % page == 0 && chunk >= 112 && usable_checked(p) == chunk - 2 * SIZE_SZ
+        } else {
+            counted_from_header(h) == 112 && usable_checked(p) == 104
+        };
+        __libc_free(p);
+        ok
+    }
+}
+
+/// glibc's own malloc_usable_size (looked up by exports.rs's constructor, where dlsym may
+/// allocate); until then, or if not found, null.
+pub static GLIBC_USABLE: core::sync::atomic::AtomicPtr<c_void> = core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// malloc_usable_size while glibc serves alone: glibc's own, which knows its checked chunks;
+/// read from the header before the constructor has found it.
+///
+/// # Safety
+/// `p` is NULL or a block of glibc's.
+pub unsafe extern "C" fn own_usable(p: *mut c_void) -> usize {
+    match GLIBC_USABLE.load(core::sync::atomic::Ordering::Relaxed) {
+        f if f.is_null() => usable_checked(p),
+        // SAFETY: libc's malloc_usable_size, which has this type.
+        f => core::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void) -> usize>(f)(p),
+    }
+}
+
 /// The per-block difference between [`counted_size`] and `malloc_usable_size`.
 pub const HEADER: u64 = SIZE_SZ as u64;
 

@@ -1,7 +1,7 @@
 //! What the allocator holds from the system. jemalloc's figures are cheap; glibc's mallinfo2 locks each arena in turn and
 //! walks its free lists, so its cost grows with fragmentation: the sampler times it and spaces
 //! the calls out so that it never takes more than a thousandth of the worker's time.
-use crate::{backend, jemalloc_ctl};
+use crate::{backend, glibc_late, jemalloc_ctl};
 use memtrim_common::config::Allocator;
 use std::time::{Duration, Instant};
 
@@ -25,11 +25,7 @@ impl HeapStats {
         if fresh || now >= self.next || live.abs_diff(self.live_then) > (self.live_then / 8).max(1 << 20) {
             self.live_then = live;
             self.bytes = match backend::active() {
-                Allocator::Glibc => {
-                    // SAFETY: mallinfo2 has no preconditions.
-                    let m = unsafe { libc::mallinfo2() };
-                    (m.arena + m.hblkhd) as u64
-                }
+                Allocator::Glibc => glibc_late::heap_bytes(live),
                 Allocator::Jemalloc => jemalloc_ctl::resident(),
             };
             self.next = now + interval.max(now.elapsed() * 1000);

@@ -58,7 +58,15 @@ extern "C" fn constructor() {
     if cfg.log >= LogLevel::Warn {
         warnings.iter().for_each(|w| stderr::line(w));
     }
-    let (off, hard_limit) = (cfg.disable, cfg.hard_limit);
+    let alone = backend::glibc_alone();
+    if cfg.log >= LogLevel::Info {
+        match alone {
+            Some(backend::GlibcAlone::Header) => stderr::line("memtrim: glibc's chunk header is not the one glibc 2.28 to 2.41 write: glibc serves alone, nothing is counted"),
+            Some(backend::GlibcAlone::MallocCheck) => stderr::line("memtrim: glibc checks its heap (MALLOC_CHECK_, glibc.malloc.check) and marks its chunks: glibc serves alone, nothing is counted"),
+            None => {}
+        }
+    }
+    let (off, hard_limit) = (cfg.disable || alone.is_some(), cfg.hard_limit);
     if backend::active() == Allocator::Jemalloc {
         jemalloc_ctl::set_decay(cfg.dirty_decay_ms, cfg.muzzy_decay_ms);
     }

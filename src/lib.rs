@@ -12,6 +12,8 @@ mod exports;
 mod glibc;
 mod glibc_family;
 mod glibc_heaps;
+mod glibc_layout;
+mod glibc_late;
 mod heap_stats;
 mod init;
 mod jemalloc_ctl;

@@ -78,8 +78,8 @@ pub fn only_caller_left() -> bool {
     if threads.is_none_or(|n| n > 2) {
         return false;
     }
-    // SAFETY: gettid has no preconditions.
-    let me = unsafe { libc::gettid() }.to_string();
+    // SAFETY: gettid has no preconditions (the syscall: glibc's wrapper is 2.30's).
+    let me = unsafe { libc::syscall(libc::SYS_gettid) }.to_string();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return false };
     tasks.flatten().all(|t| {
         t.file_name().to_str() == Some(me.as_str())

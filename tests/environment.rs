@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{lib, require_tool, run_for, show, text, TempDir};
+use common::{allocator, lib, require_tool, run_for, show, text, TempDir};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -121,4 +121,23 @@ fn a_positive_duration_below_f64_is_not_off() {
     let o = with_exact_env(&[tiny.as_bytes()], "/bin/true", &[]);
     assert!(o.status.success(), "{}", show(&o));
     assert!(text(&o.stderr).contains("MEMTRIM_IDLE_MS="), "a positive MEMTRIM_IDLE_MS far below 1 ms was taken as 0 (off) without a warning:\n{}", show(&o));
+}
+
+/// glibc reads every GLIBC_TUNABLES in the environment, not only the first: huge-page heaps
+/// asked for in a second one (glibc 2.35 on) turn the release of arena tops off as in the first.
+#[test]
+fn huge_page_heaps_in_a_second_glibc_tunables_turn_arena_tops_off() {
+    let minor: u32 = text(&Command::new("getconf").arg("GNU_LIBC_VERSION").output().unwrap().stdout).trim().rsplit('.').next().unwrap().parse().unwrap();
+    if allocator() != "glibc" || minor < 35 {
+        return;
+    }
+    let bin = common::compile("arena_tops.c", &[]);
+    let o = with_exact_env(
+        &[b"GLIBC_TUNABLES=glibc.malloc.mxfast=0", b"GLIBC_TUNABLES=glibc.malloc.hugetlb=2", b"MEMTRIM_LOG=info"],
+        bin.to_str().unwrap(),
+        &[],
+    );
+    assert!(o.status.success() && text(&o.stdout).ends_with("ok\n"), "{}", show(&o));
+    let line = "makes huge-page heaps (glibc.malloc.hugetlb), not HEAP_MAX-aligned: releases use malloc_trim alone";
+    assert!(text(&o.stderr).contains(line), "hugetlb=2 in the second GLIBC_TUNABLES: no line saying {line:?}\n{}", show(&o));
 }

@@ -413,3 +413,24 @@ fn thread_arena_tops_are_released() {
         assert!(off < plain + 4 * MIB, "with MEMTRIM_ARENA_TOPS=0 memtrim_trim() returned {:.1} MiB", mib(off));
     }
 }
+
+/// With huge-page heaps (GLIBC_TUNABLES glibc.malloc.hugetlb=2, glibc 2.35 on) thread heaps are
+/// aligned to four huge pages, not to the 64 MiB the release of arena tops reads them at: it
+/// turns itself off with one info line, and releases are malloc_trim(0)'s, bytes intact.
+#[test]
+fn huge_page_heaps_turn_the_arena_top_release_off() {
+    if common::allocator() != "glibc" {
+        return;
+    }
+    let bin = common::compile("arena_tops.c", &[]);
+    let dir = TempDir::new("arena-tops-hugetlb");
+    let mut c = Command::new(&bin);
+    let o = common::run(preloaded(without_env(&mut c, TUNING).env("MEMTRIM_SHM_DIR", dir.path()).env("MEMTRIM_LOG", "info").env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=2")));
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success() && out.ends_with("ok\n"), "arena_tops: {out}\n{err}");
+    let minor: u32 = text(&Command::new("getconf").arg("GNU_LIBC_VERSION").output().unwrap().stdout).trim().rsplit('.').next().unwrap().parse().unwrap();
+    if minor >= 35 {
+        let line = "makes huge-page heaps (glibc.malloc.hugetlb), not HEAP_MAX-aligned: releases use malloc_trim alone";
+        assert_eq!(err.lines().filter(|l| l.contains(line)).count(), 1, "expected one line saying {line:?}:\n{err}");
+    }
+}

@@ -15,6 +15,7 @@ mod smaps;
 mod stat;
 mod top;
 mod trim;
+mod version;
 mod view;
 
 const USAGE: &str = "\
@@ -35,6 +36,7 @@ commands:
   serve [--listen ADDR] [--once FILE]
                                  Prometheus /metrics for every page (default 127.0.0.1:9477)
   (ls, stat, top, trim, report, clean and serve take --dir DIR; default $MEMTRIM_SHM_DIR, else /dev/shm)
+  --version                      the version, the library `run` would preload and the glibc it needs
   help                           this text";
 
 fn main() {
@@ -60,6 +62,7 @@ fn main() {
         Some("report") => report::main(&args[1..]),
         Some("clean") => clean::main(&args[1..]),
         Some("serve") => serve::main(&args[1..]),
+        Some("--version" | "-V" | "version") => version::main(),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             0

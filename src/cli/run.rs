@@ -2,14 +2,15 @@
 //! LD_PRELOAD (what was there stays), so CMD keeps memtrim's pid and its exit status is CMD's.
 use crate::args::Cmd;
 use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const USAGE: &str = "\
 usage: memtrim run [OPTIONS] -- CMD ARGS...
-  --lib PATH        libmemtrim.so to preload (default: beside this binary, or ../lib/); its
+  --lib PATH        libmemtrim.so to preload (default: beside this binary, or in ../lib/ or
+                    ../lib/memtrim/ from it, as `memtrim --version` shows); its
                     path may hold no space or colon, which LD_PRELOAD splits at, and no $,
                     which starts $ORIGIN, $LIB or $PLATFORM there
   --set NAME=VALUE  set MEMTRIM_NAME=VALUE for CMD (repeatable), e.g. --set REPORT=1";
@@ -38,7 +39,7 @@ pub fn main(args: &[OsString]) -> i32 {
     let lib = match lib.or_else(find_lib) {
         Some(l) if l.exists() => l,
         _ => {
-            eprintln!("memtrim run: libmemtrim.so not found (beside the memtrim binary or in ../lib); pass --lib PATH");
+            eprintln!("memtrim run: libmemtrim.so not found ({SEARCHED}); pass --lib PATH");
             return 2;
         }
     };
@@ -80,21 +81,54 @@ fn setting(s: &OsStr) -> Option<(String, &OsStr)> {
 /// working directory), free of what ld.so splits the list at (spaces and colons), or the
 /// pieces of the path would be loaded instead, a relative piece from the working directory, and
 /// of `$`, or ld.so would expand $ORIGIN (the command's directory), $LIB or $PLATFORM in it and
-/// load another file, or none.
+/// load another file, or none. A library whose path holds one of those (a venv in "My
+/// Projects") is preloaded through a link in a fresh private directory (mkdtemp, 0700) under
+/// $XDG_RUNTIME_DIR or /tmp, which stays for the command's children to load it too.
 fn preload_entry(lib: &Path) -> Result<PathBuf, String> {
     let abs = lib.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", lib.display()))?;
-    if abs.as_os_str().as_bytes().iter().any(|b| matches!(b, b' ' | b':' | b'$')) {
-        return Err(format!(
-            "refusing to preload {}: LD_PRELOAD cannot hold a path with a space, a colon or a $ (ld.so would split it and load the pieces, or expand $ORIGIN, $LIB or $PLATFORM in it); install libmemtrim.so in a directory without them, or pass --lib PATH",
-            abs.display()
-        ));
+    if preloadable(&abs) {
+        return Ok(abs);
     }
-    Ok(abs)
+    let base = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|d| d.is_absolute() && preloadable(d)).unwrap_or_else(|| "/tmp".into());
+    let link = private_dir(&base).map(|d| d.join("libmemtrim.so"));
+    match link {
+        Some(l) if std::os::unix::fs::symlink(&abs, &l).is_ok() && preloadable(&l) => Ok(l),
+        _ => Err(format!(
+            "refusing to preload {}: LD_PRELOAD cannot hold a path with a space, a colon or a $ (ld.so would split it and load the pieces, or expand $ORIGIN, $LIB or $PLATFORM in it), and no link to it could be made in {}; install libmemtrim.so in a directory without them, or pass --lib PATH",
+            abs.display(),
+            base.display()
+        )),
+    }
 }
 
-/// libmemtrim.so beside the binary (a cargo build) or in ../lib (an installed tree).
-fn find_lib() -> Option<PathBuf> {
+fn preloadable(p: &Path) -> bool {
+    !p.as_os_str().as_bytes().iter().any(|b| matches!(b, b' ' | b':' | b'$'))
+}
+
+/// A new directory of this user's alone, `memtrim-run-XXXXXX` in `base`.
+fn private_dir(base: &Path) -> Option<PathBuf> {
+    let mut template = base.join("memtrim-run-XXXXXX").into_os_string().into_vec();
+    template.push(0);
+    // SAFETY: a writable NUL-terminated template, which mkdtemp fills in.
+    let made = unsafe { libc::mkdtemp(template.as_mut_ptr().cast()) };
+    if made.is_null() {
+        return None;
+    }
+    template.pop();
+    Some(PathBuf::from(OsString::from_vec(template)))
+}
+
+/// Where [`find_lib`] looks, for messages.
+pub const SEARCHED: &str = "beside the memtrim binary, in ../lib or in ../lib/memtrim";
+
+/// libmemtrim.so beside the binary (a cargo build), in ../lib (an installed tree; the Python
+/// wheel's package, whose `memtrim` runs bin/memtrim) or in ../lib/memtrim (the .deb's private
+/// directory, off the linker's default path).
+pub fn find_lib() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    [dir.join("libmemtrim.so"), dir.join("../lib/libmemtrim.so")].into_iter().find(|p| p.exists())
+    [dir.join("libmemtrim.so"), dir.join("../lib/libmemtrim.so"), dir.join("../lib/memtrim/libmemtrim.so")]
+        .into_iter()
+        .find(|p| p.exists())
+        .and_then(|p| p.canonicalize().ok())
 }

@@ -38,6 +38,13 @@ pub fn cli() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_memtrim"))
 }
 
+/// The release artefacts scripts/package made (the portable build, the wheel, the .deb).
+pub fn dist() -> PathBuf {
+    let d = target_dir().join("dist");
+    assert!(d.join("libmemtrim.so").exists(), "{} has no libmemtrim.so: run scripts/package first", d.display());
+    d
+}
+
 pub fn on_ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
 }

@@ -1,0 +1,3 @@
+from memtrim import main
+
+main()
