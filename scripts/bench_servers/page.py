@@ -29,7 +29,10 @@ _WORDS = [
     ("new_retained", 1), ("min_retained", 1), ("frag_threshold_permille", 1), ("idle_ms", 1),
     ("psi_stall_ms", 1), ("psi_armed", 1), ("limit_metric", 1), ("limit_bytes", 1), ("limit_value", 1),
     ("limit_strikes", 1), ("limit_violations", 1), ("limit_signals", 1), ("cgroup_limit_bytes", 1),
-    ("hard_limit", 1), ("refused_allocs", 1),
+    ("hard_limit", 1), ("refused_allocs", 1), ("py_state", 1), ("py_arenas", 1), ("py_arena_bytes", 1),
+    ("py_used_pools", 1), ("py_empty_pools", 1), ("py_empty_bytes", 1), ("py_returned_pools", 1),
+    ("py_allocated_bytes", 1), ("py_free_bytes", 1), ("py_measured_at_ms", 1), ("py_released_bytes", 1),
+    ("py_released_pools", 1), ("py_steps", 1), ("py_last_hold_us", 1), ("py_max_hold_us", 1),
 ]
 MIN_STATS_OFFSET = 32
 M64 = (1 << 64) - 1
@@ -44,7 +47,9 @@ def _checksum(words):
 
 
 def find(directory, pid):
-    """The page file of `pid` in `directory`, or None."""
+    """The page file of `pid` of this user in `directory` (MEMTRIM_SHM_DIR: pages are in its
+    per-user directory memtrim-EUID, page::dir_name), or None."""
+    directory = os.path.join(directory, f"memtrim-{os.geteuid()}")
     try:
         names = os.listdir(directory)
     except OSError:
@@ -108,3 +113,51 @@ def read(path, tries=200):
             out["releases_by_reason"] = dict(zip(REASONS, out["releases_by_reason"]))
         return out
     return None
+
+
+class Words:
+    """A few words of one page, re-read cheaply: the stats' offset is found once, then each
+    `get` is one read of the file (a word the writer updates alone cannot tear; the words of
+    one `get` may come from two publications)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.off = None
+
+    def get(self, *names):
+        """The named words (names of single-word fields of _WORDS), or None."""
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read(4096)
+        except OSError:
+            return None
+        if len(raw) < 64:
+            return None
+        header_size = struct.unpack_from("<I", raw, 12)[0]
+        if self.off is None:
+            try:
+                pid = int(os.path.basename(self.path).split(".")[1])
+            except (IndexError, ValueError):
+                pid = None
+            self.off = _stats_offset(raw, min(header_size, len(raw)), pid)
+            if self.off is None:
+                return None
+        out = []
+        for name in names:
+            i = _INDEX[name]
+            at = self.off + 8 * i
+            if at + 8 > header_size:
+                return None
+            out.append(struct.unpack_from("<Q", raw, at)[0])
+        return out
+
+
+def _index():
+    out, i = {}, 1
+    for name, n in _WORDS:
+        out[name] = i
+        i += n
+    return out
+
+
+_INDEX = _index()

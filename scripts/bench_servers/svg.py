@@ -9,6 +9,8 @@ STYLE = {
     "trim-ref": ("#2ca02c", "6,4", 2.0),
     "memtrim": ("#d62728", "", 2.6),
     "memtrim-1m": ("#9467bd", "2,2", 1.8),
+    "memtrim-nopy": ("#9467bd", "5,3", 2.0),
+    "jemalloc-bg": ("#ff7f0e", "2,2", 1.8),
 }
 W, PANEL_H, ML, MR, MT, MB = 920, 330, 70, 170, 40, 46
 
@@ -35,13 +37,15 @@ def _ticks(lo, hi, target=6):
 
 
 def render(panels, title, goal_s=10):
-    """panels: list of (panel title, {config: [(t_rel_s, pss_mib), ...]})."""
+    """panels: list of (panel title, {config: [(t_rel_s, pss_mib), ...]}) or (panel title,
+    series, {config: (t_rel_s, label)}): a moment marked on that configuration's line."""
     h = MT + len(panels) * PANEL_H + 10
     o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" viewBox="0 0 {W} {h}" '
          f'font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">',
          f'<rect width="{W}" height="{h}" fill="white"/>',
          f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">{escape(title)}</text>']
-    for k, (ptitle, series) in enumerate(panels):
+    for k, (ptitle, series, *rest) in enumerate(panels):
+        marks = rest[0] if rest else {}
         top = MT + k * PANEL_H + 24
         bottom = MT + (k + 1) * PANEL_H - MB
         left, right = ML, W - MR
@@ -84,5 +88,13 @@ def render(panels, title, goal_s=10):
             last = f" {s[-1][1]:.0f}" if s else ""
             o.append(f'<text x="{right + 46}" y="{ly + 14}">{escape(name)}{last}</text>')
             ly += 20
+            if name in marks and marks[name][0] is not None and s:
+                tm, label = marks[name]
+                vm = min(s, key=lambda p: abs(p[0] - tm))[1]
+                x, y = sx(tm), sy(vm)
+                o.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}" stroke="{color}" stroke-width="1" '
+                         f'stroke-dasharray="1,3"/>')
+                o.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4.5" fill="white" stroke="{color}" stroke-width="2"/>')
+                o.append(f'<text x="{x + 6:.1f}" y="{bottom - 8}" fill="{color}">{escape(label)}</text>')
     o.append("</svg>")
     return "\n".join(o) + "\n"
