@@ -95,11 +95,6 @@ pub fn request(release: bool) {
     queue();
 }
 
-/// The time to give `wait_for_walk` for a walk asked for now.
-pub fn now_ms() -> u64 {
-    clock::unix_ms()
-}
-
 /// A measuring walk when the last one is older than `age`.
 pub fn refresh(age: Duration) {
     if clock::unix_ms().saturating_sub(MEASURED_AT_MS.load(Relaxed)) >= age.as_millis() as u64 {

@@ -53,7 +53,7 @@ pub fn release(reason: Reason) -> Option<Outcome> {
     // CPython's empty pools go back at the interpreter's next safe point (pymalloc.rs), while
     // the allocator's release runs; the resident set after waits for them a little. Not while
     // the host is busy: it takes empty pools again soon, and each would fault its pages back in.
-    let asked = pymalloc::now_ms();
+    let asked = clock::unix_ms();
     pymalloc::request(reason != Reason::Retained);
     let before = procfs::rss_bytes();
     match backend::active() {

@@ -637,7 +637,7 @@ fn worker_stack() -> Option<(usize, usize)> {
 /// interpreter's lock (mincore reads no memory).
 fn python_json(o: &mut String, res: &mut Residency) {
     const WALK_WAIT: Duration = Duration::from_millis(300);
-    let asked = pymalloc::now_ms();
+    let asked = clock::unix_ms();
     pymalloc::request(false);
     let fresh = pymalloc::wait_for_walk(asked, WALK_WAIT);
     let mut s = Stats::default();

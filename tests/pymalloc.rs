@@ -12,12 +12,11 @@
 
 mod common;
 
-use common::{memtrim, now_ms, on_ci, page_files, preloaded, python, read_page, root, stat_json, wait_for, without_env, Driven, TempDir, TUNING};
+use common::{memtrim, now_ms, on_ci, page_files, preloaded, python, read_page, root, stat_json, wait_for, without_env, PyHost, TempDir, TUNING};
 use memtrim_common::page::Stats;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MIB: f64 = (1 << 20) as f64;
@@ -46,33 +45,14 @@ struct Pools {
     rss: u64,
 }
 
-/// tests/py/pymalloc_host.py under the library; ended when dropped.
-struct Host {
-    io: Driven,
-    stderr: Arc<Mutex<String>>,
-    pid: u32,
-    dir: TempDir,
+/// tests/py/pymalloc_host.py under the library.
+fn start(python: &str, tag: &str, env: &[(&str, &str)]) -> PyHost {
+    let env: Vec<(&str, &str)> = QUIET.iter().copied().chain(env.iter().copied()).collect();
+    PyHost::start(python, "pymalloc_host.py", tag, &env)
 }
 
-impl Host {
-    fn start(python: &str, tag: &str, env: &[(&str, &str)]) -> Host {
-        let dir = TempDir::new(tag);
-        let mut cmd = Command::new(python);
-        cmd.arg(py("pymalloc_host.py"));
-        without_env(&mut cmd, TUNING).env("MEMTRIM_SHM_DIR", &dir.0).envs(QUIET.iter().copied()).envs(env.iter().copied());
-        let mut io = Driven::spawn(preloaded(&mut cmd).stderr(Stdio::piped()));
-        let stderr = common::gathered(io.proc.0.stderr.take().unwrap());
-        let mut host = Host { io, stderr, pid: 0, dir };
-        let ready = host.io.line(Duration::from_secs(30), || format!("stderr:\n{}", host.stderr.lock().unwrap()));
-        host.pid = ready.strip_prefix("ready ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("expected `ready PID`, got {ready:?}"));
-        host
-    }
-
-    fn ask(&mut self, command: &str) -> String {
-        let stderr = &self.stderr;
-        self.io.ask(command, || format!("stderr:\n{}", stderr.lock().unwrap()))
-    }
-
+/// What these tests ask of the host besides what common gives.
+impl PyHost {
     fn pools(&mut self) -> Pools {
         let a = self.ask("pools");
         let w: Vec<&str> = a.split_whitespace().collect();
@@ -81,10 +61,6 @@ impl Host {
             w[i + 1].parse().unwrap_or_else(|_| panic!("bad {name} in {a:?}"))
         };
         Pools { unused: field("unused_bytes"), pool_bytes: field("pool_bytes"), arenas: field("arenas"), rss: field("rss") }
-    }
-
-    fn page(&self) -> Stats {
-        wait_for(&format!("a page for pid {}", self.pid), Duration::from_secs(10), || read_page(&self.dir.0, self.pid).ok_or_else(|| "none yet".to_string()))
     }
 
     /// The page once a walk of the arenas that started after `after_ms` is on it.
@@ -107,15 +83,6 @@ impl Host {
         (before, after)
     }
 
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        self.io.end();
-    }
 }
 
 fn describe(s: &Stats) -> String {
@@ -146,7 +113,7 @@ fn mib(b: u64) -> String {
 /// A fragmenting workload (tests/py/pymalloc_host.py `pyfrag`), the pools CPython then says
 /// are unused, a release asked for, and what was given back: (pools before, pools after, page
 /// before, page after).
-fn fragment_and_trim(host: &mut Host, objects: u32) -> (Pools, Pools, Stats, Stats) {
+fn fragment_and_trim(host: &mut PyHost, objects: u32) -> (Pools, Pools, Stats, Stats) {
     host.ask(&format!("pyfrag {objects} 1500"));
     let p0 = host.pools();
     let (s0, s1) = host.trim();
@@ -209,7 +176,7 @@ fn check_given_back(which: &str, p0: &Pools, p1: &Pools, s0: &Stats, s1: &Stats)
 fn empty_pools_are_given_back() {
     let _g = common::serial();
     let Some(python) = python() else { return };
-    let mut host = Host::start(python, "given", &[]);
+    let mut host = start(python, "given", &[]);
     let alloc = host.ask("arena_allocator");
     assert!(alloc.ends_with("libmemtrim.so"), "the arena allocator is not the library's wrapper but in {alloc}");
     let (p0, p1, s0, s1) = fragment_and_trim(&mut host, 300_000);
@@ -239,7 +206,7 @@ fn empty_pools_are_given_back() {
 fn switch_off_leaves_the_interpreter_alone() {
     let _g = common::serial();
     let Some(python) = python() else { return };
-    let mut host = Host::start(python, "off", &[("MEMTRIM_PYMALLOC", "0")]);
+    let mut host = start(python, "off", &[("MEMTRIM_PYMALLOC", "0")]);
     let alloc = host.ask("arena_allocator");
     assert!(!alloc.ends_with("libmemtrim.so"), "MEMTRIM_PYMALLOC=0 and the arena allocator is the library's ({alloc})");
     host.ask("pyfrag 200000 1500");
@@ -385,7 +352,7 @@ fn other_pythons() {
     let pythons = interpreters();
     for (label, minor, exe) in &pythons {
         let exe = exe.to_str().unwrap();
-        let mut host = Host::start(exe, &format!("py3{minor}"), &[]);
+        let mut host = start(exe, &format!("py3{minor}"), &[]);
         let wrapped = host.ask("arena_allocator").ends_with("libmemtrim.so");
         match minor {
             8 => {
@@ -446,7 +413,7 @@ fn other_pythons_survive_continuous_pool_release() {
 fn pythonmalloc_malloc_has_no_arenas() {
     let _g = common::serial();
     let Some(python) = python() else { return };
-    let mut host = Host::start(python, "malloc", &[("PYTHONMALLOC", "malloc")]);
+    let mut host = start(python, "malloc", &[("PYTHONMALLOC", "malloc")]);
     host.ask("pyfrag 200000 1500");
     let (s0, s1) = host.trim();
     eprintln!("PYTHONMALLOC=malloc: before: {}\nafter: {}", describe(&s0), describe(&s1));

@@ -15,12 +15,11 @@
 
 mod common;
 
-use common::{memtrim, preloaded, python, read_page, root, stat_json, text, wait_for, without_env, Driven, Json, TempDir, TUNING};
+use common::{memtrim, preloaded, python, stat_json, text, wait_for, without_env, Json, PyHost, TempDir, TUNING};
 use memtrim_common::page::{Reason, Stats};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
@@ -34,50 +33,13 @@ const FRAG: &str = "frag 20000 16000 16";
 /// the 1.28 floor above plus 25 % for CPython's own objects and glibc's bookkeeping.
 const NEAR_LIVE: f64 = 1.6;
 
-/// tests/py/release_host.py under the library; ended when dropped.
-struct Host {
-    io: Driven,
-    stderr: Arc<Mutex<String>>,
-    pid: u32,
-    dir: TempDir,
+/// tests/py/release_host.py under the library.
+fn start(tag: &str, env: &[(&str, &str)]) -> Option<PyHost> {
+    Some(PyHost::start(python()?, "release_host.py", tag, env))
 }
 
-impl Host {
-    fn start(tag: &str, env: &[(&str, &str)]) -> Option<Host> {
-        let python = python()?;
-        let dir = TempDir::new(tag);
-        let mut cmd = Command::new(python);
-        cmd.arg(root().join("tests/py/release_host.py"));
-        without_env(&mut cmd, TUNING).env("MEMTRIM_SHM_DIR", &dir.0).envs(env.iter().copied());
-        let mut io = Driven::spawn(preloaded(&mut cmd).stderr(Stdio::piped()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (err, sink) = (io.proc.0.stderr.take().unwrap(), stderr.clone());
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        let mut host = Host { io, stderr, pid: 0, dir };
-        let ready = host.line(Duration::from_secs(30));
-        host.pid = ready.strip_prefix("ready ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("expected `ready PID`, got {ready:?}"));
-        Some(host)
-    }
-
-    fn line(&self, limit: Duration) -> String {
-        self.io.line(limit, || format!("stderr:\n{}", self.stderr()))
-    }
-
-    fn ask(&mut self, command: &str) -> String {
-        let stderr = &self.stderr;
-        self.io.ask(command, || format!("stderr:\n{}", stderr.lock().unwrap()))
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
+/// What these tests ask of the host besides what common gives.
+impl PyHost {
     /// The release log lines once there are at least `n`: stderr comes through a pipe and a
     /// reader thread, so a line may still be on its way when the page already counts its release.
     fn release_lines(&self, n: u64) -> Vec<(String, String)> {
@@ -85,11 +47,6 @@ impl Host {
             let lines = release_lines(&self.stderr(), self.pid);
             if lines.len() as u64 >= n { Ok(lines) } else { Err(self.stderr()) }
         })
-    }
-
-    /// The page once the worker has published it, with the layout of crates/common.
-    fn page(&self) -> Stats {
-        wait_for(&format!("a page for pid {} in {}", self.pid, self.dir.0.display()), Duration::from_secs(10), || read_page(&self.dir.0, self.pid).ok_or_else(|| "none yet".to_string()))
     }
 
     /// Waits until `done` holds for the page (polling); the page when it does, or a failure
@@ -108,12 +65,6 @@ impl Host {
 
     fn rss(&self) -> u64 {
         rss_of(self.pid)
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        self.io.end();
     }
 }
 
@@ -189,7 +140,7 @@ fn check_log_line(line: &str) {
 fn fragmented_heap_ends_near_live(tag: &str, env: &[(&str, &str)]) -> Option<Stats> {
     let mut env = env.to_vec();
     env.push(("MEMTRIM_LOG", "info"));
-    let mut h = Host::start(tag, &env)?;
+    let mut h = start(tag, &env)?;
     let base = h.page();
     let (live0, rss0) = (base.live_bytes, h.rss());
     h.ask(FRAG);
@@ -246,7 +197,7 @@ fn fragmented_python_heap_ends_near_live_size_with_defaults() {
 fn no_release_while_retained_is_under_the_threshold() {
     // PSI off: memory pressure releases whatever the floor says, and the machine may be under it
     let env = [("MEMTRIM_MIN_RETAINED", "1GiB"), ("MEMTRIM_INTERVAL_MS", "100ms"), ("MEMTRIM_IDLE_MS", "200ms"), ("MEMTRIM_PSI_STALL_MS", "0")];
-    let Some(mut h) = Host::start("small", &env) else { return };
+    let Some(mut h) = start("small", &env) else { return };
     h.page();
     h.ask(FRAG);
     let rss_freed = h.rss();
@@ -267,7 +218,7 @@ const NO_AUTO: [(&str, &str); 4] = [("MEMTRIM_IDLE_MS", "0"), ("MEMTRIM_FRAG_THR
 /// `memtrim trim PID`: the worker answers with a release counted under `request`.
 #[test]
 fn cli_request_is_honoured() {
-    let Some(mut h) = Host::start("cli", &NO_AUTO) else { return };
+    let Some(mut h) = start("cli", &NO_AUTO) else { return };
     h.page();
     h.ask(FRAG);
     let rss_freed = h.rss();
@@ -296,7 +247,7 @@ fn cli_request_is_honoured() {
 /// `memtrim_trim()` from the process (ctypes): returns what it released, counted under `api`.
 #[test]
 fn c_api_request_is_honoured() {
-    let Some(mut h) = Host::start("api", &NO_AUTO) else { return };
+    let Some(mut h) = start("api", &NO_AUTO) else { return };
     h.page();
     h.ask(FRAG);
     let rss_freed = h.rss();
@@ -322,7 +273,7 @@ fn c_api_request_is_honoured() {
 /// One log line per release at MEMTRIM_LOG=info, none at the default level.
 #[test]
 fn info_log_prints_one_line_per_release() {
-    let Some(mut h) = Host::start("log", &NO_AUTO) else { return };
+    let Some(mut h) = start("log", &NO_AUTO) else { return };
     h.page();
     h.ask(FRAG);
     h.ask("apitrim");
@@ -337,7 +288,7 @@ fn info_log_prints_one_line_per_release() {
     drop(h);
 
     let quiet: Vec<(&str, &str)> = NO_AUTO.iter().copied().filter(|(k, _)| *k != "MEMTRIM_LOG").collect();
-    let Some(mut h) = Host::start("nolog", &quiet) else { return };
+    let Some(mut h) = start("nolog", &quiet) else { return };
     h.page();
     h.ask(FRAG);
     h.ask("apitrim");
@@ -374,7 +325,7 @@ fn psi_trigger_is_armed_where_the_kernel_offers_it() {
         eprintln!("SKIP: PSI is present but this process cannot arm a trigger on it");
         return;
     };
-    let Some(h) = Host::start("psi", &[]) else { return };
+    let Some(h) = start("psi", &[]) else { return };
     let s = h.page();
     eprintln!("this process arms a trigger on {file}; the library's page: {}", describe(&s));
     assert_eq!(s.psi_stall_ms, 100, "default MEMTRIM_PSI_STALL_MS");
@@ -383,7 +334,7 @@ fn psi_trigger_is_armed_where_the_kernel_offers_it() {
         "the kernel accepts a memory PSI trigger from this process on {file} (`some 150000 2000000`), but the library armed none (psi_armed=0)"
     );
     drop(h);
-    let Some(h) = Host::start("psi-off", &[("MEMTRIM_PSI_STALL_MS", "0")]) else { return };
+    let Some(h) = start("psi-off", &[("MEMTRIM_PSI_STALL_MS", "0")]) else { return };
     let s = h.page();
     assert_eq!((s.psi_armed, s.psi_stall_ms), (0, 0), "MEMTRIM_PSI_STALL_MS=0 still arms: {}", describe(&s));
 }

@@ -592,3 +592,48 @@ pub fn plant_page(dir: &Path, pid: u32, start: u64, comm: &[u8], edit: impl FnOn
     plant_page_at(&path, pid, start, comm, edit);
     path
 }
+
+/// A Python script of tests/py driven over stdin/stdout under the library
+/// (host_common.py's `serve`): it says `ready PID` first; its stderr is gathered; its page is in
+/// a directory of its own; ended when dropped.
+pub struct PyHost {
+    pub io: Driven,
+    pub stderr: Arc<Mutex<String>>,
+    pub pid: u32,
+    pub dir: TempDir,
+}
+
+impl PyHost {
+    pub fn start(python: &str, script: &str, tag: &str, env: &[(&str, &str)]) -> PyHost {
+        let dir = TempDir::new(tag);
+        let mut cmd = Command::new(python);
+        cmd.arg(root().join("tests/py").join(script));
+        without_env(&mut cmd, TUNING).env("MEMTRIM_SHM_DIR", &dir.0).envs(env.iter().copied());
+        let mut io = Driven::spawn(preloaded(&mut cmd).stderr(Stdio::piped()));
+        let stderr = gathered(io.proc.0.stderr.take().unwrap());
+        let mut host = PyHost { io, stderr, pid: 0, dir };
+        let ready = host.io.line(Duration::from_secs(30), || format!("stderr:\n{}", host.stderr()));
+        host.pid = ready.strip_prefix("ready ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("expected `ready PID`, got {ready:?}"));
+        host
+    }
+
+    pub fn ask(&mut self, command: &str) -> String {
+        let stderr = &self.stderr;
+        self.io.ask(command, || format!("stderr:\n{}", stderr.lock().unwrap()))
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// The page once the worker has published it.
+    pub fn page(&self) -> Stats {
+        wait_for(&format!("a page for pid {} in {}", self.pid, self.dir.0.display()), Duration::from_secs(10), || read_page(&self.dir.0, self.pid).ok_or_else(|| "none yet".to_string()))
+    }
+}
+
+impl Drop for PyHost {
+    fn drop(&mut self) {
+        self.io.end();
+    }
+}
