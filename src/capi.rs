@@ -1,5 +1,7 @@
 //! The in-process C API of include/memtrim.h.
-use crate::{accounting, init, release};
+use crate::init;
+use crate::alloc::accounting;
+use crate::worker::release;
 use core::ffi::c_int;
 use memtrim_common::page::Reason;
 

@@ -2,7 +2,10 @@
 //! count in the shared slot until the constructor has read the configuration and made the
 //! thread-exit key; a re-entrant or concurrent caller never waits (DESIGN.md trap 5). Under
 //! AT_SECURE the environment is ignored and no file is created (DESIGN.md trap 12).
-use crate::{accounting, backend, divert, environ, jemalloc_ctl, panic_hook, pymalloc, release, report, stderr, worker};
+use crate::alloc::{accounting, backend, divert};
+use crate::python::pymalloc;
+use crate::sys::{environ, jemalloc_ctl, panic_hook, stderr};
+use crate::worker::{release, report, thread as worker};
 use core::sync::atomic::{AtomicU8, Ordering::*};
 use memtrim_common::config::{Allocator, Config, LogLevel};
 use std::sync::OnceLock;

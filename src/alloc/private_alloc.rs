@@ -1,6 +1,6 @@
 //! The library's own Rust allocations go straight to glibc, never through the exports: they
 //! cannot recurse into the shim and are not counted as the host's (DESIGN.md trap 1).
-use crate::glibc;
+use crate::sys::glibc;
 use core::alloc::{GlobalAlloc, Layout};
 
 /// glibc's malloc returns blocks aligned to 16 on 64-bit targets.

@@ -47,7 +47,7 @@ pub fn set(v: usize) {
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 pub fn get() -> usize {
-    crate::accounting::SHARED_WORD
+    crate::alloc::accounting::SHARED_WORD
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -26,7 +26,7 @@
 //! and without huge-page heaps, and otherwise turns itself off with one line at
 //! MEMTRIM_LOG=info (releases are malloc_trim(0) alone); aligned_alloc's rule by the export
 //! (exports.rs), on both backends.
-use crate::environ;
+use crate::sys::environ;
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 pub struct Layout {

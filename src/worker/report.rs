@@ -1,5 +1,6 @@
 //! `MEMTRIM_REPORT=1`: one summary line on stderr when the process exits.
-use crate::{accounting, stderr};
+use crate::alloc::accounting;
+use crate::sys::stderr;
 use memtrim_common::units::format_size;
 
 pub fn at_exit() {

@@ -8,7 +8,8 @@
 //! of __libc_free; aligned_alloc an alias of __libc_memalign; posix_memalign, valloc and pvalloc
 //! call _mid_memalign; realloc(NULL, n) calls __libc_malloc and realloc(p, 0) __libc_free; so
 //! ours call our free, memalign, valloc, pvalloc and malloc.
-use crate::{backend, glibc_layout};
+use crate::alloc::backend;
+use crate::sys::glibc_layout;
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 
@@ -97,8 +98,8 @@ extern "C" fn resolve_program_symbols() {
     let u = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) };
     // Only libc's own: a library the program links (libjemalloc) may come first with one that
     // does not know glibc's blocks.
-    if !u.is_null() && object_of(u) == object_of(crate::glibc::__libc_malloc as *const c_void) {
-        crate::glibc::GLIBC_USABLE.store(u, Relaxed);
+    if !u.is_null() && object_of(u) == object_of(crate::sys::glibc::__libc_malloc as *const c_void) {
+        crate::sys::glibc::GLIBC_USABLE.store(u, Relaxed);
     }
 }
 

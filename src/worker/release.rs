@@ -1,6 +1,10 @@
 //! Giving retained memory back to the kernel, measured by the resident set before and after,
 //! and the record of every release.
-use crate::{arena_tops, backend, clock, divert, init, jemalloc_ctl, procfs, pymalloc, stderr};
+use crate::init;
+use crate::alloc::{backend, divert};
+use crate::python::pymalloc;
+use crate::sys::{clock, jemalloc_ctl, procfs, stderr};
+use crate::worker::arena_tops;
 use memtrim_common::config::Allocator;
 use memtrim_common::config::LogLevel;
 use memtrim_common::units::format_size;

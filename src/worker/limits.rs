@@ -2,7 +2,7 @@
 //! over for MEMTRIM_LIMIT_STRIKES consecutive samples, send MEMTRIM_LIMIT_SIGNAL to this process
 //! once (a gunicorn or puma worker then finishes its requests and exits, and its master starts a
 //! fresh one), then wait out the cool-down.
-use crate::{cgroup, stderr};
+use crate::sys::{cgroup, stderr};
 use memtrim_common::config::Config;
 use memtrim_common::limit::{signal_name, Bound, Limit, Metric};
 use memtrim_common::page::Stats;

@@ -13,10 +13,11 @@
 //! runs when the main thread next takes the interpreter's lock or (3.13, or with other Python
 //! threads) between bytecodes: a main thread blocked in C for good, or one that runs Python
 //! code without ever giving the lock up (3.9-3.12, alone), runs none, and nothing happens.
-use crate::pymalloc_layout::{self as layout, Layout};
-use crate::pymalloc_pools::{self as pools, Tally, Verdict};
-use crate::python_api::{self, Api};
-use crate::{clock, pymalloc_arenas as arenas, python_fence as fence, stderr};
+use crate::python::layout::{self as layout, Layout};
+use crate::python::pools::{self as pools, Tally, Verdict};
+use crate::python::api::{self as python_api, Api};
+use crate::python::{arenas as arenas, fence as fence};
+use crate::sys::{clock, stderr};
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::*};
 use memtrim_common::page::{PyState as State, Stats};

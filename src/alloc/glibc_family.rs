@@ -6,10 +6,10 @@
 //! are deferred (divert.rs): malloc and free learn it from their fast path being closed, at no
 //! cost of their own; side-pool blocks and own mappings look like mmapped chunks, so they cost
 //! nothing until that branch.
-use crate::accounting::{self, on_alloc, on_move};
-use crate::glibc::{self, counted_size};
-use crate::{divert, own_mapping, side_pool};
-use crate::exports::set_errno;
+use crate::alloc::accounting::{self, on_alloc, on_move};
+use crate::sys::glibc::{self, counted_size};
+use crate::alloc::{divert, own_mapping, side_pool};
+use crate::alloc::exports::set_errno;
 use core::ffi::c_void;
 
 #[inline(always)]

@@ -1,6 +1,8 @@
 //! One sample of everything the page shows, taken on the worker thread.
-use crate::heap_stats::HeapStats;
-use crate::{accounting, backend, clock, procfs, release};
+use crate::worker::heap_stats::HeapStats;
+use crate::alloc::{accounting, backend};
+use crate::sys::{clock, procfs};
+use crate::worker::release;
 use memtrim_common::config::{Allocator, Config};
 use memtrim_common::page::{Stats, ALLOCATOR_GLIBC, ALLOCATOR_JEMALLOC};
 use std::time::{Duration, Instant};

@@ -8,7 +8,7 @@
 //! called only if the `atexit` module is already loaded and `register` is still its C function.
 //! Until an exit function is registered, the worker asks only while the interpreter is not
 //! finalising, which leaves the few microseconds between that check and its call.
-use crate::python_api::sym;
+use crate::python::api::sym;
 use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::SeqCst};
 

@@ -4,7 +4,7 @@
 //! arena's free-pool list runs through it) and gets the size class no request has, so that the
 //! allocator initialises it afresh when it takes it again instead of following its old free list
 //! into the pages given back.
-use crate::pymalloc_layout::{self as layout, Layout};
+use crate::python::layout::{self as layout, Layout};
 use std::time::Instant;
 
 const PAGE: usize = 4096;

@@ -1,7 +1,8 @@
 //! Which allocator serves the host: chosen once, at the first allocation (before any
 //! constructor), from MEMTRIM_ALLOCATOR, and never changed. The exports jump through one
 //! function pointer each; until the choice is made the pointers lead to `boot`, which makes it.
-use crate::{accounting, environ, glibc, glibc_family, glibc_layout, jemalloc_family};
+use crate::alloc::{accounting, glibc_family, jemalloc_family};
+use crate::sys::{environ, glibc, glibc_layout};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::*};
 use memtrim_common::config::{parse_allocator, Allocator};
@@ -141,7 +142,7 @@ pub fn active() -> Allocator {
 /// What the hot path counts per block beyond its usable size (glibc counts chunk sizes).
 pub fn header() -> u64 {
     match active() {
-        Allocator::Glibc => crate::glibc::HEADER,
+        Allocator::Glibc => crate::sys::glibc::HEADER,
         Allocator::Jemalloc => 0,
     }
 }

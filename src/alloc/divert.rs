@@ -6,7 +6,8 @@
 //! need (a large malloc that plain glibc would serve), so the release then runs undiverted; the
 //! limit is read at every release, since a host may set it after start (uwsgi's limit-as in a
 //! worker); between releases the pool holds only what its live blocks need (side_pool.rs).
-use crate::{accounting, glibc, side_pool};
+use crate::alloc::{accounting, side_pool};
+use crate::sys::glibc;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering::*};
 use std::time::Duration;

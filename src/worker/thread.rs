@@ -2,11 +2,15 @@
 //! release policy and the limits, publishes the page and answers trim requests; without a
 //! shared page (it could not be created) it does the same on a private one. Created with every signal blocked (signals belong to the
 //! host); holds nothing the allocation path needs (DESIGN.md trap 8).
-use crate::page_file::{self, PageFile};
-use crate::policy::Policy;
-use crate::sampler::Sampler;
-use crate::limits::{self, LimitWatch};
-use crate::{accounting, backend, divert, init, jemalloc_ctl, lazy_start, procfs, pymalloc, release, stderr};
+use crate::worker::page_file::{self, PageFile};
+use crate::worker::policy::Policy;
+use crate::worker::sampler::Sampler;
+use crate::worker::limits::{self, LimitWatch};
+use crate::init;
+use crate::alloc::{accounting, backend, divert, lazy_start};
+use crate::python::pymalloc;
+use crate::sys::{jemalloc_ctl, procfs, stderr};
+use crate::worker::release;
 use memtrim_common::config::{Allocator, Config};
 use core::sync::atomic::{AtomicBool, Ordering::*};
 use memtrim_common::futex;
@@ -134,7 +138,7 @@ fn run() {
         }
         let report = page.control.report_requested.load(Acquire);
         if report != page.control.report_served.load(Relaxed) {
-            crate::report_gather::serve(&cfg.shm_dir, pid, start_ticks, report);
+            crate::worker::report_gather::serve(&cfg.shm_dir, pid, start_ticks, report);
             page.control.report_served.store(report, Release);
             futex::wake_all(&page.control.report_served);
         }

@@ -14,8 +14,8 @@
 //! its input, say) never gets its worker, hence no page, releases or limits, until it does;
 //! servers' event loops mostly allocate as they wake, and every request does. Until the start,
 //! calls cost a wrapper and a clock read more.
-use crate::accounting;
-use crate::backend::{self, CallocFn, FreeFn, MallocFn, ReallocFn, CALLOC, FREE, MALLOC, REALLOC};
+use crate::alloc::accounting;
+use crate::alloc::backend::{self, CallocFn, FreeFn, MallocFn, ReallocFn, CALLOC, FREE, MALLOC, REALLOC};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, Ordering::*};
 use std::time::Duration;

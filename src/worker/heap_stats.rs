@@ -1,7 +1,8 @@
 //! What the allocator holds from the system. jemalloc's figures are cheap; glibc's mallinfo2 locks each arena in turn and
 //! walks its free lists, so its cost grows with fragmentation: the sampler times it and spaces
 //! the calls out so that it never takes more than a thousandth of the worker's time.
-use crate::{backend, glibc_late, jemalloc_ctl};
+use crate::alloc::backend;
+use crate::sys::{glibc_late, jemalloc_ctl};
 use memtrim_common::config::Allocator;
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,7 @@
 //! it is never released. The wrapper is called under the interpreter's lock; the spin lock is for
 //! subinterpreters with a lock of their own (3.12+), whose pools are never touched
 //! (pymalloc_pools.rs).
-use crate::python_api::ArenaAllocator;
+use crate::python::api::ArenaAllocator;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
 

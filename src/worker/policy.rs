@@ -10,9 +10,9 @@
 //! does not explain. (glibc's own figures do not move when a release returns pages, nor when
 //! the host faults them in again.) jemalloc says exactly what a purge would return: its unused
 //! dirty and muzzy pages.
-use crate::pressure::Pressure;
-use crate::release::Outcome;
-use crate::stderr;
+use crate::sys::pressure::Pressure;
+use crate::worker::release::Outcome;
+use crate::sys::stderr;
 use memtrim_common::config::{Config, LogLevel};
 use memtrim_common::page::{Reason, Stats};
 use std::time::{Duration, Instant};

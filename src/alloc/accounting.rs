@@ -7,7 +7,9 @@
 //! checked against the limit: slower, and opt-in.
 //! On the jemalloc backend a slot's bytes come from jemalloc's own per-thread counters, which it
 //! keeps on every call anyway: the hot path then counts blocks only, and never asks a block's size.
-use crate::{backend, init, jemalloc_ctl, tls};
+use crate::init;
+use crate::alloc::{backend, tls};
+use crate::sys::jemalloc_ctl;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 
 #[repr(C, align(64))]

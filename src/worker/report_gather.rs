@@ -51,8 +51,10 @@
 //!   give, so no residency check: dirty pages it never handed out touched (the cache-oblivious
 //!   page of each large block, the rest of a fresh mapping) make the figure high by them, about
 //!   8 % on tests/c/report_layout.c.
-use crate::glibc_heaps::{find_heaps, page_size, peek_words, read_maps, Heap, Vma, HEAP_MAX};
-use crate::{accounting, backend, clock, pymalloc, pymalloc_arenas, side_pool};
+use crate::sys::glibc_heaps::{find_heaps, page_size, peek_words, read_maps, Heap, Vma, HEAP_MAX};
+use crate::alloc::{accounting, backend, side_pool};
+use crate::python::{arenas as pymalloc_arenas, pymalloc};
+use crate::sys::clock;
 use core::ffi::{c_char, c_int, c_void};
 use memtrim_common::config::Allocator;
 use memtrim_common::page::{self, Stats};
@@ -74,7 +76,7 @@ const IS_MMAPPED: usize = 2;
 /// The report file of the page of (pid, start) in `dir`: beside the page, in its per-user
 /// directory.
 pub fn path(dir: &str, pid: u32, start_ticks: u64) -> String {
-    format!("{}/{}.report", crate::page_file::user_dir(dir), page::file_name(pid, start_ticks))
+    format!("{}/{}.report", crate::worker::page_file::user_dir(dir), page::file_name(pid, start_ticks))
 }
 
 /// Gathers the report for request number `request` and writes it; on failure writes a report
@@ -83,7 +85,7 @@ pub fn serve(dir: &str, pid: u32, start_ticks: u64, request: u32) {
     let text = gather(pid, start_ticks, request);
     if let Err(e) = write_file(&path(dir, pid, start_ticks), text.as_bytes()) {
         if crate::init::config().is_some_and(|c| c.log >= memtrim_common::config::LogLevel::Warn) {
-            crate::stderr::line(&format!("memtrim: cannot write the report: {e}"));
+            crate::sys::stderr::line(&format!("memtrim: cannot write the report: {e}"));
         }
     }
 }

@@ -1,0 +1,11 @@
+pub(crate) mod accounting;
+pub(crate) mod backend;
+pub(crate) mod divert;
+pub(crate) mod exports;
+pub(crate) mod glibc_family;
+pub(crate) mod jemalloc_family;
+pub(crate) mod lazy_start;
+pub(crate) mod own_mapping;
+pub(crate) mod private_alloc;
+pub(crate) mod side_pool;
+pub(crate) mod tls;

@@ -1,0 +1,12 @@
+pub(crate) mod cgroup;
+pub(crate) mod clock;
+pub(crate) mod environ;
+pub(crate) mod glibc;
+pub(crate) mod glibc_heaps;
+pub(crate) mod glibc_late;
+pub(crate) mod glibc_layout;
+pub(crate) mod jemalloc_ctl;
+pub(crate) mod panic_hook;
+pub(crate) mod pressure;
+pub(crate) mod procfs;
+pub(crate) mod stderr;
