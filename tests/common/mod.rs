@@ -34,8 +34,12 @@ pub fn lib() -> PathBuf {
     p
 }
 
+/// The `memtrim` CLI of the same profile (crates/cli, built by `cargo build --workspace`).
 pub fn cli() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_memtrim"))
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let p = target_dir().join(profile).join("memtrim");
+    assert!(p.exists(), "{} is missing: run `cargo build --release --workspace` first", p.display());
+    p
 }
 
 /// The release artefacts scripts/package made (the portable build, the wheel, the .deb).
