@@ -54,6 +54,23 @@ fn a_value_that_is_not_utf8_warns() {
     assert!(lines[0].contains("not UTF-8") && lines[0].contains("default \"warn\""), "{}", lines[0]);
 }
 
+/// Every variable is read by one row of the table: a bad value's warning says the values the
+/// row takes, and `memtrim config` lists each variable with the same range and its default.
+#[test]
+fn a_bad_value_is_told_the_range_that_memtrim_config_lists() {
+    let o = with_exact_env(&[b"MEMTRIM_LIMIT_STRIKES=0"], "/bin/true", &[]);
+    assert!(o.status.success(), "{}", show(&o));
+    let err = text(&o.stderr);
+    assert_eq!(err.trim_end(), "memtrim: MEMTRIM_LIMIT_STRIKES=\"0\" is not a count from 1 to 1000; using the default \"3\"", "{}", show(&o));
+    let c = Command::new(common::cli()).arg("config").output().unwrap();
+    assert!(c.status.success(), "{}", show(&c));
+    let listed = text(&c.stdout);
+    assert!(listed.contains("MEMTRIM_LIMIT_STRIKES  default 3  takes a count from 1 to 1000\n"), "{listed}");
+    assert!(listed.contains("MEMTRIM_INTERVAL_MS  default 1000  takes a duration from 10ms to 1h\n"), "{listed}");
+    let names = listed.lines().filter(|l| l.starts_with("MEMTRIM_")).count();
+    assert!(names >= 24, "{names} variables listed:\n{listed}");
+}
+
 /// Under AT_SECURE (a setuid-root program run by nobody) MEMTRIM_DISABLE=1 is ignored like every
 /// other variable: the library counts. The same program without the setuid bit is disabled by
 /// it, so the variable does reach the library.

@@ -5,8 +5,7 @@ use crate::alloc::{accounting, glibc_family, jemalloc_family};
 use crate::sys::{environ, glibc, glibc_layout};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering::*};
-use memtrim_common::config::{parse_allocator, Allocator};
-use memtrim_common::units::parse_bool;
+use memtrim_common::config::{Allocator, MEMTRIM_ALLOCATOR, MEMTRIM_DISABLE};
 
 pub type MallocFn = unsafe extern "C" fn(usize) -> *mut c_void;
 pub type FreeFn = unsafe extern "C" fn(*mut c_void);
@@ -91,16 +90,16 @@ pub enum GlibcAlone {
 }
 
 /// Reads MEMTRIM_ALLOCATOR and MEMTRIM_DISABLE without allocating (MEMTRIM_DISABLE=1 means
-/// glibc's own entry points; a bad value is reported by the constructor, which parses the same
-/// variables by the same rules). Under AT_SECURE (setuid and the like) the environment belongs
+/// glibc's own entry points; a bad value is reported by the constructor, which reads them by
+/// the same rows of the configuration table). Under AT_SECURE (setuid and the like) the environment belongs
 /// to a less trusted user: nothing of it is read, as in the constructor. Threads racing here
 /// all reach the same answer.
 fn choose() {
     // SAFETY: getauxval has no preconditions.
     let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
     let var = |name: &str| if secure { None } else { environ::get(name) };
-    let disabled = var("MEMTRIM_DISABLE").and_then(parse_bool).unwrap_or(false);
-    let chosen = match var("MEMTRIM_ALLOCATOR").and_then(parse_allocator) {
+    let disabled = var(MEMTRIM_DISABLE.name).and_then(|v| MEMTRIM_DISABLE.read(v)).unwrap_or(false);
+    let chosen = match var(MEMTRIM_ALLOCATOR.name).and_then(|v| MEMTRIM_ALLOCATOR.read(v)) {
         Some(Allocator::Jemalloc) if !disabled => Allocator::Jemalloc,
         _ => Allocator::Glibc,
     };

@@ -1,10 +1,11 @@
-//! `memtrim config`: every variable the library reads, with its default and meaning.
+//! `memtrim config`: every variable the library reads, with its default, the values it takes
+//! and its meaning.
 use memtrim_common::config::VARS;
 
 pub fn main() -> i32 {
-    let width = VARS.iter().map(|v| v.name.len()).max().unwrap_or(0);
     for v in VARS {
-        println!("{:width$}  default {:8}  {}", v.name, v.default, v.meaning);
+        let default = if v.default.is_empty() { "(empty)" } else { v.default };
+        println!("{}  default {default}  takes {}\n    {}", v.name, (v.range)(), v.meaning);
     }
     0
 }

@@ -1,53 +1,92 @@
-//! Every `MEMTRIM_` variable: its default, its meaning, and how its value is read. The table is
-//! the single source for `memtrim config` and for the library's defaults.
-use crate::limit::{parse_limit, parse_signal, Limit};
-use crate::units::{parse_bool, parse_duration_ms, parse_fraction, parse_size};
+//! Every `MEMTRIM_` variable, one row each: its name, the field it sets, the kind of value it
+//! takes (crate::option_kinds, which says its range), its default and its meaning. The rows
+//! give the `Config` struct, its defaults, the reading of the environment, the `VARS` table of
+//! `memtrim config`, and a named constant per variable for the readers that cannot build a
+//! `Config` (the allocator's first call).
+use crate::option_kinds::*;
 
+/// One row of the table, as `memtrim config` lists it.
 pub struct Var {
     pub name: &'static str,
     pub default: &'static str,
     pub meaning: &'static str,
+    /// Which values it takes.
+    pub range: fn() -> String,
 }
 
-pub const VARS: &[Var] = &[
-    Var { name: "MEMTRIM_DISABLE", default: "0", meaning: "1: pure pass-through to the allocator, nothing counted, no thread, no page" },
-    Var { name: "MEMTRIM_ALLOCATOR", default: "glibc", meaning: "backend that serves the host's allocations: glibc, or jemalloc (bundled)" },
-    Var { name: "MEMTRIM_DIRTY_DECAY_MS", default: "", meaning: "jemalloc: dirty_decay_ms of every arena (empty: jemalloc's default)" },
-    Var { name: "MEMTRIM_MUZZY_DECAY_MS", default: "", meaning: "jemalloc: muzzy_decay_ms of every arena (empty: jemalloc's default)" },
-    Var { name: "MEMTRIM_REPORT", default: "0", meaning: "1: one summary line on stderr at exit (live, peak, allocs, frees)" },
-    Var { name: "MEMTRIM_LOG", default: "warn", meaning: "stderr log level: off, error, warn, info, debug" },
-    Var { name: "MEMTRIM_STATS", default: "1", meaning: "0: no worker thread and no stats page (counting and the C API remain)" },
-    Var { name: "MEMTRIM_SHM_DIR", default: "/dev/shm", meaning: "directory of the per-process stats pages" },
-    Var { name: "MEMTRIM_INTERVAL_MS", default: "1000", meaning: "how often the worker samples and publishes (duration: 250ms, 2s)" },
-    Var { name: "MEMTRIM_START_MS", default: "1000", meaning: "the worker thread starts on the first allocation this long after the process (or a fork child) starts; one that execs, unshares or exits sooner never has a second thread (0: the first allocation)" },
-    Var { name: "MEMTRIM_SMAPS_INTERVAL_MS", default: "5000", meaning: "how often PSS, USS and swap are read from smaps_rollup (costs ms on big processes)" },
-    Var { name: "MEMTRIM_MIN_RETAINED", default: "1MiB", meaning: "no automatic release unless this much memory was retained since the last one" },
-    Var { name: "MEMTRIM_FRAG_THRESHOLD", default: "0.5", meaning: "while busy, release when retained/heap reaches this fraction (0.5, 50%; off: only when idle)" },
-    Var { name: "MEMTRIM_IDLE_MS", default: "1000", meaning: "release once the allocation rate has stayed low this long (0: never on idle)" },
-    Var { name: "MEMTRIM_ARENA_TOPS", default: "1", meaning: "glibc: a release also gives back the top chunks of thread arenas, which malloc_trim(0) leaves resident (0: malloc_trim(0) alone)" },
-    Var { name: "MEMTRIM_PYMALLOC", default: "1", meaning: "CPython: a release also gives back the pages of empty pymalloc pools, at the interpreter's next safe point (0: the interpreter is left alone: nothing wrapped, measured or given back)" },
-    Var { name: "MEMTRIM_PYMALLOC_EVERY_MS", default: "0", meaning: "for tests: give back empty pymalloc pools this often as well, whatever the policy says (0: only with releases)" },
-    Var { name: "MEMTRIM_PSI_STALL_MS", default: "100", meaning: "release when memory pressure stalls tasks this long per second (PSI; 0: off)" },
-    Var { name: "MEMTRIM_LIMIT", default: "", meaning: "memory limit: pss:600MiB, rss:1GiB, uss:70% (of the cgroup limit), a bare size is PSS (empty: none)" },
-    Var { name: "MEMTRIM_LIMIT_STRIKES", default: "3", meaning: "consecutive samples over the limit, after a release, before the signal" },
-    Var { name: "MEMTRIM_LIMIT_SIGNAL", default: "TERM", meaning: "signal the process sends itself over the limit (TERM: gunicorn and puma workers finish their requests and exit)" },
-    Var { name: "MEMTRIM_LIMIT_COOLDOWN_MS", default: "60s", meaning: "after a signal, none again for this long" },
-    Var { name: "MEMTRIM_HARD_LIMIT", default: "", meaning: "allocations that would take live bytes over this size fail with ENOMEM (empty: none)" },
-    Var { name: "MEMTRIM_ONLY", default: "", meaning: "comma list of process names; others get no thread and no page (empty: all)" },
-];
+/// One variable, for a reader that needs its value alone: `MEMTRIM_ALLOCATOR.read(value)`.
+pub struct Opt<K> {
+    pub name: &'static str,
+    pub kind: K,
+}
+
+impl<K: Kind> Opt<K> {
+    pub fn read(&self, value: &str) -> Option<K::Out> {
+        self.kind.read(value)
+    }
+}
+
+macro_rules! options {
+    ($($var:ident $field:ident: $kind:ty = $k:expr, $default:literal, $meaning:literal;)*) => {
+        $(pub const $var: Opt<$kind> = Opt { name: stringify!($var), kind: $k };)*
+
+        pub const VARS: &[Var] = &[$(Var { name: stringify!($var), default: $default, meaning: $meaning, range: || $var.kind.range() },)*];
+
+        #[derive(Clone, Debug)]
+        pub struct Config {
+            $(pub $field: <$kind as Kind>::Out,)*
+        }
+
+        impl Config {
+            pub fn defaults() -> Config {
+                Config { $($field: $var.read($default).expect(concat!(stringify!($var), "'s default is in its range")),)* }
+            }
+
+            /// Sets one variable; None if the value is not of its kind.
+            fn set(&mut self, name: &str, value: &str) -> Option<()> {
+                match name {
+                    $(stringify!($var) => self.$field = $var.read(value)?,)*
+                    _ => unreachable!("{name} has no row"),
+                }
+                Some(())
+            }
+        }
+    };
+}
+
+const HOUR: u64 = 3_600_000;
+
+options! {
+    MEMTRIM_DISABLE disable: Flag = Flag, "0", "1: pure pass-through to the allocator, nothing counted, no thread, no page";
+    MEMTRIM_ALLOCATOR allocator: Choice<Allocator> = Choice(&[("glibc", Allocator::Glibc), ("jemalloc", Allocator::Jemalloc)]), "glibc", "backend that serves the host's allocations: glibc, or jemalloc (bundled)";
+    MEMTRIM_DIRTY_DECAY_MS dirty_decay_ms: OptionalMillis = OptionalMillis { max: HOUR }, "", "jemalloc: dirty_decay_ms of every arena (empty: jemalloc's default)";
+    MEMTRIM_MUZZY_DECAY_MS muzzy_decay_ms: OptionalMillis = OptionalMillis { max: HOUR }, "", "jemalloc: muzzy_decay_ms of every arena (empty: jemalloc's default)";
+    MEMTRIM_REPORT report: Flag = Flag, "0", "1: one summary line on stderr at exit (live, peak, allocs, frees)";
+    MEMTRIM_LOG log: Choice<LogLevel> = Choice(&[("off", LogLevel::Off), ("error", LogLevel::Error), ("warn", LogLevel::Warn), ("info", LogLevel::Info), ("debug", LogLevel::Debug)]), "warn", "stderr log level";
+    MEMTRIM_STATS stats: Flag = Flag, "1", "0: no worker thread and no stats page (counting and the C API remain)";
+    MEMTRIM_SHM_DIR shm_dir: AbsoluteDir = AbsoluteDir, "/dev/shm", "directory of the per-process stats pages";
+    MEMTRIM_INTERVAL_MS interval_ms: Millis = Millis { min: 10, max: HOUR, off: false }, "1000", "how often the worker samples and publishes";
+    MEMTRIM_START_MS start_ms: Millis = Millis { min: 10, max: HOUR, off: true }, "1000", "the worker thread starts on the first allocation this long after the process (or a fork child) starts; one that execs, unshares or exits sooner never has a second thread (0: the first allocation)";
+    MEMTRIM_SMAPS_INTERVAL_MS smaps_interval_ms: Millis = Millis { min: 100, max: HOUR, off: false }, "5000", "how often PSS, USS and swap are read from smaps_rollup (costs ms on big processes)";
+    MEMTRIM_MIN_RETAINED min_retained: Size = Size, "1MiB", "no automatic release unless this much memory was retained since the last one";
+    MEMTRIM_FRAG_THRESHOLD frag_threshold: FractionOrOff = FractionOrOff, "0.5", "while busy, release when retained/heap reaches this fraction (off: only when idle)";
+    MEMTRIM_IDLE_MS idle_ms: Millis = Millis { min: 10, max: HOUR, off: true }, "1000", "release once the allocation rate has stayed low this long (0: never on idle)";
+    MEMTRIM_ARENA_TOPS arena_tops: Flag = Flag, "1", "glibc: a release also gives back the top chunks of thread arenas, which malloc_trim(0) leaves resident (0: malloc_trim(0) alone)";
+    MEMTRIM_PYMALLOC pymalloc: Flag = Flag, "1", "CPython: a release also gives back the pages of empty pymalloc pools, at the interpreter's next safe point (0: the interpreter is left alone: nothing wrapped, measured or given back)";
+    MEMTRIM_PYMALLOC_EVERY_MS pymalloc_every_ms: Millis = Millis { min: 10, max: HOUR, off: true }, "0", "for tests: give back empty pymalloc pools this often as well, whatever the policy says (0: only with releases)";
+    MEMTRIM_PSI_STALL_MS psi_stall_ms: Millis = Millis { min: 0, max: 1000, off: false }, "100", "release when memory pressure stalls tasks this long per second (PSI; 0: off)";
+    MEMTRIM_LIMIT limit: LimitSpec = LimitSpec, "", "memory limit: pss:600MiB, rss:1GiB, uss:70% (of the cgroup limit), a bare size is PSS (empty: none)";
+    MEMTRIM_LIMIT_STRIKES limit_strikes: Count = Count { min: 1, max: 1000 }, "3", "consecutive samples over the limit, after a release, before the signal";
+    MEMTRIM_LIMIT_SIGNAL limit_signal: Signal = Signal, "TERM", "signal the process sends itself over the limit (TERM: gunicorn and puma workers finish their requests and exit)";
+    MEMTRIM_LIMIT_COOLDOWN_MS limit_cooldown_ms: Millis = Millis { min: 10, max: 24 * HOUR, off: false }, "60s", "after a signal, none again for this long";
+    MEMTRIM_HARD_LIMIT hard_limit: OptionalSize = OptionalSize, "", "allocations that would take live bytes over this size fail with ENOMEM (empty: none)";
+    MEMTRIM_ONLY only: Names = Names, "", "process names that get a thread and a page; others get neither (empty: all)";
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Allocator {
     Glibc,
     Jemalloc,
-}
-
-pub fn parse_allocator(value: &str) -> Option<Allocator> {
-    match value.trim() {
-        "glibc" => Some(Allocator::Glibc),
-        "jemalloc" => Some(Allocator::Jemalloc),
-        _ => None,
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -57,35 +96,6 @@ pub enum LogLevel {
     Warn,
     Info,
     Debug,
-}
-
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub disable: bool,
-    pub allocator: Allocator,
-    pub report: bool,
-    pub log: LogLevel,
-    pub stats: bool,
-    pub shm_dir: String,
-    pub interval_ms: u64,
-    pub start_ms: u64,
-    pub smaps_interval_ms: u64,
-    pub only: Vec<String>,
-    pub min_retained: u64,
-    /// None: no release while busy.
-    pub frag_threshold: Option<f64>,
-    pub idle_ms: u64,
-    pub arena_tops: bool,
-    pub pymalloc: bool,
-    pub pymalloc_every_ms: u64,
-    pub psi_stall_ms: u64,
-    pub limit: Option<Limit>,
-    pub limit_strikes: u64,
-    pub limit_signal: i32,
-    pub limit_cooldown_ms: u64,
-    pub hard_limit: Option<u64>,
-    pub dirty_decay_ms: Option<u64>,
-    pub muzzy_decay_ms: Option<u64>,
 }
 
 impl Config {
@@ -112,128 +122,14 @@ impl Config {
             match std::str::from_utf8(value) {
                 Err(_) => warn(&format!("memtrim: {shown}'s value is not UTF-8; using the default {:?}", var.default)),
                 Ok(value) => {
-                    if let Err(expected) = cfg.set(var.name, value) {
-                        warn(&format!("memtrim: {shown}={value:?} is not {expected}; using the default {:?}", var.default));
+                    if cfg.set(var.name, value).is_none() {
+                        warn(&format!("memtrim: {shown}={value:?} is not {}; using the default {:?}", (var.range)(), var.default));
                     }
                 }
             }
         }
         cfg
     }
-
-    pub fn defaults() -> Config {
-        let mut cfg = Config {
-            disable: false,
-            allocator: Allocator::Glibc,
-            report: false,
-            log: LogLevel::Warn,
-            stats: true,
-            shm_dir: String::new(),
-            interval_ms: 0,
-            start_ms: 0,
-            smaps_interval_ms: 0,
-            only: Vec::new(),
-            min_retained: 0,
-            frag_threshold: None,
-            idle_ms: 0,
-            arena_tops: false,
-            pymalloc: false,
-            pymalloc_every_ms: 0,
-            psi_stall_ms: 0,
-            limit: None,
-            limit_strikes: 0,
-            limit_signal: 0,
-            limit_cooldown_ms: 0,
-            hard_limit: None,
-            dirty_decay_ms: None,
-            muzzy_decay_ms: None,
-        };
-        for v in VARS {
-            cfg.set(v.name, v.default).expect("defaults in the table parse");
-        }
-        cfg
-    }
-
-    /// Sets one variable; on a bad value returns what was expected.
-    fn set(&mut self, name: &str, value: &str) -> Result<(), &'static str> {
-        match name {
-            "MEMTRIM_DISABLE" => self.disable = parse_bool(value).ok_or("a boolean (0/1)")?,
-            "MEMTRIM_REPORT" => self.report = parse_bool(value).ok_or("a boolean (0/1)")?,
-            "MEMTRIM_ALLOCATOR" => {
-                self.allocator = parse_allocator(value).ok_or("a known allocator (glibc, jemalloc)")?
-            }
-            "MEMTRIM_LOG" => {
-                self.log = match value.trim() {
-                    "off" => LogLevel::Off,
-                    "error" => LogLevel::Error,
-                    "warn" => LogLevel::Warn,
-                    "info" => LogLevel::Info,
-                    "debug" => LogLevel::Debug,
-                    _ => return Err("a log level (off, error, warn, info, debug)"),
-                }
-            }
-            "MEMTRIM_STATS" => self.stats = parse_bool(value).ok_or("a boolean (0/1)")?,
-            "MEMTRIM_SHM_DIR" => {
-                if !value.starts_with('/') {
-                    return Err("an absolute directory");
-                }
-                self.shm_dir = value.trim_end_matches('/').to_string();
-            }
-            "MEMTRIM_INTERVAL_MS" => self.interval_ms = duration_in(value, 10, 3_600_000)?,
-            "MEMTRIM_START_MS" => self.start_ms = duration_or_zero(value)?,
-            "MEMTRIM_SMAPS_INTERVAL_MS" => self.smaps_interval_ms = duration_in(value, 100, 3_600_000)?,
-            "MEMTRIM_ONLY" => self.only = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
-            "MEMTRIM_MIN_RETAINED" => self.min_retained = parse_size(value).ok_or("a size (8M, 64MiB)")?,
-            "MEMTRIM_FRAG_THRESHOLD" => {
-                self.frag_threshold = match value.trim() {
-                    "off" => None,
-                    v => Some(parse_fraction(v).ok_or("a fraction (0.5, 50%) or off")?),
-                }
-            }
-            "MEMTRIM_IDLE_MS" => self.idle_ms = duration_or_zero(value)?,
-            "MEMTRIM_ARENA_TOPS" => self.arena_tops = parse_bool(value).ok_or("a boolean (0/1)")?,
-            "MEMTRIM_PYMALLOC" => self.pymalloc = parse_bool(value).ok_or("a boolean (0/1)")?,
-            "MEMTRIM_PYMALLOC_EVERY_MS" => self.pymalloc_every_ms = duration_or_zero(value)?,
-            "MEMTRIM_PSI_STALL_MS" => self.psi_stall_ms = duration_in(value, 0, 1000).map_err(|_| "a stall from 0 to 1000ms per second")?,
-            "MEMTRIM_LIMIT" => {
-                self.limit = match value.trim() {
-                    "" => None,
-                    v => Some(parse_limit(v).ok_or("a limit (pss:600MiB, rss:1GiB, uss:70%)")?),
-                }
-            }
-            "MEMTRIM_LIMIT_STRIKES" => self.limit_strikes = value.trim().parse().ok().filter(|n| (1..=1000).contains(n)).ok_or("a count from 1 to 1000")?,
-            "MEMTRIM_LIMIT_SIGNAL" => self.limit_signal = parse_signal(value).ok_or("a signal (TERM, INT, HUP, QUIT, USR1, USR2, KILL)")?,
-            "MEMTRIM_LIMIT_COOLDOWN_MS" => self.limit_cooldown_ms = duration_in(value, 10, 3_600_000 * 24)?,
-            "MEMTRIM_HARD_LIMIT" => {
-                self.hard_limit = match value.trim() {
-                    "" => None,
-                    v => Some(parse_size(v).filter(|b| *b > 0).ok_or("a size (2GiB)")?),
-                }
-            }
-            "MEMTRIM_DIRTY_DECAY_MS" => self.dirty_decay_ms = optional_duration(value)?,
-            "MEMTRIM_MUZZY_DECAY_MS" => self.muzzy_decay_ms = optional_duration(value)?,
-            _ => unreachable!("{name} is in VARS but has no setter"),
-        }
-        Ok(())
-    }
-}
-
-fn optional_duration(value: &str) -> Result<Option<u64>, &'static str> {
-    match value.trim() {
-        "" => Ok(None),
-        v => parse_duration_ms(v).filter(|ms| *ms <= 3_600_000).map(Some).ok_or("a duration up to 1h (0, 500ms, 10s)"),
-    }
-}
-
-fn duration_or_zero(value: &str) -> Result<u64, &'static str> {
-    match parse_duration_ms(value) {
-        Some(0) => Ok(0),
-        _ => duration_in(value, 10, 3_600_000).map_err(|_| "0 (off) or a duration from 10ms to 1h"),
-    }
-}
-
-fn duration_in(value: &str, min_ms: u64, max_ms: u64) -> Result<u64, &'static str> {
-    parse_duration_ms(value).filter(|v| (min_ms..=max_ms).contains(v)).ok_or("a duration in range (250ms, 2s; `memtrim config` shows the defaults)")
 }
 
 impl Config {
@@ -259,6 +155,18 @@ mod tests {
         let cfg = Config::defaults();
         assert!(!cfg.disable);
         assert_eq!(cfg.log, LogLevel::Warn);
+        for v in VARS {
+            let mut c = Config::defaults();
+            assert_eq!(c.set(v.name, v.default), Some(()), "{}", v.name);
+            assert!(!(v.range)().is_empty(), "{} says no range", v.name);
+        }
+    }
+
+    #[test]
+    fn a_bad_value_is_told_the_range() {
+        let (cfg, w) = parse(&[("MEMTRIM_LIMIT_STRIKES", "0")]);
+        assert_eq!(cfg.limit_strikes, 3);
+        assert_eq!(w, ["memtrim: MEMTRIM_LIMIT_STRIKES=\"0\" is not a count from 1 to 1000; using the default \"3\""]);
     }
 
     #[test]

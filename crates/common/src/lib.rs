@@ -3,5 +3,6 @@
 pub mod config;
 pub mod futex;
 pub mod limit;
+pub mod option_kinds;
 pub mod page;
 pub mod units;
