@@ -8,8 +8,8 @@
 //! On the jemalloc backend a slot's bytes come from jemalloc's own per-thread counters, which it
 //! keeps on every call anyway: the hot path then counts blocks only, and never asks a block's size.
 use crate::init;
-use crate::alloc::{backend, tls};
-use crate::sys::jemalloc_ctl;
+use crate::alloc::tls;
+use crate::sys::{glibc, jemalloc_ctl};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 
 #[repr(C, align(64))]
@@ -222,7 +222,7 @@ fn slow(w: usize, bytes: u64, allocs: u64, frees: u64) -> bool {
     let before = s.bytes.fetch_add(bytes, Relaxed);
     let blocks = s.allocs.fetch_add(allocs, Relaxed).wrapping_add(allocs).wrapping_sub(s.frees.fetch_add(frees, Relaxed) + frees);
     // Only SHARED counts under a hard limit, so its figures are the process's.
-    if limit != 0 && frees == 0 && (bytes as i64) > 0 && before.wrapping_add(bytes).wrapping_sub(blocks.wrapping_mul(backend::header())) > limit {
+    if limit != 0 && frees == 0 && (bytes as i64) > 0 && before.wrapping_add(bytes).wrapping_sub(blocks.wrapping_mul(header())) > limit {
         s.bytes.fetch_sub(bytes, Relaxed);
         s.allocs.fetch_sub(allocs, Relaxed);
         if REFUSED.fetch_add(1, Relaxed) == 0 {
@@ -381,6 +381,12 @@ pub fn borrow_jemalloc_counters() {
     BORROW.store(true, Relaxed);
 }
 
+/// What a slot counts per block beyond its usable size: glibc's chunk header word where slots
+/// count chunk sizes, nothing where they borrow jemalloc's counters (set before any counting).
+fn header() -> u64 {
+    if BORROW.load(Relaxed) { 0 } else { glibc::HEADER }
+}
+
 /// Under a hard limit every allocation is checked, and realloc checks its growth before the
 /// allocator resizes, so that a refused growth leaves the old block live.
 #[inline]
@@ -418,7 +424,7 @@ pub fn totals() -> Totals {
         frees = frees.wrapping_add(s.frees.load(Relaxed));
     }
     let blocks = allocs.wrapping_sub(frees);
-    let live = (bytes.wrapping_sub(blocks.wrapping_mul(backend::header())) as i64).max(0) as u64;
+    let live = (bytes.wrapping_sub(blocks.wrapping_mul(header())) as i64).max(0) as u64;
     let peak = PEAK.fetch_max(live, Relaxed).max(live);
     Totals { live, peak, allocs, frees }
 }
