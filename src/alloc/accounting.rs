@@ -8,7 +8,7 @@
 //! On the jemalloc backend a slot's bytes come from jemalloc's own per-thread counters, which it
 //! keeps on every call anyway: the hot path then counts blocks only, and never asks a block's size.
 use crate::init;
-use crate::alloc::tls;
+use crate::alloc::tls::{self, OFF, SHARED_WORD, UNCLAIMED};
 use crate::sys::{glibc, jemalloc_ctl};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 
@@ -54,11 +54,6 @@ static mut EXIT_KEY: libc::pthread_key_t = 0;
 static SLOTS_USABLE: AtomicBool = AtomicBool::new(false);
 /// Slots borrow jemalloc's per-thread counters (the jemalloc backend serves the host).
 static BORROW: AtomicBool = AtomicBool::new(false);
-
-// TLS word values below a slot address.
-const UNCLAIMED: usize = 0;
-pub const SHARED_WORD: usize = 1;
-const OFF: usize = 2;
 
 /// [`fast_slot`] gives the slots of TLS words above this: OFF normally, everything closed
 /// (usize::MAX) while a release diverts the host, so that one compare serves both checks.
