@@ -7,7 +7,7 @@
 //! checked against the limit: slower, and opt-in.
 //! On the jemalloc backend a slot's bytes come from jemalloc's own per-thread counters, which it
 //! keeps on every call anyway: the hot path then counts blocks only, and never asks a block's size.
-use crate::init;
+use crate::alloc::lifecycle::{state, State};
 use crate::alloc::tls::{self, OFF, SHARED_WORD, UNCLAIMED};
 use crate::sys::{glibc, jemalloc_ctl};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
@@ -233,13 +233,13 @@ fn slow(w: usize, bytes: u64, allocs: u64, frees: u64) -> bool {
 
 /// Gives this thread a slot once the library is initialised; `None` means count in SHARED.
 fn claim() -> Option<&'static Slot> {
-    match init::state() {
-        init::State::Off => {
+    match state() {
+        State::Off => {
             tls::set(OFF);
             return None;
         }
-        init::State::Ready if SLOTS_USABLE.load(Relaxed) && !strict() => {}
-        init::State::Ready => {
+        State::Ready if SLOTS_USABLE.load(Relaxed) && !strict() => {}
+        State::Ready => {
             tls::set(SHARED_WORD);
             return None;
         }

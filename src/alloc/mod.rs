@@ -5,6 +5,7 @@ pub(crate) mod exports;
 pub(crate) mod glibc_family;
 pub(crate) mod jemalloc_family;
 pub(crate) mod lazy_start;
+pub(crate) mod lifecycle;
 pub(crate) mod own_mapping;
 pub(crate) mod private_alloc;
 pub(crate) mod side_pool;
