@@ -1,5 +1,6 @@
 //! The in-process C API of include/memtrim.h.
 use crate::alloc::accounting;
+use crate::init;
 use crate::alloc::lifecycle::{state, State};
 use crate::worker::release;
 use core::ffi::c_int;
@@ -34,11 +35,12 @@ pub unsafe extern "C" fn memtrim_get_stats(out: *mut MemtrimStats, out_size: usi
     0
 }
 
-/// With MEMTRIM_DISABLE=1 the library is a pure pass-through: nothing is released.
+/// With MEMTRIM_DISABLE=1 the library is a pure pass-through: nothing is released; nor before
+/// the constructor has read the configuration.
 #[no_mangle]
 pub extern "C" fn memtrim_trim() -> usize {
-    if state() == State::Off {
-        return 0;
+    match init::config().filter(|_| state() != State::Off) {
+        Some(cfg) => release::release(cfg, Reason::Api).map_or(0, |o| o.released as usize),
+        None => 0,
     }
-    release::release(Reason::Api).map_or(0, |o| o.released as usize)
 }

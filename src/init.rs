@@ -63,8 +63,8 @@ extern "C" fn constructor() {
     // SAFETY: registers plain functions.
     unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork_in_parent), Some(after_fork_in_child)) };
     lifecycle::finish(true);
-    if !secure {
-        worker::start_if_selected();
+    if let Some(cfg) = config().filter(|_| !secure) {
+        worker::start_if_selected(cfg);
     }
 }
 
