@@ -24,7 +24,7 @@ static LAST_BEFORE: AtomicU64 = AtomicU64::new(0);
 static LAST_AFTER: AtomicU64 = AtomicU64::new(0);
 
 /// Every release so far, for the page.
-pub struct Record {
+pub(super) struct Record {
     pub by_reason: [u64; REASONS],
     pub released: u64,
     pub last_us: u64,
@@ -98,7 +98,7 @@ pub fn release(cfg: &Config, reason: Reason) -> Option<Outcome> {
     Some(out)
 }
 
-pub fn record() -> Record {
+pub(super) fn record() -> Record {
     Record {
         by_reason: core::array::from_fn(|i| BY_REASON[i].load(Relaxed)),
         released: RELEASED.load(Relaxed),
