@@ -3,6 +3,8 @@
 pub(crate) mod accounting;
 pub(crate) mod backend;
 pub(crate) mod divert;
+// Not in a unit-test binary of the library, whose tests run on the system malloc.
+#[cfg(not(test))]
 mod exports;
 mod glibc_family;
 mod jemalloc_family;
