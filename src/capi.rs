@@ -1,6 +1,7 @@
 //! The in-process C API of include/memtrim.h.
-use crate::init;
 use crate::alloc::accounting;
+use crate::init;
+use crate::alloc::lifecycle::{state, State};
 use crate::worker::release;
 use core::ffi::c_int;
 use memtrim_common::page::Reason;
@@ -26,7 +27,7 @@ pub unsafe extern "C" fn memtrim_get_stats(out: *mut MemtrimStats, out_size: usi
     let n = out_size.min(core::mem::size_of::<MemtrimStats>());
     let mut s = MemtrimStats { size: n as u32, version: VERSION, live_bytes: 0, peak_live_bytes: 0, allocs: 0, frees: 0 };
     // With MEMTRIM_DISABLE=1 nothing is counted: the figures stay zero.
-    if init::state() != init::State::Off {
+    if state() != State::Off {
         let t = accounting::totals();
         (s.live_bytes, s.peak_live_bytes, s.allocs, s.frees) = (t.live, t.peak, t.allocs, t.frees);
     }
@@ -34,11 +35,12 @@ pub unsafe extern "C" fn memtrim_get_stats(out: *mut MemtrimStats, out_size: usi
     0
 }
 
-/// With MEMTRIM_DISABLE=1 the library is a pure pass-through: nothing is released.
+/// With MEMTRIM_DISABLE=1 the library is a pure pass-through: nothing is released; nor before
+/// the constructor has read the configuration.
 #[no_mangle]
 pub extern "C" fn memtrim_trim() -> usize {
-    if init::state() == init::State::Off {
-        return 0;
+    match init::config().filter(|_| state() != State::Off) {
+        Some(cfg) => release::release(cfg, Reason::Api).map_or(0, |o| o.released as usize),
+        None => 0,
     }
-    release::release(Reason::Api).map_or(0, |o| o.released as usize)
 }

@@ -1,51 +1,34 @@
-//! Initialisation as an atomic state machine. Allocations arrive before any constructor runs and
+//! Initialisation, driving the atomic state machine of alloc/lifecycle.rs. Allocations arrive before any constructor runs and
 //! count in the shared slot until the constructor has read the configuration and made the
 //! thread-exit key; a re-entrant or concurrent caller never waits (DESIGN.md trap 5). Under
 //! AT_SECURE the environment is ignored and no file is created (DESIGN.md trap 12).
+use crate::alloc::lifecycle::{self, State};
 use crate::alloc::{accounting, backend, divert};
 use crate::python::pymalloc;
 use crate::sys::{environ, jemalloc_ctl, panic_hook, stderr};
 use crate::worker::{release, report, thread as worker};
-use core::sync::atomic::{AtomicU8, Ordering::*};
 use memtrim_common::config::{Allocator, Config, LogLevel};
 use std::sync::OnceLock;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Uninit,
-    Busy,
-    Ready,
-    Off,
-}
-
-static STATE: AtomicU8 = AtomicU8::new(State::Uninit as u8);
 static CONFIG: OnceLock<Config> = OnceLock::new();
-
-#[inline]
-pub fn state() -> State {
-    match STATE.load(Acquire) {
-        0 => State::Uninit,
-        1 => State::Busy,
-        2 => State::Ready,
-        _ => State::Off,
-    }
-}
 
 /// The configuration, once the constructor has read it.
 pub fn config() -> Option<&'static Config> {
     CONFIG.get()
 }
 
+// A unit-test binary of the library neither runs the constructor nor the destructor: its tests
+// run on the system's malloc, with nothing started (the functions stay, as in the library).
 #[used]
-#[link_section = ".init_array"]
+#[cfg_attr(not(test), link_section = ".init_array")]
 static CONSTRUCTOR: extern "C" fn() = constructor;
 
 #[used]
-#[link_section = ".fini_array"]
+#[cfg_attr(not(test), link_section = ".fini_array")]
 static DESTRUCTOR: extern "C" fn() = destructor;
 
 extern "C" fn constructor() {
-    if STATE.compare_exchange(State::Uninit as u8, State::Busy as u8, AcqRel, Acquire).is_err() {
+    if !lifecycle::begin() {
         return;
     }
     panic_hook::install();
@@ -75,15 +58,15 @@ extern "C" fn constructor() {
     }
     let _ = CONFIG.set(cfg);
     if off {
-        STATE.store(State::Off as u8, Release);
+        lifecycle::finish(false);
         return;
     }
     accounting::init(hard_limit);
     // SAFETY: registers plain functions.
     unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork_in_parent), Some(after_fork_in_child)) };
-    STATE.store(State::Ready as u8, Release);
-    if !secure {
-        worker::start_if_selected();
+    lifecycle::finish(true);
+    if let Some(cfg) = config().filter(|_| !secure) {
+        worker::start_if_selected(cfg);
     }
 }
 
@@ -105,7 +88,7 @@ extern "C" fn after_fork_in_child() {
 
 /// Runs from `exit` (and return from main) after the host's own exit handlers.
 extern "C" fn destructor() {
-    if state() != State::Ready {
+    if lifecycle::state() != State::Ready {
         return;
     }
     worker::stop();

@@ -7,9 +7,9 @@
 //! checked against the limit: slower, and opt-in.
 //! On the jemalloc backend a slot's bytes come from jemalloc's own per-thread counters, which it
 //! keeps on every call anyway: the hot path then counts blocks only, and never asks a block's size.
-use crate::init;
-use crate::alloc::{backend, tls};
-use crate::sys::jemalloc_ctl;
+use crate::alloc::lifecycle::{state, State};
+use crate::alloc::tls::{self, OFF, SHARED_WORD, UNCLAIMED};
+use crate::sys::{glibc, jemalloc_ctl};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 
 #[repr(C, align(64))]
@@ -54,11 +54,6 @@ static mut EXIT_KEY: libc::pthread_key_t = 0;
 static SLOTS_USABLE: AtomicBool = AtomicBool::new(false);
 /// Slots borrow jemalloc's per-thread counters (the jemalloc backend serves the host).
 static BORROW: AtomicBool = AtomicBool::new(false);
-
-// TLS word values below a slot address.
-const UNCLAIMED: usize = 0;
-pub const SHARED_WORD: usize = 1;
-const OFF: usize = 2;
 
 /// [`fast_slot`] gives the slots of TLS words above this: OFF normally, everything closed
 /// (usize::MAX) while a release diverts the host, so that one compare serves both checks.
@@ -222,7 +217,7 @@ fn slow(w: usize, bytes: u64, allocs: u64, frees: u64) -> bool {
     let before = s.bytes.fetch_add(bytes, Relaxed);
     let blocks = s.allocs.fetch_add(allocs, Relaxed).wrapping_add(allocs).wrapping_sub(s.frees.fetch_add(frees, Relaxed) + frees);
     // Only SHARED counts under a hard limit, so its figures are the process's.
-    if limit != 0 && frees == 0 && (bytes as i64) > 0 && before.wrapping_add(bytes).wrapping_sub(blocks.wrapping_mul(backend::header())) > limit {
+    if limit != 0 && frees == 0 && (bytes as i64) > 0 && before.wrapping_add(bytes).wrapping_sub(blocks.wrapping_mul(header())) > limit {
         s.bytes.fetch_sub(bytes, Relaxed);
         s.allocs.fetch_sub(allocs, Relaxed);
         if REFUSED.fetch_add(1, Relaxed) == 0 {
@@ -238,13 +233,13 @@ fn slow(w: usize, bytes: u64, allocs: u64, frees: u64) -> bool {
 
 /// Gives this thread a slot once the library is initialised; `None` means count in SHARED.
 fn claim() -> Option<&'static Slot> {
-    match init::state() {
-        init::State::Off => {
+    match state() {
+        State::Off => {
             tls::set(OFF);
             return None;
         }
-        init::State::Ready if SLOTS_USABLE.load(Relaxed) && !strict() => {}
-        init::State::Ready => {
+        State::Ready if SLOTS_USABLE.load(Relaxed) && !strict() => {}
+        State::Ready => {
             tls::set(SHARED_WORD);
             return None;
         }
@@ -381,6 +376,12 @@ pub fn borrow_jemalloc_counters() {
     BORROW.store(true, Relaxed);
 }
 
+/// What a slot counts per block beyond its usable size: glibc's chunk header word where slots
+/// count chunk sizes, nothing where they borrow jemalloc's counters (set before any counting).
+fn header() -> u64 {
+    if BORROW.load(Relaxed) { 0 } else { glibc::HEADER }
+}
+
 /// Under a hard limit every allocation is checked, and realloc checks its growth before the
 /// allocator resizes, so that a refused growth leaves the old block live.
 #[inline]
@@ -418,7 +419,7 @@ pub fn totals() -> Totals {
         frees = frees.wrapping_add(s.frees.load(Relaxed));
     }
     let blocks = allocs.wrapping_sub(frees);
-    let live = (bytes.wrapping_sub(blocks.wrapping_mul(backend::header())) as i64).max(0) as u64;
+    let live = (bytes.wrapping_sub(blocks.wrapping_mul(header())) as i64).max(0) as u64;
     let peak = PEAK.fetch_max(live, Relaxed).max(live);
     Totals { live, peak, allocs, frees }
 }

@@ -137,11 +137,3 @@ pub fn active() -> Allocator {
     }
     if CHOSEN.load(Acquire) == Allocator::Jemalloc as u8 + 1 { Allocator::Jemalloc } else { Allocator::Glibc }
 }
-
-/// What the hot path counts per block beyond its usable size (glibc counts chunk sizes).
-pub fn header() -> u64 {
-    match active() {
-        Allocator::Glibc => crate::sys::glibc::HEADER,
-        Allocator::Jemalloc => 0,
-    }
-}

@@ -9,14 +9,10 @@
 //! call _mid_memalign; realloc(NULL, n) calls __libc_malloc and realloc(p, 0) __libc_free; so
 //! ours call our free, memalign, valloc, pvalloc and malloc.
 use crate::alloc::backend;
+use crate::sys::errno::set_errno;
 use crate::sys::glibc_layout;
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::{AtomicPtr, Ordering::Relaxed};
-
-#[inline(always)]
-pub unsafe fn set_errno(e: c_int) {
-    *libc::__errno_location() = e;
-}
 
 /// An export that is one indirect jump through its backend slot: on x86_64 a naked function of
 /// a single instruction, elsewhere a load and a call.

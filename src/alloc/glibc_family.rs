@@ -9,7 +9,7 @@
 use crate::alloc::accounting::{self, on_alloc, on_move};
 use crate::sys::glibc::{self, counted_size};
 use crate::alloc::{divert, own_mapping, side_pool};
-use crate::alloc::exports::set_errno;
+use crate::sys::errno::set_errno;
 use core::ffi::c_void;
 
 #[inline(always)]

@@ -6,7 +6,7 @@
 //! glibc aligns every block to 16 bytes; jemalloc's 8-byte class does not, so requests are at
 //! least [`MIN_SIZE`].
 use crate::alloc::accounting::{self, on_alloc, on_move};
-use crate::alloc::exports::set_errno;
+use crate::sys::errno::set_errno;
 use crate::sys::glibc::{memalign_alignment, Alignment};
 use core::ffi::c_void;
 use tikv_jemalloc_sys as je;

@@ -3,6 +3,12 @@
 //! whose `__tls_get_addr` may call malloc after a dlopen (DESIGN.md trap 3). Initial-exec costs
 //! two instructions and never allocates.
 
+// The word's values below a slot address: the thread has not claimed a slot yet, counts in the
+// shared slot, is not counted.
+pub const UNCLAIMED: usize = 0;
+pub const SHARED_WORD: usize = 1;
+pub const OFF: usize = 2;
+
 #[cfg(target_arch = "x86_64")]
 core::arch::global_asm!(
     ".pushsection .tbss,\"awT\",@nobits",
@@ -47,7 +53,7 @@ pub fn set(v: usize) {
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 pub fn get() -> usize {
-    crate::alloc::accounting::SHARED_WORD
+    SHARED_WORD
 }
 
 #[cfg(not(target_arch = "x86_64"))]

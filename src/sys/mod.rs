@@ -1,6 +1,7 @@
 pub(crate) mod cgroup;
 pub(crate) mod clock;
 pub(crate) mod environ;
+pub(crate) mod errno;
 pub(crate) mod glibc;
 pub(crate) mod glibc_heaps;
 pub(crate) mod glibc_late;

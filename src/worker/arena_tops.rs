@@ -35,17 +35,16 @@
 //! (peek), and an arena that does not check out is left alone.
 use crate::sys::glibc_heaps::{find_heaps, page_size, peek_words, read_maps, Vma, HEAP_MAX};
 use crate::sys::glibc_layout::{self, MINSIZE, NEXT_OFFSET, TOP_OFFSET};
-use crate::init;
 use crate::sys::stderr;
 use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering::*};
-use memtrim_common::config::LogLevel;
+use memtrim_common::config::{Config, LogLevel};
 /// Arenas on the list beyond those found in the mappings (published while the walk runs).
 const LIST_SLACK: usize = 64;
 
 /// The published thread arenas of this process, or none when this glibc's layout is not one
 /// verified here or the list does not check out.
-pub fn find() -> Vec<usize> {
-    let Some(heap_info) = heap_info_size() else { return Vec::new() };
+pub fn find(cfg: &Config) -> Vec<usize> {
+    let Some(heap_info) = heap_info_size(cfg) else { return Vec::new() };
     let maps = read_maps();
     let mut heads: Vec<usize> = find_heaps(&maps, page_size())
         .iter()
@@ -62,7 +61,7 @@ pub fn find() -> Vec<usize> {
 
 /// sizeof(heap_info) on this glibc when its layout is one the table describes and its thread
 /// heaps are HEAP_MAX-aligned; says once, at MEMTRIM_LOG=info, why not.
-fn heap_info_size() -> Option<usize> {
+fn heap_info_size(cfg: &Config) -> Option<usize> {
     static KNOWN: AtomicUsize = AtomicUsize::new(usize::MAX); // MAX: not asked yet, 0: off
     match KNOWN.load(Relaxed) {
         usize::MAX => {}
@@ -77,7 +76,7 @@ fn heap_info_size() -> Option<usize> {
     };
     let size = glibc_layout::running().filter(|_| why.is_none()).map_or(0, |l| l.heap_info);
     if KNOWN.swap(size, Relaxed) == usize::MAX {
-        if let Some(why) = why.filter(|_| init::config().is_some_and(|c| c.log >= LogLevel::Info)) {
+        if let Some(why) = why.filter(|_| cfg.log >= LogLevel::Info) {
             // SAFETY: gnu_get_libc_version returns a static NUL-terminated string.
             let version = unsafe { core::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) }.to_string_lossy();
             stderr::line(&format!("memtrim: glibc {version} {why}: releases use malloc_trim alone"));

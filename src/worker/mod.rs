@@ -1,10 +1,12 @@
-pub(crate) mod arena_tops;
-pub(crate) mod heap_stats;
-pub(crate) mod limits;
-pub(crate) mod page_file;
-pub(crate) mod policy;
+//! The worker thread and what it runs. Only its entry points are the crate's, for the top
+//! (init, capi): the thread, a release, the report at exit; the rest is the worker's own.
+mod arena_tops;
+mod heap_stats;
+mod limits;
+mod page_file;
+mod policy;
 pub(crate) mod release;
 pub(crate) mod report;
-pub(crate) mod report_gather;
-pub(crate) mod sampler;
+mod report_gather;
+mod sampler;
 pub(crate) mod thread;

@@ -1,12 +1,10 @@
 //! Giving retained memory back to the kernel, measured by the resident set before and after,
 //! and the record of every release.
-use crate::init;
 use crate::alloc::{backend, divert};
 use crate::python::pymalloc;
 use crate::sys::{clock, jemalloc_ctl, procfs, stderr};
 use crate::worker::arena_tops;
-use memtrim_common::config::Allocator;
-use memtrim_common::config::LogLevel;
+use memtrim_common::config::{Allocator, Config, LogLevel};
 use memtrim_common::units::format_size;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use memtrim_common::page::{Reason, REASONS};
@@ -26,7 +24,7 @@ static LAST_BEFORE: AtomicU64 = AtomicU64::new(0);
 static LAST_AFTER: AtomicU64 = AtomicU64::new(0);
 
 /// Every release so far, for the page.
-pub struct Record {
+pub(super) struct Record {
     pub by_reason: [u64; REASONS],
     pub released: u64,
     pub last_us: u64,
@@ -49,7 +47,7 @@ pub struct Outcome {
 /// arena (jemalloc; while the host is busy, only the pages its decay times say are due, since a
 /// busy jemalloc reuses recently freed pages and would fault them in again). A release already
 /// running elsewhere makes this one return `None` at once instead of queueing behind it.
-pub fn release(reason: Reason) -> Option<Outcome> {
+pub fn release(cfg: &Config, reason: Reason) -> Option<Outcome> {
     if BUSY.swap(true, Acquire) {
         return None;
     }
@@ -62,8 +60,7 @@ pub fn release(reason: Reason) -> Option<Outcome> {
     let before = procfs::rss_bytes();
     match backend::active() {
         Allocator::Glibc => {
-            let tops = init::config().is_some_and(|c| c.arena_tops);
-            let arenas = if tops { arena_tops::find() } else { Vec::new() };
+            let arenas = if cfg.arena_tops { arena_tops::find(cfg) } else { Vec::new() };
             divert::run(|| {
                 // SAFETY: malloc_trim may be called from any thread at any time.
                 unsafe { libc::malloc_trim(0) };
@@ -87,7 +84,7 @@ pub fn release(reason: Reason) -> Option<Outcome> {
     LAST_BEFORE.store(before, Relaxed);
     LAST_AFTER.store(after, Relaxed);
     BUSY.store(false, Release);
-    if init::config().is_some_and(|c| c.log >= LogLevel::Info) {
+    if cfg.log >= LogLevel::Info {
         stderr::line(&format!(
             "memtrim: pid {} release ({}): rss {} -> {} ({} released) in {:.1} ms",
             std::process::id(),
@@ -101,7 +98,7 @@ pub fn release(reason: Reason) -> Option<Outcome> {
     Some(out)
 }
 
-pub fn record() -> Record {
+pub(super) fn record() -> Record {
     Record {
         by_reason: core::array::from_fn(|i| BY_REASON[i].load(Relaxed)),
         released: RELEASED.load(Relaxed),

@@ -6,27 +6,26 @@ use crate::worker::page_file::{self, PageFile};
 use crate::worker::policy::Policy;
 use crate::worker::sampler::Sampler;
 use crate::worker::limits::{self, LimitWatch};
-use crate::init;
 use crate::alloc::{accounting, backend, divert, lazy_start};
 use crate::python::pymalloc;
 use crate::sys::{jemalloc_ctl, procfs, stderr};
 use crate::worker::release;
 use memtrim_common::config::{Allocator, Config};
 use core::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::OnceLock;
 use memtrim_common::futex;
 use memtrim_common::page::{Page, Reason, Stats};
 use std::time::{Duration, Instant};
 
-static ENABLED: AtomicBool = AtomicBool::new(false);
+/// The configuration, once it has selected this process for a worker.
+static SELECTED: OnceLock<&'static Config> = OnceLock::new();
 static STOP: AtomicBool = AtomicBool::new(false);
 
 /// Arms the worker's start, MEMTRIM_START_MS from now (lazy_start), if the configuration and
 /// MEMTRIM_ONLY select this process.
-pub fn start_if_selected() {
-    let Some(cfg) = init::config() else { return };
+pub fn start_if_selected(cfg: &'static Config) {
     let names = procfs::names();
-    if cfg.stats && cfg.selects(&names.iter().map(String::as_str).collect::<Vec<_>>()) {
-        ENABLED.store(true, Relaxed);
+    if cfg.stats && cfg.selects(&names.iter().map(String::as_str).collect::<Vec<_>>()) && SELECTED.set(cfg).is_ok() {
         pymalloc::init(cfg.pymalloc);
         arm(cfg);
     }
@@ -78,7 +77,7 @@ extern "C" fn main(_: *mut libc::c_void) -> *mut libc::c_void {
 }
 
 fn run() {
-    let Some(cfg) = init::config() else { return };
+    let Some(cfg) = SELECTED.get().copied() else { return };
     let interval = Duration::from_millis(cfg.interval_ms);
     // The first sample comes one interval after the process (or fork) began, as the limit's
     // view of the live size at start: the rest of it when the start came sooner (lazy_start,
@@ -115,7 +114,7 @@ fn run() {
         let purgeable = (backend::active() == Allocator::Jemalloc).then(jemalloc_ctl::purgeable);
         let decided = policy.decide(&stats, purgeable, now);
         let mut release_for = |reason: Reason, stats: &mut Stats| {
-            if let Some(out) = release::release(reason) {
+            if let Some(out) = release::release(cfg, reason) {
                 *stats = sampler.sample(true);
                 policy.released(&out, stats, now);
             }
@@ -191,7 +190,7 @@ pub fn stop() {
 /// from now (a child that execs or unshares at once stays single-threaded).
 pub fn after_fork_in_child() {
     page_file::forget_in_child();
-    if let Some(cfg) = init::config().filter(|_| ENABLED.load(Relaxed)) {
+    if let Some(cfg) = SELECTED.get().copied() {
         STOP.store(false, Relaxed);
         arm(cfg);
     }
