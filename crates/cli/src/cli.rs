@@ -16,7 +16,7 @@ use std::time::Duration;
 #[command(name = "memtrim", disable_version_flag = true, arg_required_else_help = true, max_term_width = 100)]
 pub struct Cli {
     /// Print the version, the library `run` would preload and the glibc it needs
-    #[arg(id = "show_version", short = 'V', long = "version")]
+    #[arg(short = 'V', long)]
     pub version: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -33,7 +33,7 @@ pub enum Command {
     Config,
     /// One row per live process with a stats page, as a tree
     ///
-    /// One row per live process with a memtrim page; children are shown under their parent.
+    /// Children are shown under their parent.
     Ls(ls::Opts),
     /// Every field of one process's page, with units and meaning
     Stat(stat::Opts),
