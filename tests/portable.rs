@@ -191,6 +191,44 @@ fn deb_holds_the_program_its_private_library_the_units_and_the_header() {
     assert_eq!(text(&o.stdout).trim(), tmp.path().canonicalize().unwrap().join("usr/lib/memtrim/libmemtrim.so").display().to_string(), "{}", show(&o));
 }
 
+/// The .deb's shell completions (where bash-completion, zsh and fish look for them) are what its
+/// memtrim prints, and its man pages (memtrim(1) and the memtrim-COMMAND(1) it refers to) render.
+#[test]
+fn deb_holds_the_completions_and_the_man_pages() {
+    if !require_tool("dpkg-deb") {
+        return;
+    }
+    let deb = dist().join(format!("memtrim_{}_amd64.deb", env!("CARGO_PKG_VERSION")));
+    let tmp = TempDir::new("deb-docs");
+    let o = run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(tmp.path()));
+    assert!(o.status.success(), "{}", show(&o));
+    let memtrim = tmp.join("usr/bin/memtrim");
+    for (shell, path) in [
+        ("bash", "usr/share/bash-completion/completions/memtrim"),
+        ("zsh", "usr/share/zsh/vendor-completions/_memtrim"),
+        ("fish", "usr/share/fish/vendor_completions.d/memtrim.fish"),
+    ] {
+        let installed = std::fs::read_to_string(tmp.join(path)).unwrap_or_else(|e| panic!("{} lacks {path}: {e}", deb.display()));
+        let o = run(Command::new(&memtrim).args(["completions", shell]));
+        assert!(o.status.success(), "memtrim completions {shell}: {}", show(&o));
+        assert_eq!(installed.trim_end(), text(&o.stdout).trim_end(), "{path} is not what `memtrim completions {shell}` prints");
+    }
+    let man1 = tmp.join("usr/share/man/man1");
+    let mut pages: Vec<String> = std::fs::read_dir(&man1).map(|d| d.map(|e| e.unwrap().file_name().into_string().unwrap()).collect()).unwrap_or_default();
+    pages.sort();
+    for cmd in ["", "-run", "-ls", "-stat", "-top", "-trim", "-report", "-clean", "-serve", "-config", "-completions"] {
+        let page = format!("memtrim{cmd}.1.gz");
+        assert!(pages.contains(&page), "{} lacks usr/share/man/man1/{page}: {pages:?}", deb.display());
+    }
+    if !require_tool("man") {
+        return;
+    }
+    for page in &pages {
+        let o = run(Command::new("man").arg("-l").arg(man1.join(page)).env("MANPAGER", "cat").env("MANWIDTH", "100"));
+        assert!(o.status.success() && text(&o.stderr).is_empty() && text(&o.stdout).contains("memtrim"), "man -l {page}: {}", show(&o));
+    }
+}
+
 /// A venv whose path holds a space (a project directory named so): the wheel's `memtrim run`
 /// still preloads its library, as `memtrim --version` says it would.
 #[test]

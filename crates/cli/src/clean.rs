@@ -4,36 +4,21 @@
 //! touched; a symlink or other non-regular file with a page's name, or a file that is not a
 //! page (size, magic, owner), is reported and left alone (it is not ours to judge); without
 //! root only your own pages go.
-use crate::args::{Args, Cmd};
+use crate::cli::PageDir;
 use crate::pages;
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 
-const USAGE: &str = "\
-usage: memtrim clean [--dry-run] [--dir DIR]
-  removes the stats pages whose process is gone
-  --dry-run  only list them
-  --dir DIR  the page directory (default: $MEMTRIM_SHM_DIR, else /dev/shm)";
-
-const CMD: Cmd = Cmd { name: "clean", usage: USAGE };
-
-fn parse(words: &[String]) -> Result<(bool, PathBuf), i32> {
-    let mut a = Args::new(&CMD, words);
-    let mut dry = false;
-    while let Some(w) = a.next() {
-        match w {
-            "--dry-run" | "-n" => dry = true,
-            other => a.common(other)?,
-        }
-    }
-    Ok((dry, a.page_dir()))
+#[derive(clap::Args)]
+pub struct Opts {
+    /// Only list them
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    #[command(flatten)]
+    dir: PageDir,
 }
 
-pub fn main(args: &[String]) -> i32 {
-    let (dry, dir) = match parse(args) {
-        Ok(o) => o,
-        Err(code) => return code,
-    };
+pub fn main(o: Opts) -> i32 {
+    let (dry, dir) = (o.dry_run, o.dir.path());
     let cands = match pages::candidates(&dir) {
         Ok(c) => c,
         Err(e) => {

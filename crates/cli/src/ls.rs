@@ -1,46 +1,26 @@
 //! `memtrim ls [--json] [--sort KEY] [--all] [--dir DIR]`: one row per live process.
-use crate::args::{Args, Cmd};
+use crate::cli::{self, PageDir};
 use crate::pages::{self, Entry, State};
 use crate::{json, view};
-use std::path::PathBuf;
 use view::SortKey;
 
-const USAGE: &str = "\
-usage: memtrim ls [--json] [--sort KEY] [--all] [--dir DIR]
-  one row per live process with a memtrim page; children are shown under their parent
-  --json      a JSON array, one object per process (byte counts in bytes, durations in ms)
-  --sort KEY  pid (default), live, heap, retained, rss, pss, frag (largest first)
-  --all       also list pages whose process is gone (state \"gone\"; `memtrim clean` removes them)
-  --dir DIR   the page directory (default: $MEMTRIM_SHM_DIR, else /dev/shm)";
-
-const CMD: Cmd = Cmd { name: "ls", usage: USAGE };
-
-struct Opts {
-    as_json: bool,
+#[derive(clap::Args)]
+pub struct Opts {
+    /// A JSON array, one object per process (byte counts in bytes, durations in ms)
+    #[arg(long)]
+    json: bool,
+    /// Sort by KEY: largest first, or by pid
+    #[arg(short, long, value_name = "KEY", value_parser = cli::sort_key(), default_value = "pid")]
+    sort: SortKey,
+    /// Also list pages whose process is gone (state "gone"; `memtrim clean` removes them)
+    #[arg(short, long)]
     all: bool,
-    key: SortKey,
-    dir: PathBuf,
+    #[command(flatten)]
+    dir: PageDir,
 }
 
-fn parse(words: &[String]) -> Result<Opts, i32> {
-    let mut a = Args::new(&CMD, words);
-    let (mut as_json, mut all, mut key) = (false, false, SortKey::Pid);
-    while let Some(w) = a.next() {
-        match w {
-            "--json" => as_json = true,
-            "--all" | "-a" => all = true,
-            "--sort" | "-s" => key = a.sort_key()?,
-            other => a.common(other)?,
-        }
-    }
-    Ok(Opts { as_json, all, key, dir: a.page_dir() })
-}
-
-pub fn main(args: &[String]) -> i32 {
-    let Opts { as_json, all, key, dir } = match parse(args) {
-        Ok(o) => o,
-        Err(code) => return code,
-    };
+pub fn main(o: Opts) -> i32 {
+    let (as_json, all, key, dir) = (o.json, o.all, o.sort, o.dir.path());
     let Some(scan) = pages::scan_saying(&dir, all, "ls") else { return 1 };
     let entries: Vec<&Entry> = scan.entries.iter().filter(|e| all || e.state == State::Live).collect();
     let now = pages::now_ms();

@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_DIR: &str = "/dev/shm";
 
 /// `--dir DIR`, else MEMTRIM_SHM_DIR, else /dev/shm.
-pub fn dir(opt: Option<&str>) -> PathBuf {
+pub fn dir(opt: Option<&Path>) -> PathBuf {
     match opt {
-        Some(d) => PathBuf::from(d),
+        Some(d) => d.to_path_buf(),
         None => match std::env::var_os("MEMTRIM_SHM_DIR").filter(|v| !v.is_empty()) {
             Some(d) => PathBuf::from(d),
             None => PathBuf::from(DEFAULT_DIR),

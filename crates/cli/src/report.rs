@@ -30,7 +30,7 @@
 //!
 //! Then a verdict: how much of the heap is retained, which arenas hold the free bytes, what a
 //! release would return, and what the report cost the process.
-use crate::args::{Args, Cmd};
+use crate::cli::{self, PageDir};
 use crate::pages;
 use crate::request::{Ask, Target};
 use crate::smaps::{self, Mapping};
@@ -39,15 +39,20 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "\
-usage: memtrim report PID [--json] [--timeout SECS] [--dir DIR]
-  asks the process for its allocator's view (per arena, free chunks, mmapped blocks), adds the
-  kernel's view of its mappings (/proc/PID/smaps: main heap, thread arenas, mmapped blocks, other
-  anonymous memory, stacks, code, file data; RSS, PSS and swap each) and says what a release
-  would return
-  --json          one JSON object instead of text
-  --timeout SECS  how long to wait for the process (default 10)
-  --dir DIR       the page directory (default: $MEMTRIM_SHM_DIR, else /dev/shm)";
+#[derive(clap::Args)]
+pub struct Opts {
+    /// The process
+    #[arg(value_parser = cli::pid())]
+    pid: u32,
+    /// One JSON object instead of text
+    #[arg(long)]
+    json: bool,
+    /// How long to wait for the process
+    #[arg(short, long, value_name = "SECS", value_parser = cli::request_timeout, default_value = "10")]
+    timeout: Duration,
+    #[command(flatten)]
+    dir: PageDir,
+}
 
 /// The report file's format version this reader understands.
 const VERSION: u64 = 1;
@@ -57,26 +62,8 @@ const MAX_REPORT: u64 = 1 << 20;
 /// The largest guard page (mapping) below a thread stack that the stack heuristic accepts.
 const MAX_GUARD: u64 = 1 << 20;
 
-const CMD: Cmd = Cmd { name: "report", usage: USAGE };
-
-fn parse(words: &[String]) -> Result<(u32, bool, Duration, PathBuf), i32> {
-    let mut a = Args::new(&CMD, words).with_pid();
-    let (mut as_json, mut timeout) = (false, Duration::from_secs(10));
-    while let Some(w) = a.next() {
-        match w {
-            "--json" => as_json = true,
-            "--timeout" | "-t" => timeout = a.request_timeout()?,
-            other => a.common(other)?,
-        }
-    }
-    Ok((a.need_pid("which PID?")?, as_json, timeout, a.page_dir()))
-}
-
-pub fn main(args: &[String]) -> i32 {
-    let (pid, as_json, timeout, dir) = match parse(args) {
-        Ok(o) => o,
-        Err(code) => return code,
-    };
+pub fn main(o: Opts) -> i32 {
+    let (pid, as_json, timeout, dir) = (o.pid, o.json, o.timeout, o.dir.path());
     match run(&dir, pid, timeout, as_json) {
         Ok(text) => {
             println!("{text}");

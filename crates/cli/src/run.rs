@@ -1,41 +1,31 @@
 //! `memtrim run [OPTIONS] -- CMD ARGS...`: replaces itself with CMD, libmemtrim.so prepended to
 //! LD_PRELOAD (what was there stays), so CMD keeps memtrim's pid and its exit status is CMD's.
-use crate::args::Cmd;
+use crate::cli;
+use clap::builder::{OsStringValueParser, TypedValueParser};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const USAGE: &str = "\
-usage: memtrim run [OPTIONS] -- CMD ARGS...
-  --lib PATH        libmemtrim.so to preload (default: beside this binary, or in ../lib/ or
-                    ../lib/memtrim/ from it, as `memtrim --version` shows); its
-                    path may hold no space or colon, which LD_PRELOAD splits at, and no $,
-                    which starts $ORIGIN, $LIB or $PLATFORM there
-  --set NAME=VALUE  set MEMTRIM_NAME=VALUE for CMD (repeatable), e.g. --set REPORT=1";
+#[derive(clap::Args)]
+pub struct Opts {
+    /// libmemtrim.so to preload (default: beside this binary, or in ../lib/ or ../lib/memtrim/
+    /// from it, as `memtrim --version` shows)
+    #[arg(long, value_name = "PATH")]
+    lib: Option<PathBuf>,
+    /// Set MEMTRIM_NAME=VALUE for CMD (repeatable), e.g. --set REPORT=1
+    #[arg(long, value_name = "NAME=VALUE", value_parser = OsStringValueParser::new().try_map(|s| setting(&s).ok_or("takes NAME=VALUE")))]
+    set: Vec<(String, OsString)>,
+    /// The command and its arguments, passed on as they are (memtrim's own options too); put --
+    /// before a CMD that starts with -
+    #[arg(value_name = "CMD", required = true, trailing_var_arg = true)]
+    command: Vec<OsString>,
+}
 
-const CMD: Cmd = Cmd { name: "run", usage: USAGE };
-
-pub fn main(args: &[OsString]) -> i32 {
-    let mut lib: Option<PathBuf> = None;
-    let mut sets: Vec<(String, &OsStr)> = Vec::new();
-    let mut it = args.iter();
-    let cmd: Vec<&OsString> = loop {
-        let Some(word) = it.next() else { break Vec::new() };
-        match word.to_str() {
-            Some("--") => break it.collect(),
-            Some("--lib") => lib = it.next().map(PathBuf::from),
-            Some("--set") => match it.next().and_then(|s| setting(s)) {
-                Some(kv) => sets.push(kv),
-                None => return CMD.usage_error("--set takes NAME=VALUE"),
-            },
-            Some("-h" | "--help") => return CMD.help(),
-            _ if !word.as_bytes().starts_with(b"-") => break std::iter::once(word).chain(it).collect(),
-            _ => return CMD.usage_error(&format!("unknown option {}", word.to_string_lossy())),
-        }
-    };
-    let Some((prog, rest)) = cmd.split_first() else { return CMD.usage_error("no command given") };
+pub fn main(o: Opts) -> i32 {
+    let Opts { lib, set: sets, command } = o;
+    let Some((prog, rest)) = command.split_first() else { cli::usage_error("run", "no command given") };
     let lib = match lib.or_else(find_lib) {
         Some(l) if l.exists() => l,
         _ => {
@@ -70,11 +60,11 @@ pub fn main(args: &[OsString]) -> i32 {
 
 /// `NAME=VALUE` as MEMTRIM_NAME and its value (which, like the command's arguments, need not be
 /// UTF-8).
-fn setting(s: &OsStr) -> Option<(String, &OsStr)> {
+fn setting(s: &OsStr) -> Option<(String, OsString)> {
     let b = s.as_bytes();
     let eq = b.iter().position(|&c| c == b'=')?;
     let name = std::str::from_utf8(b.get(..eq)?).ok()?;
-    Some((format!("MEMTRIM_{}", name.trim_start_matches("MEMTRIM_")), OsStr::from_bytes(b.get(eq + 1..)?)))
+    Some((format!("MEMTRIM_{}", name.trim_start_matches("MEMTRIM_")), OsStr::from_bytes(b.get(eq + 1..)?).to_os_string()))
 }
 
 /// `lib` as an LD_PRELOAD entry: absolute (a relative entry is looked up from the command's

@@ -17,8 +17,8 @@
 //! `--once FILE` writes the same text to FILE atomically (atomic_file.rs: a temporary file in
 //! FILE's directory, then rename; a FILE that is not a regular file is refused) for
 //! node_exporter's textfile collector, and exits; `--once -` prints it.
-use crate::args::{Args, Cmd};
 use crate::atomic_file;
+use crate::cli::{self, PageDir};
 use crate::metrics::{self, Counters};
 use std::io::{ErrorKind, Read, Write};
 use std::collections::HashMap;
@@ -28,24 +28,31 @@ use std::sync::atomic::{AtomicUsize, Ordering::*};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
+#[derive(clap::Args)]
+pub struct Opts {
+    /// Address and port to listen on (port 0 picks one; the address is printed on stderr)
+    #[arg(short, long, value_name = "ADDR", value_parser = resolve, default_value = "127.0.0.1:9477")]
+    listen: SocketAddr,
+    /// A client must take the response within this, and send its request within it or 2 s,
+    /// whichever is shorter (> 0, <= 3600)
+    #[arg(short, long, value_name = "SECS", value_parser = timeout, default_value = "10")]
+    timeout: Duration,
+    /// Connections held at once (1 to 10000); past it, the oldest one still sending its request
+    /// is closed, of the address holding most of them
+    #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000), default_value = "64")]
+    max_connections: usize,
+    /// Write the text to FILE atomically (temporary file and rename in its directory, mode
+    /// 0644) and exit: for node_exporter's textfile collector (name it *.prom); FILE must be a
+    /// regular file or absent (a symlink, FIFO or device is refused); - prints it on stdout
+    #[arg(long, value_name = "FILE", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    once: Option<String>,
+    #[command(flatten)]
+    dir: PageDir,
+}
 
-const USAGE: &str = "\
-usage: memtrim serve [--listen ADDR] [--dir DIR] [--timeout SECS] [--max-connections N]
-       memtrim serve --once FILE|- [--dir DIR]
-  serves /metrics in the Prometheus text format: every live process with a page you can read
-  (all of them as root), with labels pid, ppid, comm, allocator, and the exporter's own figures
-  --listen ADDR          address and port to listen on (default 127.0.0.1:9477; port 0 picks
-                         one; the address is printed on stderr)
-  --timeout SECS         a client must take the response within this, and send its request
-                         within it or 2 s, whichever is shorter (default 10)
-  --max-connections N    connections held at once (default 64); past it, the oldest one still
-                         sending its request is closed, of the address holding most of them
-  --once FILE            write the text to FILE atomically (temporary file and rename in its
-                         directory, mode 0644) and exit: for node_exporter's textfile collector
-                         (name it *.prom); FILE must be a regular file or absent (a symlink,
-                         FIFO or device is refused); - prints it on stdout
-  --dir DIR              the page directory (default: $MEMTRIM_SHM_DIR, else /dev/shm)";
+fn timeout(s: &str) -> Result<Duration, String> {
+    cli::seconds(s, |s| s > 0.0 && s <= 3600.0, "(> 0, <= 3600)")
+}
 
 /// The longest request head accepted (request line and headers).
 const MAX_HEAD: usize = 16 * 1024;
@@ -79,46 +86,12 @@ struct Server {
     last_dir_error: Mutex<Option<String>>,
 }
 
-const CMD: Cmd = Cmd { name: "serve", usage: USAGE };
-
-struct Opts {
-    listen: String,
-    dir: PathBuf,
-    once: Option<String>,
-    timeout: Duration,
-    max_connections: usize,
-}
-
-fn parse(words: &[String]) -> Result<Opts, i32> {
-    let mut a = Args::new(&CMD, words);
-    let mut o = Opts { listen: DEFAULT_LISTEN.to_string(), dir: PathBuf::new(), once: None, timeout: Duration::from_secs(10), max_connections: 64 };
-    while let Some(w) = a.next() {
-        match w {
-            "--listen" | "-l" => o.listen = a.value("--listen takes an address, e.g. 127.0.0.1:9477", |v| Some(v.to_string()))?,
-            "--once" => o.once = Some(a.value("--once takes a file name (or - for stdout)", |f| (!f.is_empty()).then(|| f.to_string()))?),
-            "--timeout" | "-t" => o.timeout = a.seconds("--timeout takes seconds (> 0, <= 3600)", |s| s > 0.0 && s <= 3600.0)?,
-            "--max-connections" => {
-                o.max_connections = a.value("--max-connections takes a number from 1 to 10000", |n| n.parse().ok().filter(|n| (1..=10_000).contains(n)))?
-            }
-            other => a.common(other)?,
-        }
-    }
-    o.dir = a.page_dir();
-    Ok(o)
-}
-
-pub fn main(args: &[String]) -> i32 {
-    let Opts { listen, dir, once, timeout, max_connections } = match parse(args) {
-        Ok(o) => o,
-        Err(code) => return code,
-    };
+pub fn main(o: Opts) -> i32 {
+    let Opts { listen: addr, once, timeout, max_connections, dir } = o;
+    let dir = dir.path();
     if let Some(file) = once {
         return write_once(&dir, &file);
     }
-    let addr = match resolve(&listen) {
-        Ok(a) => a,
-        Err(e) => return CMD.usage_error(&e),
-    };
     let listener = match TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
@@ -146,11 +119,12 @@ pub fn main(args: &[String]) -> i32 {
 }
 
 /// `HOST:PORT`, `[V6]:PORT`, or `:PORT` (every IPv4 address).
+/// `--listen ADDR`: HOST:PORT, or :PORT for every address.
 fn resolve(s: &str) -> Result<SocketAddr, String> {
     let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_string() };
     match full.to_socket_addrs() {
-        Ok(mut a) => a.next().ok_or_else(|| format!("--listen {s}: no address")),
-        Err(e) => Err(format!("--listen {s}: {e} (expected HOST:PORT, e.g. 127.0.0.1:9477)")),
+        Ok(mut a) => a.next().ok_or_else(|| "no address".to_string()),
+        Err(e) => Err(format!("{e} (expected HOST:PORT, e.g. 127.0.0.1:9477)")),
     }
 }
 

@@ -1,59 +1,44 @@
 //! `memtrim stat PID [--json] [--watch [SECS]] [--dir DIR]`: every field of one process's page,
 //! with its unit and meaning.
-use crate::args::{Args, Cmd};
+use crate::cli::{self, PageDir};
 use crate::pages::{self, Entry};
 use crate::{json, ls::print_or_quiet, view};
 use memtrim_common::limit::Metric;
 use memtrim_common::page::{Reason, Stats};
-use std::path::PathBuf;
 use std::time::Duration;
 
-const USAGE: &str = "\
-usage: memtrim stat PID [--json] [--watch [SECS]] [--dir DIR]
-  every field of the process's stats page, with units and meaning
-  --json          one JSON object (the same as a row of `memtrim ls --json`)
-  --watch [SECS]  print again every SECS seconds (default 1) until interrupted
-                  (with --json: one object per line)
-  --dir DIR       the page directory (default: $MEMTRIM_SHM_DIR, else /dev/shm)";
-
-const CMD: Cmd = Cmd { name: "stat", usage: USAGE };
-
-struct Opts {
-    pid: u32,
-    as_json: bool,
-    watch: Option<f64>,
-    dir: PathBuf,
+#[derive(clap::Args)]
+pub struct Opts {
+    /// The process (required; `stat --watch 1234` watches pid 1234)
+    #[arg(value_name = "PID", value_parser = cli::pid())]
+    pid: Option<u32>,
+    /// One JSON object (the same as a row of `memtrim ls --json`)
+    #[arg(long)]
+    json: bool,
+    /// Print again every SECS seconds (default 1, from 0.05 to 86400) until interrupted (with
+    /// --json: one object per line); a number after --watch is SECS only if the PID is given
+    /// elsewhere
+    #[arg(short, long, value_name = "SECS", num_args = 0..=1)]
+    watch: Option<Option<String>>,
+    #[command(flatten)]
+    dir: PageDir,
 }
 
-fn parse(words: &[String]) -> Result<Opts, i32> {
-    let mut a = Args::new(&CMD, words).with_pid();
-    let (mut as_json, mut watch) = (false, None);
-    while let Some(w) = a.next() {
-        match w {
-            "--json" => as_json = true,
-            "--watch" | "-w" => {
-                watch = Some(1.0);
-                // `stat --watch 1234` means pid 1234: a number after --watch is SECS only if
-                // the pid is given elsewhere.
-                let pid_elsewhere = a.pid.is_some() || a.rest().iter().skip(1).any(|w| !w.starts_with('-'));
-                if let Some(secs) = a.rest().first().filter(|_| pid_elsewhere).and_then(|s| s.parse::<f64>().ok()) {
-                    if !(0.05..=86400.0).contains(&secs) {
-                        return Err(a.usage_error("--watch takes seconds from 0.05 to 86400"));
-                    }
-                    watch = Some(secs);
-                    a.next();
-                }
-            }
-            other => a.common(other)?,
-        }
-    }
-    Ok(Opts { pid: a.need_pid("which PID?")?, as_json, watch, dir: a.page_dir() })
-}
-
-pub fn main(args: &[String]) -> i32 {
-    let Opts { pid, as_json, watch, dir } = match parse(args) {
-        Ok(o) => o,
-        Err(code) => return code,
+pub fn main(o: Opts) -> i32 {
+    let (as_json, dir) = (o.json, o.dir.path());
+    // `stat --watch 1234` means pid 1234: a number after --watch is SECS only if the pid is
+    // given elsewhere.
+    let (pid, watch) = match (o.pid, o.watch) {
+        (None, Some(Some(p))) => (p.parse().ok().filter(|&p| p > 0).unwrap_or_else(|| cli::usage_error("stat", format!("{p:?} is not a pid"))), Some(None)),
+        (pid, watch) => (pid.unwrap_or_else(|| cli::usage_error("stat", "which PID?")), watch),
+    };
+    let watch = match watch {
+        None => None,
+        Some(None) => Some(1.0),
+        Some(Some(s)) => match cli::seconds(&s, |s| (0.05..=86400.0).contains(&s), "from 0.05 to 86400") {
+            Ok(d) => Some(d.as_secs_f64()),
+            Err(e) => cli::usage_error("stat", format!("--watch {e}")),
+        },
     };
     let Some(every) = watch else {
         return match pages::find(&dir, pid) {

@@ -4,20 +4,28 @@
 //!
 //! The terminal goes into raw mode on the alternate screen and is restored on q, on Ctrl-C,
 //! on SIGINT/SIGTERM/SIGHUP and on a panic.
-use crate::args::{Args, Cmd};
+use crate::cli::{self, PageDir};
 use crate::pages::{self, Entry};
 use crate::view::{self, SortKey};
 use core::sync::atomic::{AtomicI32, Ordering::*};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "\
-usage: memtrim top [--delay SECS] [--sort KEY] [--dir DIR]
-  a full-screen view of the processes with a memtrim page, refreshed every SECS (default 1)
-  keys: l live  r rss  p pss  t retained  f frag  n pid (sort)   T tree on/off
-        Up/Down/PgUp/PgDn scroll   space refresh   q quit
-  --sort KEY  pid, live, heap, retained, rss (default), pss, frag
-  --dir DIR   the page directory (default: $MEMTRIM_SHM_DIR, else /dev/shm)";
+#[derive(clap::Args)]
+pub struct Opts {
+    /// Refresh every SECS seconds (from 0.1 to 3600)
+    #[arg(short, long, value_name = "SECS", value_parser = delay, default_value = "1")]
+    delay: Duration,
+    /// Sort by KEY: largest first, or by pid
+    #[arg(short, long, value_name = "KEY", value_parser = cli::sort_key(), default_value = "rss")]
+    sort: SortKey,
+    #[command(flatten)]
+    dir: PageDir,
+}
+
+fn delay(s: &str) -> Result<Duration, String> {
+    cli::seconds(s, |s| (0.1..=3600.0).contains(&s), "from 0.1 to 3600")
+}
 
 const KEYS: &str = "q quit  l live  r rss  p pss  t retained  f frag  n pid  T tree  ↑↓ scroll";
 
@@ -126,27 +134,8 @@ struct View {
     dir: std::path::PathBuf,
 }
 
-const CMD: Cmd = Cmd { name: "top", usage: USAGE };
-
-fn parse(words: &[String]) -> Result<View, i32> {
-    let mut a = Args::new(&CMD, words);
-    let mut v = View { key: SortKey::Rss, tree: true, scroll: 0, delay: Duration::from_secs(1), dir: Default::default() };
-    while let Some(w) = a.next() {
-        match w {
-            "--delay" | "-d" => v.delay = a.seconds("--delay takes seconds from 0.1 to 3600", |s| (0.1..=3600.0).contains(&s))?,
-            "--sort" | "-s" => v.key = a.sort_key()?,
-            other => a.common(other)?,
-        }
-    }
-    v.dir = a.page_dir();
-    Ok(v)
-}
-
-pub fn main(args: &[String]) -> i32 {
-    let mut v = match parse(args) {
-        Ok(v) => v,
-        Err(code) => return code,
-    };
+pub fn main(o: Opts) -> i32 {
+    let mut v = View { key: o.sort, tree: true, scroll: 0, delay: o.delay, dir: o.dir.path() };
     // SAFETY: isatty has no preconditions.
     if unsafe { libc::isatty(0) != 1 || libc::isatty(1) != 1 } {
         eprintln!("memtrim top: needs a terminal on stdin and stdout (`memtrim ls` prints once)");

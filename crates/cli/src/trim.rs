@@ -3,7 +3,7 @@
 //! setting the served counter and waking it. No signal is sent (signals belong to the host).
 //! Only the page's owner (or root) can ask: the page is 0600, and a page owned by another user
 //! is refused even to root-like callers that could open it (unless root).
-use crate::args::{Args, Cmd};
+use crate::cli::{self, PageDir};
 use crate::pages;
 use crate::request::{Ask, Target};
 use crate::{json, view};
@@ -11,14 +11,21 @@ use memtrim_common::page::Stats;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "\
-usage: memtrim trim PID|--all [--timeout SECS] [--dir DIR]
-  asks the process (every live process of yours with --all) to give retained memory back now,
-  waits for it and prints the bytes released and how long the release took
-  --timeout SECS  how long to wait for each answer (default 10)
-  --dir DIR       the page directory (default: $MEMTRIM_SHM_DIR, else /dev/shm)";
-
-const CMD: Cmd = Cmd { name: "trim", usage: USAGE };
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["pid", "all"])))]
+pub struct Opts {
+    /// The process
+    #[arg(value_parser = cli::pid())]
+    pid: Option<u32>,
+    /// Every live process of yours
+    #[arg(short, long)]
+    all: bool,
+    /// How long to wait for each answer
+    #[arg(short, long, value_name = "SECS", value_parser = cli::request_timeout, default_value = "10")]
+    timeout: Duration,
+    #[command(flatten)]
+    dir: PageDir,
+}
 
 struct Pending {
     target: Target,
@@ -26,35 +33,8 @@ struct Pending {
     request: u32,
 }
 
-struct Opts {
-    all: bool,
-    pid: Option<u32>,
-    timeout: Duration,
-    dir: PathBuf,
-}
-
-fn parse(words: &[String]) -> Result<Opts, i32> {
-    let mut a = Args::new(&CMD, words).with_pid();
-    let (mut all, mut timeout) = (false, Duration::from_secs(10));
-    while let Some(w) = a.next() {
-        match w {
-            "--all" | "-a" => all = true,
-            "--timeout" | "-t" => timeout = a.request_timeout()?,
-            other => a.common(other)?,
-        }
-    }
-    match (all, a.pid) {
-        (true, Some(_)) => Err(a.usage_error("give a PID or --all, not both")),
-        (false, None) => Err(a.usage_error("which PID? (or --all)")),
-        (all, pid) => Ok(Opts { all, pid, timeout, dir: a.page_dir() }),
-    }
-}
-
-pub fn main(args: &[String]) -> i32 {
-    let Opts { all, pid, timeout, dir } = match parse(args) {
-        Ok(o) => o,
-        Err(code) => return code,
-    };
+pub fn main(o: Opts) -> i32 {
+    let (all, pid, timeout, dir) = (o.all, o.pid, o.timeout, o.dir.path());
     let targets: Vec<(PathBuf, u32, u64)> = match pid {
         None => {
             let Some(scan) = pages::scan_saying(&dir, false, "trim") else { return 1 };
