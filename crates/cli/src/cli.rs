@@ -29,7 +29,7 @@ pub enum Command {
     /// Replaces itself with CMD, libmemtrim.so prepended to LD_PRELOAD (what was there stays),
     /// so that CMD keeps memtrim's pid and its exit status is CMD's.
     Run(run::Opts),
-    /// List every MEMTRIM_ variable, its default and meaning
+    /// List every MEMTRIM_ variable, its default, the values it takes and its meaning
     Config,
     /// One row per live process with a stats page, as a tree
     ///
