@@ -36,6 +36,10 @@ fn released(s: &Stats) -> bool {
     s.trims != 0
 }
 
+fn limit_set(s: &Stats) -> bool {
+    s.limit_metric != 0
+}
+
 fn py_active(s: &Stats) -> bool {
     s.py_state == PyState::Active as u64
 }
@@ -111,9 +115,9 @@ stats_fields! {
         psi_armed: u64, None, Flag, "1 when a memory-pressure (PSI) trigger is armed.";
     }
     "limits" {
-        limit_metric: u64, None, State(limit_metric_name), "Figure the soft limit (MEMTRIM_LIMIT) bounds: rss, pss, uss or live.", metric none;
-        limit_bytes: u64, Bytes, Gauge, "Soft limit (MEMTRIM_LIMIT) in bytes, labelled with the figure it bounds (rss, pss, uss, live); absent when none is set.", label "metric" |s| limit_metric_name(s.limit_metric);
-        limit_value: u64, Bytes, Gauge, "The figure the soft limit bounds, at the last sample.", when |s| s.limit_metric != 0;
+        limit_metric: u64, None, State(limit_metric_name), "Figure the soft limit (MEMTRIM_LIMIT) bounds: rss, pss, uss or live.", metric none, when limit_set;
+        limit_bytes: u64, Bytes, Gauge, "Soft limit (MEMTRIM_LIMIT) in bytes, labelled with the figure it bounds (rss, pss, uss, live); absent when none is set.", when limit_set, label "metric" |s| limit_metric_name(s.limit_metric);
+        limit_value: u64, Bytes, Gauge, "The figure the soft limit bounds, at the last sample.", when limit_set;
         limit_strikes: u64, Count, Gauge, "Consecutive samples over the soft limit.";
         limit_violations: u64, Count, Counter, "Samples in which the process was over its soft limit (MEMTRIM_LIMIT).";
         limit_signals: u64, Count, Counter, "Signals (MEMTRIM_LIMIT_SIGNAL) the process sent itself for staying over its soft limit.";
@@ -242,6 +246,11 @@ impl Stats {
     pub fn comm_str(&self) -> String {
         let end = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
         String::from_utf8_lossy(&self.comm[..end]).into_owned()
+    }
+
+    /// The allocator's name ("unknown" for a code without one).
+    pub fn allocator_name(&self) -> &'static str {
+        allocator_name(self.allocator as u64).unwrap_or("unknown")
     }
 
     pub fn frag_ratio(&self) -> f64 {
