@@ -145,8 +145,10 @@ struct memtrim_page_stats {
   uint64_t py_steps;               /* Steps in which memtrim held CPython's interpreter lock to give empty pools back. */
   uint64_t py_last_hold_us;        /* Time the last such step held CPython's interpreter lock. */
   uint64_t py_max_hold_us;         /* Longest time one of memtrim's steps held CPython's interpreter lock. */
+  /* policy */
+  uint64_t release_skip_reason;    /* Why the last sample did not release: none (it released, or nothing was decided yet), no_trigger (no trigger held), min_retained (too little new retained memory), backoff (the spacing after the last release, or the back-off). */
 };
-MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page_stats) == 576, "memtrim_page_stats size");
+MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page_stats) == 584, "memtrim_page_stats size");
 /* END generated */
 
 struct memtrim_page {

@@ -142,6 +142,27 @@ stats_fields! {
         py_last_hold_us: u64, Us, Gauge, "Time the last such step held CPython's interpreter lock.", metric "memtrim_python_lock_hold_last_seconds", when py_stepped;
         py_max_hold_us: u64, Us, Gauge, "Longest time one of memtrim's steps held CPython's interpreter lock.", metric "memtrim_python_lock_hold_max_seconds", when py_stepped;
     }
+    "policy" {
+        release_skip_reason: u64, None, State(|c| HeldBack::ALL.get(c as usize).map(|h| h.name())), "Why the last sample did not release: none (it released, or nothing was decided yet), no_trigger (no trigger held), min_retained (too little new retained memory), backoff (the spacing after the last release, or the back-off).";
+    }
+}
+
+/// What held the last sample's release back (the page's `release_skip_reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum HeldBack {
+    Nothing,
+    NoTrigger,
+    MinRetained,
+    Backoff,
+}
+
+impl HeldBack {
+    const ALL: [HeldBack; 4] = [HeldBack::Nothing, HeldBack::NoTrigger, HeldBack::MinRetained, HeldBack::Backoff];
+
+    pub fn name(self) -> &'static str {
+        ["none", "no_trigger", "min_retained", "backoff"][self as usize]
+    }
 }
 
 /// What memtrim can do with the process's CPython (the page's `py_state`).
