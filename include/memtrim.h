@@ -39,149 +39,145 @@ size_t memtrim_trim(void);
 /* ---- The stats page -------------------------------------------------------------------------
  * One file per process, MEMTRIM_SHM_DIR/memtrim-EUID/memtrim.PID.START (a 0700 directory of
  * the process's user; START: start time in clock ticks after boot, so a reused pid is told
- * apart), mode 0600, FILE_BYTES long. The library's worker
- * thread is the only writer of `stats`, under the seqlock `seq` (odd while writing); a reader
- * copies `stats` between two equal even reads of `seq` and checks `stats.check`. Layout owned
- * by crates/common/src/page.rs; fields are only appended. */
+ * apart), mode 0600, MEMTRIM_PAGE_FILE_BYTES long. The library's worker thread is the only
+ * writer of the stats, under the seqlock `seq` (odd while writing); a reader copies the stats
+ * word by word between two equal even reads of `seq` and checks `check`. Layout owned by
+ * crates/common/src/page.rs; the stats' fields are declared in crates/common/src/stats.rs.
+ *
+ * Versioning: `layout_version` is the compatible version. Stats fields are only appended, so a
+ * reader reads a page of a version it knows whose `stats_size` is at least the size of the
+ * stats it knows: the prefix it knows, at `stats_offset` (the check word covers all
+ * `stats_size` bytes). The control block grows into its reserved words, then by moving the
+ * stats further: read them at `stats_offset`, not at `offsetof(struct memtrim_page, stats)`. */
 
 #define MEMTRIM_PAGE_MAGIC 0x004d4952544d454dull /* "MEMTRIM\0" little-endian */
-#define MEMTRIM_PAGE_LAYOUT_VERSION 1
+#define MEMTRIM_PAGE_LAYOUT_VERSION 2
 #define MEMTRIM_PAGE_FILE_BYTES 4096
+#define MEMTRIM_PAGE_STATS_OFFSET 96 /* where this version's writers put the stats */
 #define MEMTRIM_REASONS 6 /* request, api, retained, idle, pressure, limit */
 
-struct memtrim_page_stats {
-  uint64_t check;              /* checksum of every later word */
-  uint32_t pid, ppid, uid, allocator; /* allocator: 0 glibc, 1 jemalloc */
-  uint64_t start_ticks;
-  char comm[16];
-  uint64_t updated_at_ms;      /* unix ms of the last publication */
-  uint64_t samples;
-  uint64_t live_bytes, peak_live_bytes, allocs, frees;
-  uint64_t heap_bytes;         /* what the allocator holds from the system */
-  uint64_t retained_bytes;     /* heap_bytes - live_bytes */
-  uint64_t rss_bytes, pss_bytes, uss_bytes, swap_bytes;
-  uint64_t smaps_at_ms;        /* unix ms of the last smaps_rollup read */
-  uint64_t trims, released_bytes, last_trim_us, max_trim_us, last_trim_at_ms;
-  uint64_t sample_cost_us, worker_cpu_us;
-  uint64_t interval_ms, smaps_interval_ms;
-  uint64_t releases_by_reason[MEMTRIM_REASONS];
-  uint64_t last_reason, last_rss_before, last_rss_after;
-  /* release policy */
-  uint64_t policy_checks, skipped_small, skipped_backoff;
-  uint64_t alloc_rate;         /* allocations + frees per second over the last interval */
-  uint64_t idle;               /* 1 while the process is seen as idle */
-  uint64_t new_retained;       /* retained since the last release (resident, unexplained by live) */
-  uint64_t min_retained, frag_threshold_permille /* UINT64_MAX: off */, idle_ms, psi_stall_ms;
-  uint64_t psi_armed;
-  /* memory limits */
-  uint64_t limit_metric;       /* 0 none, 1 rss, 2 pss, 3 uss, 4 live */
-  uint64_t limit_bytes, limit_value, limit_strikes, limit_violations, limit_signals;
-  uint64_t cgroup_limit_bytes;
-  uint64_t hard_limit, refused_allocs;
-  /* CPython's pymalloc: state (0 none, 1 active, 2 unknown layout, 3 free-threaded, 4 off,
-   * 5 stopped), the last walk of its arenas, and the empty pools given back so far */
-  uint64_t py_state, py_arenas, py_arena_bytes, py_used_pools, py_empty_pools, py_empty_bytes;
-  uint64_t py_returned_pools, py_allocated_bytes, py_free_bytes, py_measured_at_ms;
-  uint64_t py_released_bytes, py_released_pools, py_steps, py_last_hold_us, py_max_hold_us;
-};
-
-struct memtrim_page {
-  uint64_t magic;
-  uint32_t layout_version;
-  uint32_t header_size;        /* sizeof(struct memtrim_page) of the writer */
-  uint64_t seq;
-  uint32_t trim_requested;     /* futex word: incremented by `memtrim trim` */
-  uint32_t trim_served;        /* futex word: the request the worker served last */
-  uint32_t report_requested;   /* the same pair for `memtrim report` */
-  uint32_t report_served;
-  struct memtrim_page_stats stats;
-};
-
-#define MEMTRIM_ASSERT_OFFSET(T, F, N) MEMTRIM_STATIC_ASSERT(offsetof(struct T, F) == N, #T "." #F)
 #ifdef __cplusplus
 #define MEMTRIM_STATIC_ASSERT static_assert
 #else
 #define MEMTRIM_STATIC_ASSERT _Static_assert
 #endif
+#define MEMTRIM_ASSERT_OFFSET(T, F, N) MEMTRIM_STATIC_ASSERT(offsetof(struct T, F) == N, #T "." #F)
+
+/* BEGIN generated */
+/* From the table of fields in crates/common/src/stats.rs: `MEMTRIM_WRITE_HEADER=1 cargo test --test layout`
+ * writes it. */
+struct memtrim_page_stats {
+  /* process */
+  uint64_t check;                  /* Checksum of every later word: a reader that sees it disagree has a torn or corrupt page. First, so that fields can be appended after it. */
+  uint32_t pid;                    /* Process id. */
+  uint32_t ppid;                   /* Parent process id. */
+  uint32_t uid;                    /* User id of the process. */
+  uint32_t allocator;              /* Backend that serves the host's allocations: glibc or jemalloc. */
+  uint64_t start_ticks;            /* Start time of the process in clock ticks after boot (tells a reused pid apart). */
+  char comm[16];                   /* Process name (/proc/PID/comm). */
+  uint64_t updated_at_ms;          /* Unix time at which the process last published its page (stops moving when the process hangs). */
+  uint64_t samples;                /* Publications of the page so far. */
+  /* memory */
+  uint64_t live_bytes;             /* Bytes the process has allocated and not freed (usable sizes), counted by memtrim. */
+  uint64_t peak_live_bytes;        /* Highest live bytes seen by the sampler since the process started. */
+  /* allocations */
+  uint64_t allocs;                 /* Allocations made by the process (malloc family calls that returned memory; a moving realloc is a free and an allocation). */
+  uint64_t frees;                  /* Blocks freed by the process. */
+  /* memory */
+  uint64_t heap_bytes;             /* Bytes the allocator holds from the system for the heap (glibc: arenas plus mmapped blocks). */
+  uint64_t retained_bytes;         /* Heap bytes held by the allocator but not used by the process (heap - live): what a release can give back. */
+  uint64_t rss_bytes;              /* Resident set size of the process. */
+  uint64_t pss_bytes;              /* Proportional set size (shared pages divided among their sharers; sums over forked workers); absent until the first smaps_rollup read. */
+  uint64_t uss_bytes;              /* Unique set size (private pages only: what exiting would free); absent until the first smaps_rollup read. */
+  uint64_t swap_bytes;             /* Bytes of the process swapped out; absent until the first smaps_rollup read. */
+  uint64_t smaps_at_ms;            /* Unix time of the last smaps_rollup read (PSS, USS, swap). */
+  /* releases */
+  uint64_t trims;                  /* Releases of retained memory so far (by reason: releases_by_reason). */
+  uint64_t released_bytes;         /* Bytes given back to the system by memtrim's releases (RSS before minus after). */
+  uint64_t last_trim_us;           /* Duration of the last release; absent before the first. */
+  uint64_t max_trim_us;            /* Longest release since the process started; absent before the first. */
+  uint64_t last_trim_at_ms;        /* Unix time of the last release; absent before the first. */
+  /* worker */
+  uint64_t sample_cost_us;         /* What the last sample cost memtrim's worker thread. */
+  uint64_t worker_cpu_us;          /* CPU time used by memtrim's worker thread in the process. */
+  uint64_t interval_ms;            /* Sampling period (MEMTRIM_INTERVAL_MS). */
+  uint64_t smaps_interval_ms;      /* Period of the PSS, USS and swap reads (MEMTRIM_SMAPS_INTERVAL_MS). */
+  /* releases */
+  uint64_t releases_by_reason[6];  /* Releases of retained memory by reason: request (memtrim trim), api (memtrim_trim()), retained, idle, pressure (PSI), limit. */
+  uint64_t last_reason;            /* Why the last release ran. */
+  uint64_t last_rss_before;        /* Resident set size just before the last release. */
+  uint64_t last_rss_after;         /* Resident set size just after the last release. */
+  /* policy */
+  uint64_t policy_checks;          /* Samples the release policy looked at. */
+  uint64_t skipped_small;          /* Samples in which a release trigger held but too little new retained memory had come (MEMTRIM_MIN_RETAINED). */
+  uint64_t skipped_backoff;        /* Samples in which a release trigger held but the spacing after the last release, or the back-off, held it back. */
+  uint64_t alloc_rate;             /* Allocations plus frees per second over the last interval. */
+  uint64_t idle;                   /* 1 while the release policy sees the process as idle. */
+  uint64_t new_retained;           /* Retained memory new since the last release (resident growth that live growth does not explain); automatic releases wait for MEMTRIM_MIN_RETAINED of it. */
+  uint64_t min_retained;           /* New retained bytes worth a release (MEMTRIM_MIN_RETAINED). */
+  uint64_t frag_threshold_permille; /* Fragmentation (retained / heap) that triggers a release while busy (MEMTRIM_FRAG_THRESHOLD); absent when off. */
+  uint64_t idle_ms;                /* Quiet time that triggers a release (MEMTRIM_IDLE_MS). */
+  uint64_t psi_stall_ms;           /* Memory-pressure stall per second that triggers a release (MEMTRIM_PSI_STALL_MS). */
+  uint64_t psi_armed;              /* 1 when a memory-pressure (PSI) trigger is armed. */
+  /* limits */
+  uint64_t limit_metric;           /* Figure the soft limit (MEMTRIM_LIMIT) bounds: rss, pss, uss or live. */
+  uint64_t limit_bytes;            /* Soft limit (MEMTRIM_LIMIT) in bytes, labelled with the figure it bounds (rss, pss, uss, live); absent when none is set. */
+  uint64_t limit_value;            /* The figure the soft limit bounds, at the last sample. */
+  uint64_t limit_strikes;          /* Consecutive samples over the soft limit. */
+  uint64_t limit_violations;       /* Samples in which the process was over its soft limit (MEMTRIM_LIMIT). */
+  uint64_t limit_signals;          /* Signals (MEMTRIM_LIMIT_SIGNAL) the process sent itself for staying over its soft limit. */
+  uint64_t cgroup_limit_bytes;     /* Memory limit of the process's cgroup; absent when there is none. */
+  uint64_t hard_limit;             /* MEMTRIM_HARD_LIMIT: allocations that would take live bytes over it fail; absent when none is set. */
+  uint64_t refused_allocs;         /* Allocations refused (ENOMEM) by MEMTRIM_HARD_LIMIT. */
+  /* python */
+  uint64_t py_state;               /* What memtrim can do with CPython's small-object allocator (pymalloc): none (no CPython), active, unknown layout (a version memtrim does not know), free-threaded, off (MEMTRIM_PYMALLOC=0), stopped. */
+  uint64_t py_arenas;              /* CPython's object arenas, at the last walk. */
+  uint64_t py_arena_bytes;         /* Resident bytes of CPython's object arenas (pymalloc), at the last walk; absent in other processes. */
+  uint64_t py_used_pools;          /* CPython pools in use, at the last walk. */
+  uint64_t py_empty_pools;         /* Empty CPython pools still resident past their header, at the last walk. */
+  uint64_t py_empty_bytes;         /* Resident bytes of CPython's empty pools past their header: what the next release gives back. */
+  uint64_t py_returned_pools;      /* Empty CPython pools already given back, at the last walk. */
+  uint64_t py_allocated_bytes;     /* Bytes in allocated blocks of CPython's pools, at the last walk. */
+  uint64_t py_free_bytes;          /* Bytes in free blocks of CPython's used pools, at the last walk. */
+  uint64_t py_measured_at_ms;      /* Unix time of the last walk of CPython's arenas. */
+  uint64_t py_released_bytes;      /* Bytes of CPython's empty pools given back by memtrim. */
+  uint64_t py_released_pools;      /* CPython pools whose pages memtrim gave back. */
+  uint64_t py_steps;               /* Steps in which memtrim held CPython's interpreter lock to give empty pools back. */
+  uint64_t py_last_hold_us;        /* Time the last such step held CPython's interpreter lock. */
+  uint64_t py_max_hold_us;         /* Longest time one of memtrim's steps held CPython's interpreter lock. */
+  /* policy */
+  uint64_t release_skip_reason;    /* Why the last sample did not release: none (it released, or nothing was decided yet), no_trigger (no trigger held), min_retained (too little new retained memory), backoff (the spacing after the last release, or the back-off). */
+};
+MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page_stats) == 584, "memtrim_page_stats size");
+/* END generated */
+
+struct memtrim_page {
+  uint64_t magic;
+  uint32_t layout_version;     /* the compatible version (MEMTRIM_PAGE_LAYOUT_VERSION) */
+  uint32_t header_size;        /* bytes of the file the writer uses: stats_offset + stats_size */
+  uint64_t seq;
+  uint32_t stats_offset;       /* where the writer's stats start */
+  uint32_t stats_size;         /* sizeof(struct memtrim_page_stats) of the writer */
+  uint32_t trim_requested;     /* futex word: incremented by `memtrim trim` */
+  uint32_t trim_served;        /* futex word: the request the worker served last */
+  uint32_t report_requested;   /* the same pair for `memtrim report` */
+  uint32_t report_served;
+  uint32_t control_reserved[12]; /* zero: room for requests to come */
+  struct memtrim_page_stats stats; /* as this version's writers place them: see stats_offset */
+};
+
 MEMTRIM_ASSERT_OFFSET(memtrim_page, magic, 0);
 MEMTRIM_ASSERT_OFFSET(memtrim_page, layout_version, 8);
 MEMTRIM_ASSERT_OFFSET(memtrim_page, header_size, 12);
 MEMTRIM_ASSERT_OFFSET(memtrim_page, seq, 16);
-MEMTRIM_ASSERT_OFFSET(memtrim_page, trim_requested, 24);
-MEMTRIM_ASSERT_OFFSET(memtrim_page, trim_served, 28);
-MEMTRIM_ASSERT_OFFSET(memtrim_page, report_requested, 32);
-MEMTRIM_ASSERT_OFFSET(memtrim_page, report_served, 36);
-MEMTRIM_ASSERT_OFFSET(memtrim_page, stats, 40);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, check, 0);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, pid, 8);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, ppid, 12);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, uid, 16);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, allocator, 20);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, start_ticks, 24);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, comm, 32);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, updated_at_ms, 48);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, samples, 56);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, live_bytes, 64);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, peak_live_bytes, 72);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, allocs, 80);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, frees, 88);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, heap_bytes, 96);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, retained_bytes, 104);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, rss_bytes, 112);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, pss_bytes, 120);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, uss_bytes, 128);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, swap_bytes, 136);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, smaps_at_ms, 144);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, trims, 152);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, released_bytes, 160);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, last_trim_us, 168);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, max_trim_us, 176);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, last_trim_at_ms, 184);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, sample_cost_us, 192);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, worker_cpu_us, 200);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, interval_ms, 208);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, smaps_interval_ms, 216);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, releases_by_reason, 224);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, last_reason, 272);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, last_rss_before, 280);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, last_rss_after, 288);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, policy_checks, 296);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, skipped_small, 304);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, skipped_backoff, 312);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, alloc_rate, 320);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, idle, 328);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, new_retained, 336);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, min_retained, 344);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, frag_threshold_permille, 352);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, idle_ms, 360);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, psi_stall_ms, 368);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, psi_armed, 376);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, limit_metric, 384);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, limit_bytes, 392);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, limit_value, 400);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, limit_strikes, 408);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, limit_violations, 416);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, limit_signals, 424);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, cgroup_limit_bytes, 432);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, hard_limit, 440);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, refused_allocs, 448);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_state, 456);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_arenas, 464);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_arena_bytes, 472);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_used_pools, 480);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_empty_pools, 488);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_empty_bytes, 496);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_returned_pools, 504);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_allocated_bytes, 512);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_free_bytes, 520);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_measured_at_ms, 528);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_released_bytes, 536);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_released_pools, 544);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_steps, 552);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_last_hold_us, 560);
-MEMTRIM_ASSERT_OFFSET(memtrim_page_stats, py_max_hold_us, 568);
-MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page_stats) == 576, "memtrim_page_stats size");
-MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page) == 616, "memtrim_page size");
+MEMTRIM_ASSERT_OFFSET(memtrim_page, stats_offset, 24);
+MEMTRIM_ASSERT_OFFSET(memtrim_page, stats_size, 28);
+MEMTRIM_ASSERT_OFFSET(memtrim_page, trim_requested, 32);
+MEMTRIM_ASSERT_OFFSET(memtrim_page, trim_served, 36);
+MEMTRIM_ASSERT_OFFSET(memtrim_page, report_requested, 40);
+MEMTRIM_ASSERT_OFFSET(memtrim_page, report_served, 44);
+MEMTRIM_ASSERT_OFFSET(memtrim_page, control_reserved, 48);
+MEMTRIM_ASSERT_OFFSET(memtrim_page, stats, MEMTRIM_PAGE_STATS_OFFSET);
 MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_stats) == 40, "memtrim_stats size");
 MEMTRIM_ASSERT_OFFSET(memtrim_stats, live_bytes, 8);
 MEMTRIM_ASSERT_OFFSET(memtrim_stats, frees, 32);

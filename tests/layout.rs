@@ -1,12 +1,56 @@
-//! include/memtrim.h mirrors the page and stats layouts of the Rust code: a C program compiled
-//! against the header prints its offsets, which must equal Rust's.
+//! include/memtrim.h mirrors the page of the Rust code: its stats struct is generated from the
+//! table of fields (crates/common/src/stats.rs), and a C program compiled against the header
+//! prints the offset and size of every field of the table and of every header word, which must
+//! equal Rust's.
 mod common;
 use core::mem::{offset_of, size_of};
-use memtrim_common::page::{Control, Page, Stats};
+use memtrim_common::fields::{Field, Type};
+use memtrim_common::page::{Control, Page, STATS_OFFSET, FIELDS};
 use std::process::Command;
 
-macro_rules! offsets {
-    ($t:ty, $c:literal: $($f:ident),*) => { vec![$( (format!("{}.{}", $c, stringify!($f)), offset_of!($t, $f)) ),*] };
+const BEGIN: &str = "/* BEGIN generated */\n";
+const END: &str = "/* END generated */\n";
+
+fn c_declaration(f: &Field) -> String {
+    match f.ty {
+        Type::U32 => format!("uint32_t {};", f.name),
+        Type::U64 => format!("uint64_t {};", f.name),
+        Type::Text(n) => format!("char {}[{n}];", f.name),
+        Type::U64s(n) => format!("uint64_t {}[{n}];", f.name),
+    }
+}
+
+/// The header's stats struct as the table says it: one line per field, with its help; a
+/// comment at each change of section.
+fn stats_struct() -> String {
+    let mut c = format!(
+        "{BEGIN}/* From the table of fields in crates/common/src/stats.rs: `MEMTRIM_WRITE_HEADER=1 cargo test --test layout`\n * writes it. */\nstruct memtrim_page_stats {{\n"
+    );
+    let mut section = "";
+    for f in FIELDS {
+        assert!(!f.help.contains("*/"), "{}: the help would end the C comment", f.name);
+        if f.section != section {
+            section = f.section;
+            c += &format!("  /* {section} */\n");
+        }
+        c += &format!("  {:<32} /* {} */\n", c_declaration(f), f.help);
+    }
+    c += "};\n";
+    c += &format!("MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page_stats) == {}, \"memtrim_page_stats size\");\n", size_of::<memtrim_common::page::Stats>());
+    c + END
+}
+
+#[test]
+fn header_stats_struct_is_the_tables() {
+    let path = common::root().join("include/memtrim.h");
+    let header = std::fs::read_to_string(&path).unwrap();
+    let (start, end) = (header.find(BEGIN).expect("no BEGIN generated in the header"), header.find(END).expect("no END generated") + END.len());
+    let want = stats_struct();
+    if std::env::var_os("MEMTRIM_WRITE_HEADER").is_some() {
+        std::fs::write(&path, format!("{}{want}{}", &header[..start], &header[end..])).unwrap();
+        return;
+    }
+    assert_eq!(&header[start..end], want, "include/memtrim.h's stats struct is not the table's (MEMTRIM_WRITE_HEADER=1 cargo test --test layout rewrites it)");
 }
 
 #[test]
@@ -15,25 +59,34 @@ fn header_offsets_match_rust() {
         return;
     }
     let control = offset_of!(Page, control);
-    let mut rust = offsets!(Page, "memtrim_page": magic, layout_version, header_size, seq, stats);
-    rust.push(("memtrim_page.trim_requested".into(), control + offset_of!(Control, trim_requested)));
-    rust.push(("memtrim_page.trim_served".into(), control + offset_of!(Control, trim_served)));
-    rust.push(("memtrim_page.report_requested".into(), control + offset_of!(Control, report_requested)));
-    rust.push(("memtrim_page.report_served".into(), control + offset_of!(Control, report_served)));
-    rust.extend(offsets!(Stats, "memtrim_page_stats": check, pid, ppid, uid, allocator, start_ticks, comm, updated_at_ms,
-        samples, live_bytes, peak_live_bytes, allocs, frees, heap_bytes, retained_bytes, rss_bytes, pss_bytes, uss_bytes,
-        swap_bytes, smaps_at_ms, trims, released_bytes, last_trim_us, max_trim_us, last_trim_at_ms, sample_cost_us,
-        worker_cpu_us, interval_ms, smaps_interval_ms, releases_by_reason, last_reason, last_rss_before, last_rss_after, policy_checks, skipped_small, skipped_backoff,
-        alloc_rate, idle, new_retained, min_retained, frag_threshold_permille, idle_ms, psi_stall_ms, psi_armed, limit_metric,
-        limit_bytes, limit_value, limit_strikes, limit_violations, limit_signals, cgroup_limit_bytes, hard_limit, refused_allocs,
-        py_state, py_arenas, py_arena_bytes, py_used_pools, py_empty_pools, py_empty_bytes, py_returned_pools, py_allocated_bytes, py_free_bytes, py_measured_at_ms, py_released_bytes, py_released_pools, py_steps, py_last_hold_us, py_max_hold_us));
-    rust.push(("sizeof.memtrim_page_stats".into(), size_of::<Stats>()));
-    rust.push(("sizeof.memtrim_page".into(), size_of::<Page>()));
+    let mut rust: Vec<(String, usize)> = vec![
+        ("memtrim_page.magic".into(), offset_of!(Page, magic)),
+        ("memtrim_page.layout_version".into(), offset_of!(Page, layout_version)),
+        ("memtrim_page.header_size".into(), offset_of!(Page, header_size)),
+        ("memtrim_page.seq".into(), offset_of!(Page, seq)),
+        ("memtrim_page.stats_offset".into(), offset_of!(Page, stats_offset)),
+        ("memtrim_page.stats_size".into(), offset_of!(Page, stats_size)),
+        ("memtrim_page.trim_requested".into(), control + offset_of!(Control, trim_requested)),
+        ("memtrim_page.trim_served".into(), control + offset_of!(Control, trim_served)),
+        ("memtrim_page.report_requested".into(), control + offset_of!(Control, report_requested)),
+        ("memtrim_page.report_served".into(), control + offset_of!(Control, report_served)),
+        ("memtrim_page.control_reserved".into(), control + offset_of!(Control, reserved)),
+        ("memtrim_page.stats".into(), STATS_OFFSET),
+    ];
+    for f in FIELDS {
+        rust.push((format!("memtrim_page_stats.{}", f.name), f.offset));
+        rust.push((format!("size.memtrim_page_stats.{}", f.name), f.ty.size()));
+    }
+    rust.push(("sizeof.memtrim_page_stats".into(), size_of::<memtrim_common::page::Stats>()));
 
     let mut c = String::from("#include <stdio.h>\n#include \"memtrim.h\"\nint main(void) {\n");
     for (name, _) in &rust {
-        let (t, f) = name.split_once('.').unwrap();
-        let expr = if t == "sizeof" { format!("sizeof(struct {f})") } else { format!("offsetof(struct {t}, {f})") };
+        let expr = match name.split('.').collect::<Vec<_>>()[..] {
+            ["sizeof", t] => format!("sizeof(struct {t})"),
+            ["size", t, f] => format!("sizeof(((struct {t} *)0)->{f})"),
+            [t, f] => format!("offsetof(struct {t}, {f})"),
+            _ => unreachable!(),
+        };
         c += &format!("  printf(\"{name} %zu\\n\", {expr});\n");
     }
     c += "  return 0;\n}\n";

@@ -188,7 +188,7 @@ fn who_a_process_is_comes_from_proc_not_its_page() {
     write_page(
         &page,
         &crafted_page(pid, st, b"sshd", |p: &mut Page| {
-            let mut claims = p.stats;
+            let mut claims = p.read().unwrap();
             claims.uid = 0;
             claims.ppid = 1;
             claims.rss_bytes = 64 << 30;
@@ -367,7 +367,7 @@ fn clean_removes_nothing_through_a_directory_swapped_after_its_checks() {
     let (mine, link) = (user_dir(dir.path(), uid_of("nobody")), dir.join("link"));
     let planted = mine.join(memtrim_common::page::file_name(pid, st));
     let page = crafted_page(pid, st, b"sleep", |p: &mut Page| {
-        let mut s = p.stats;
+        let mut s = p.read().unwrap();
         s.updated_at_ms = 0;
         s.interval_ms = 1000;
         p.publish(s);

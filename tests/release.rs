@@ -385,3 +385,30 @@ fn huge_page_heaps_turn_the_arena_top_release_off() {
         assert_eq!(err.lines().filter(|l| l.contains(line)).count(), 1, "expected one line saying {line:?}:\n{err}");
     }
 }
+
+/// The page says why the last sample did not release: no trigger held; a trigger (idle) held
+/// but too little new memory was retained; and nothing, once a release ran (until the next
+/// sample, a second later).
+#[test]
+fn the_page_says_what_held_the_last_release_back() {
+    let dir = TempDir::new("held-back");
+    let start = |interval_ms: u32, env: &[(&str, &str)]| {
+        let mut c = Command::new(common::idle_sleep());
+        common::under_library(c.arg("600"), dir.path(), interval_ms).env("MEMTRIM_ALLOCATOR", common::allocator()).envs(env.iter().copied());
+        common::Proc(c.stdin(std::process::Stdio::null()).spawn().unwrap())
+    };
+    let reason = |pid: u32, want: &str| {
+        wait_for(&format!("release_skip_reason {want}"), Duration::from_secs(15), || {
+            let j = stat_json(dir.path(), pid)?;
+            let got = j.str("release_skip_reason").to_string();
+            if got == want { Ok(()) } else { Err(format!("{got}: {j:?}")) }
+        })
+    };
+    let quiet = start(50, &[("MEMTRIM_IDLE_MS", "0"), ("MEMTRIM_FRAG_THRESHOLD", "off"), ("MEMTRIM_PSI_STALL_MS", "0")]);
+    reason(quiet.pid(), "no_trigger");
+    let idle = start(1000, &[("MEMTRIM_IDLE_MS", "100"), ("MEMTRIM_MIN_RETAINED", "1GiB"), ("MEMTRIM_PSI_STALL_MS", "0")]);
+    reason(idle.pid(), "min_retained");
+    let o = memtrim(dir.path(), &["trim", &idle.pid().to_string()]);
+    assert!(o.status.success(), "{}", common::show(&o));
+    reason(idle.pid(), "none");
+}

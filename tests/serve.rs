@@ -701,11 +701,13 @@ fn skipped_pages_are_counted_by_reason() {
     let real = sleeper_under_library(dir.path());
     let (a, b, c) = (sleeper(), sleeper(), sleeper());
     let st = |p: &Proc| start_ticks(p.pid());
-    plant_page(dir.path(), a.pid(), st(&a), b"newer", |p| p.layout_version = 2);
-    plant_page(dir.path(), b.pid(), st(&b), b"torn", |p| p.stats.live_bytes += 1);
+    plant_page(dir.path(), a.pid(), st(&a), b"newer", |p| p.layout_version = memtrim_common::page::LAYOUT_VERSION + 1);
+    plant_page(dir.path(), b.pid(), st(&b), b"torn", |p| {
+        p.stats[core::mem::offset_of!(Stats, live_bytes) / 8].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
     plant_page(dir.path(), c.pid(), st(&c), b"starting", |p| {
         p.seq = Default::default();
-        p.stats = Stats::default();
+        p.stats.iter().for_each(|w| w.store(0, std::sync::atomic::Ordering::Relaxed));
     });
     // a process that has exited
     let mut gone = Command::new("true").spawn().unwrap();

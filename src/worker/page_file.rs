@@ -122,12 +122,12 @@ impl PageFile {
         Ok(pf)
     }
 
-    /// Only the worker thread writes the page (DESIGN.md: one writer under the seqlock).
-    #[allow(clippy::mut_from_ref)]
-    pub fn page(&self) -> &mut Page {
+    /// Only the worker thread publishes into the page (DESIGN.md: one writer under the
+    /// seqlock); every word it writes after `init` is atomic.
+    pub fn page(&self) -> &Page {
         // SAFETY: the mapping lives as long as the process (it is never unmapped while the
         // worker that owns it runs).
-        unsafe { &mut *self.page }
+        unsafe { &*self.page }
     }
 }
 

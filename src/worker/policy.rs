@@ -14,7 +14,7 @@ use crate::sys::pressure::Pressure;
 use crate::worker::release::Outcome;
 use crate::sys::stderr;
 use memtrim_common::config::{Config, LogLevel};
-use memtrim_common::page::{Reason, Stats};
+use memtrim_common::page::{HeldBack, Reason, Stats};
 use std::time::{Duration, Instant};
 
 /// Below this many allocations and frees per second a process is quiet whatever its past.
@@ -41,6 +41,7 @@ pub struct Policy {
     checks: u64,
     skipped_small: u64,
     skipped_backoff: u64,
+    held: HeldBack,
 }
 
 impl Policy {
@@ -66,6 +67,7 @@ impl Policy {
             checks: 0,
             skipped_small: 0,
             skipped_backoff: 0,
+            held: HeldBack::Nothing,
         }
     }
 
@@ -106,16 +108,22 @@ impl Policy {
             (true, _, _) => Reason::Pressure,
             (_, true, _) => Reason::Idle,
             (_, _, true) => Reason::Retained,
-            _ => return None,
+            _ => {
+                self.held = HeldBack::NoTrigger;
+                return None;
+            }
         };
         if reason != Reason::Pressure && self.fresh < self.cfg.min_retained {
             self.skipped_small += 1;
+            self.held = HeldBack::MinRetained;
             return None;
         }
         if now < self.next_allowed || (reason == Reason::Retained && now < self.backoff_until) {
             self.skipped_backoff += 1;
+            self.held = HeldBack::Backoff;
             return None;
         }
+        self.held = HeldBack::Nothing;
         Some(reason)
     }
 
@@ -132,6 +140,7 @@ impl Policy {
         self.backoff_until = now + self.backoff;
         self.floor = Some((after.rss_bytes, after.live_bytes));
         self.fresh = 0;
+        self.held = HeldBack::Nothing;
     }
 
     /// The policy's state, for the page.
@@ -139,6 +148,7 @@ impl Policy {
         s.policy_checks = self.checks;
         s.skipped_small = self.skipped_small;
         s.skipped_backoff = self.skipped_backoff;
+        s.release_skip_reason = self.held as u64;
         s.alloc_rate = self.rate as u64;
         s.idle = self.quiet_since.is_some() as u64;
         s.new_retained = self.fresh;

@@ -1,17 +1,17 @@
 //! The Prometheus text exposition (format 0.0.4) of every live page in a directory, for
-//! `memtrim serve`: one family per figure (HELP and TYPE, then every process's sample), names
-//! and units after Prometheus conventions (base units, `_bytes`, `_seconds`, `_total` on
-//! counters), labels `pid, ppid, comm, allocator` on every per-process series, then the
-//! exporter's own figures (`memtrim_exporter_*`). Metric and label names are a contract as the
-//! JSON field names are: add freely, never rename.
+//! `memtrim serve`: one family per field of the page's table (crates/common/src/stats.rs; HELP
+//! and TYPE, then every process's sample), names and units after Prometheus conventions (base
+//! units, `_bytes`, `_seconds`, `_total` on counters), labels `pid, ppid, comm, allocator` on
+//! every per-process series, then the exporter's own figures (`memtrim_exporter_*`). Metric and
+//! label names are a contract as the JSON field names are: add freely, never rename.
 //!
 //! Reading is done here rather than with `pages::scan` so that a page that vanishes between
 //! the directory listing and its reading (its process exited mid-scrape) counts as gone, not as
 //! an I/O error, and so that every skip is counted by reason.
-use crate::json::allocator_name;
 use crate::pages::{self, Entry, Skip, State};
+use memtrim_common::fields::{Field, Kind, Metric as Family, Unit};
 use memtrim_common::limit::Metric;
-use memtrim_common::page::{Reason, Stats, LAYOUT_VERSION};
+use memtrim_common::page::{Stats, FIELDS, LAYOUT_VERSION};
 use std::fmt::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -112,11 +112,6 @@ impl Counters {
 }
 
 /// A sample's value.
-/// Whether the page holds a walk of CPython's arenas.
-fn py_measured(s: &Stats) -> bool {
-    s.py_state == 1 && s.py_measured_at_ms != 0
-}
-
 enum V {
     U(u64),
     /// Microseconds, shown as seconds.
@@ -191,38 +186,58 @@ fn sample(out: &mut String, name: &str, labels: &str, extra: &str, v: V) {
     out.push('\n');
 }
 
-type Get = fn(&Stats) -> Option<V>;
+/// A field's family name: the one the table gives, else `memtrim_` and the field's name with
+/// its unit in base units (`_bytes`, `_seconds`, `_timestamp_seconds`, `_ratio`) and `_total`
+/// on counters. None for what is a label rather than a figure.
+pub fn family(f: &Field) -> Option<String> {
+    let (strip, unit): (&[&str], &str) = match f.unit {
+        Unit::Us => (&["_us"], "_seconds"),
+        Unit::Ms => (&["_ms"], "_seconds"),
+        Unit::UnixMs => (&["_at_ms", "_ms"], "_timestamp_seconds"),
+        Unit::Bytes => (&["_bytes"], "_bytes"),
+        Unit::Permille => (&["_permille"], "_ratio"),
+        Unit::None | Unit::Count | Unit::PerSec => (&[], ""),
+    };
+    let base = strip.iter().find_map(|x| f.name.strip_suffix(x)).unwrap_or(f.name);
+    let total = if matches!(f.kind, Kind::Counter | Kind::Counters(..)) { "_total" } else { "" };
+    match (f.metric, f.kind) {
+        (Family::None, _) | (_, Kind::Check | Kind::Id) => None,
+        (Family::Named(name), _) => Some(name.to_string()),
+        (Family::Derived, _) => Some(format!("memtrim_{base}{unit}{total}")),
+    }
+}
 
-/// The per-process families with one sample per process and no label beyond the common ones.
-const SIMPLE: &[(&str, &str, &str, Get)] = &[
-    ("memtrim_live_bytes", "gauge", "Bytes the process has allocated and not freed (usable sizes), counted by memtrim.", |s| Some(V::U(s.live_bytes))),
-    ("memtrim_peak_live_bytes", "gauge", "Highest live bytes seen by the sampler since the process started.", |s| Some(V::U(s.peak_live_bytes))),
-    ("memtrim_heap_bytes", "gauge", "Bytes the allocator holds from the system for the heap (glibc: arenas plus mmapped blocks).", |s| Some(V::U(s.heap_bytes))),
-    ("memtrim_retained_bytes", "gauge", "Heap bytes held by the allocator but not used by the process (heap - live): what a release can give back.", |s| Some(V::U(s.retained_bytes))),
-    ("memtrim_rss_bytes", "gauge", "Resident set size of the process.", |s| Some(V::U(s.rss_bytes))),
-    ("memtrim_pss_bytes", "gauge", "Proportional set size (shared pages divided among their sharers; sums over forked workers); absent until the first smaps_rollup read.", |s| (s.smaps_at_ms != 0).then_some(V::U(s.pss_bytes))),
-    ("memtrim_uss_bytes", "gauge", "Unique set size (private pages only); absent until the first smaps_rollup read.", |s| (s.smaps_at_ms != 0).then_some(V::U(s.uss_bytes))),
-    ("memtrim_swap_bytes", "gauge", "Bytes of the process swapped out; absent until the first smaps_rollup read.", |s| (s.smaps_at_ms != 0).then_some(V::U(s.swap_bytes))),
-    ("memtrim_allocations_total", "counter", "Allocations made by the process (malloc family calls that returned memory).", |s| Some(V::U(s.allocs))),
-    ("memtrim_frees_total", "counter", "Blocks freed by the process.", |s| Some(V::U(s.frees))),
-    ("memtrim_released_bytes_total", "counter", "Bytes given back to the system by memtrim's releases (RSS before minus after).", |s| Some(V::U(s.released_bytes))),
-    ("memtrim_release_duration_seconds", "gauge", "Duration of the last release; absent before the first.", |s| (s.trims != 0).then_some(V::Us(s.last_trim_us))),
-    ("memtrim_release_max_duration_seconds", "gauge", "Longest release since the process started; absent before the first.", |s| (s.trims != 0).then_some(V::Us(s.max_trim_us))),
-    ("memtrim_last_release_timestamp_seconds", "gauge", "Unix time of the last release; absent before the first.", |s| (s.trims != 0 && s.last_trim_at_ms != 0).then_some(V::Ms(s.last_trim_at_ms))),
-    ("memtrim_limit_violations_total", "counter", "Samples in which the process was over its soft limit (MEMTRIM_LIMIT).", |s| Some(V::U(s.limit_violations))),
-    ("memtrim_limit_signals_total", "counter", "Signals (MEMTRIM_LIMIT_SIGNAL) the process sent itself for staying over its soft limit.", |s| Some(V::U(s.limit_signals))),
-    ("memtrim_hard_limit_bytes", "gauge", "MEMTRIM_HARD_LIMIT: allocations that would take live bytes over it fail; absent when none is set.", |s| (s.hard_limit != 0).then_some(V::U(s.hard_limit))),
-    ("memtrim_refused_allocations_total", "counter", "Allocations refused (ENOMEM) by MEMTRIM_HARD_LIMIT.", |s| Some(V::U(s.refused_allocs))),
-    ("memtrim_python_arena_bytes", "gauge", "Resident bytes of CPython's object arenas (pymalloc), at the last walk; absent in other processes.", |s| py_measured(s).then_some(V::U(s.py_arena_bytes))),
-    ("memtrim_python_allocated_bytes", "gauge", "Bytes in allocated blocks of CPython's pools, at the last walk.", |s| py_measured(s).then_some(V::U(s.py_allocated_bytes))),
-    ("memtrim_python_empty_pool_bytes", "gauge", "Resident bytes of CPython's empty pools past their header: what the next release gives back.", |s| py_measured(s).then_some(V::U(s.py_empty_bytes))),
-    ("memtrim_python_released_bytes_total", "counter", "Bytes of CPython's empty pools given back by memtrim.", |s| (s.py_state == 1).then_some(V::U(s.py_released_bytes))),
-    ("memtrim_python_released_pools_total", "counter", "CPython pools whose pages memtrim gave back.", |s| (s.py_state == 1).then_some(V::U(s.py_released_pools))),
-    ("memtrim_python_lock_hold_max_seconds", "gauge", "Longest time one of memtrim's steps held CPython's interpreter lock.", |s| (s.py_steps != 0).then_some(V::Us(s.py_max_hold_us))),
-    ("memtrim_cgroup_limit_bytes", "gauge", "Memory limit of the process's cgroup; absent when there is none.", |s| (s.cgroup_limit_bytes != 0).then_some(V::U(s.cgroup_limit_bytes))),
-    ("memtrim_worker_cpu_seconds_total", "counter", "CPU time used by memtrim's worker thread in the process.", |s| Some(V::Us(s.worker_cpu_us))),
-    ("memtrim_last_update_timestamp_seconds", "gauge", "Unix time at which the process last published its page (stops moving when the process hangs).", |s| Some(V::Ms(s.updated_at_ms))),
-];
+/// A field's samples for one process, by its kind and unit: (extra labels, value); none where
+/// the field does not apply (`when`) or its label has no value. A state is one sample of 1
+/// labelled with its name; per-label counters one sample per label.
+fn samples(f: &Field, s: &Stats) -> Vec<(String, V)> {
+    if !f.applies(s) {
+        return Vec::new();
+    }
+    let n = f.number(s);
+    let mut extra = String::new();
+    if let Some((label, value)) = f.label {
+        let Some(v) = value(s) else { return Vec::new() };
+        extra = format!("{label}=\"");
+        escape_label(v, &mut extra);
+        extra.push('"');
+    }
+    let v = match (f.kind, f.unit) {
+        (Kind::Counters(label, names), _) => return names.iter().zip(f.numbers(s)).map(|(k, n)| (format!("{label}=\"{k}\""), V::U(n))).collect(),
+        (Kind::State(_), _) => {
+            let Some(name) = f.state(s) else { return Vec::new() };
+            extra = format!("{}=\"", f.name);
+            escape_label(name, &mut extra);
+            extra.push('"');
+            V::U(1)
+        }
+        (_, Unit::Us) => V::Us(n),
+        (_, Unit::Ms | Unit::UnixMs) => V::Ms(n),
+        (_, Unit::Permille) => V::F(n as f64 / 1000.0),
+        _ => V::U(n),
+    };
+    vec![(extra, v)]
+}
 
 /// Boot time (unix seconds) and clock ticks per second, to turn start ticks into a time.
 fn boot_time() -> Option<(u64, u64)> {
@@ -246,7 +261,7 @@ pub fn render(scan: &Scan, counters: &Counters, started: Instant, serving: bool)
             let _ = write!(l, "pid=\"{}\",ppid=\"{}\",comm=\"", s.pid, s.ppid);
             escape_label(&s.comm_str(), &mut l);
             l.push_str("\",allocator=\"");
-            escape_label(&allocator_name(s.allocator), &mut l);
+            escape_label(s.allocator_name(), &mut l);
             l.push('"');
             l
         })
@@ -266,22 +281,15 @@ pub fn render(scan: &Scan, counters: &Counters, started: Instant, serving: bool)
         extra.push('"');
         Some((extra, V::U(1)))
     });
-    for (name, kind, help, get) in SIMPLE {
-        header(&mut out, name, kind, help);
-        each(&mut out, name, &|s| get(s).map(|v| (String::new(), v)));
-    }
-    header(&mut out, "memtrim_releases_total", "counter", "Releases of retained memory by reason: request (memtrim trim), api (memtrim_trim()), retained, idle, pressure (PSI), limit.");
-    for (e, l) in scan.entries.iter().zip(&labels) {
-        for r in Reason::ALL {
-            let n = e.stats.releases_by_reason.get(r as usize).copied().unwrap_or(0);
-            sample(&mut out, "memtrim_releases_total", l, &format!("reason=\"{}\"", r.name()), V::U(n));
+    for f in FIELDS {
+        let Some(name) = family(f) else { continue };
+        header(&mut out, &name, if matches!(f.kind, Kind::Counter | Kind::Counters(..)) { "counter" } else { "gauge" }, f.help);
+        for (e, l) in scan.entries.iter().zip(&labels) {
+            for (extra, v) in samples(f, &e.stats) {
+                sample(&mut out, &name, l, &extra, v);
+            }
         }
     }
-    header(&mut out, "memtrim_limit_bytes", "gauge", "Soft limit (MEMTRIM_LIMIT) in bytes, labelled with the figure it bounds (rss, pss, uss, live); absent when none is set.");
-    each(&mut out, "memtrim_limit_bytes", &|s| {
-        let m = Metric::from_code(s.limit_metric)?;
-        Some((format!("metric=\"{}\"", m.name()), V::U(s.limit_bytes)))
-    });
     let boot = boot_time();
     header(&mut out, "memtrim_process_start_time_seconds", "gauge", "Start time of the process, unix seconds.");
     if let Some((btime, hz)) = boot {
@@ -346,7 +354,47 @@ pub fn scrape(dir: &Path, counters: &Counters, serving: bool) -> (String, Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use memtrim_common::page::Reason;
     use std::path::PathBuf;
+
+    /// The families of the metrics memtrim has exported so far: a contract.
+    const CONTRACT: &[&str] = &[
+        "memtrim_info", "memtrim_live_bytes", "memtrim_peak_live_bytes", "memtrim_heap_bytes", "memtrim_retained_bytes", "memtrim_rss_bytes",
+        "memtrim_pss_bytes", "memtrim_uss_bytes", "memtrim_swap_bytes", "memtrim_allocations_total", "memtrim_frees_total",
+        "memtrim_released_bytes_total", "memtrim_release_duration_seconds", "memtrim_release_max_duration_seconds",
+        "memtrim_last_release_timestamp_seconds", "memtrim_limit_violations_total", "memtrim_limit_signals_total", "memtrim_hard_limit_bytes",
+        "memtrim_refused_allocations_total", "memtrim_python_arena_bytes", "memtrim_python_allocated_bytes", "memtrim_python_empty_pool_bytes",
+        "memtrim_python_released_bytes_total", "memtrim_python_released_pools_total", "memtrim_python_lock_hold_max_seconds",
+        "memtrim_cgroup_limit_bytes", "memtrim_worker_cpu_seconds_total", "memtrim_last_update_timestamp_seconds", "memtrim_releases_total",
+        "memtrim_limit_bytes", "memtrim_process_start_time_seconds",
+    ];
+
+    #[test]
+    fn every_family_of_the_contract_is_there_once() {
+        let names: Vec<String> = FIELDS.iter().filter_map(family).collect();
+        let unique: std::collections::HashSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "two fields make the same family: {names:?}");
+        for n in &names {
+            assert!(n.starts_with("memtrim_") && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'), "{n}");
+        }
+        let t = render(&Scan { entries: vec![], scanned: 0, skipped: [0; 9], dir_error: None }, &Counters::default(), Instant::now(), false);
+        for c in CONTRACT {
+            assert!(t.contains(&format!("# TYPE {c} ")), "{c} is gone");
+        }
+    }
+
+    #[test]
+    fn samples_follow_kind_unit_and_when() {
+        let mut s = Stats { limit_metric: Metric::Uss as u64, limit_bytes: 10, py_state: 1, frag_threshold_permille: 250, ..Default::default() };
+        let f = |n: &str| FIELDS.iter().find(|f| f.name == n).unwrap();
+        let one = |n: &str, s: &Stats| samples(f(n), s).into_iter().map(|(l, v)| { let mut o = l; o.push(' '); v.write(&mut o); o }).collect::<Vec<_>>();
+        assert_eq!(one("limit_bytes", &s), vec!["metric=\"uss\" 10"]);
+        assert_eq!(one("py_state", &s), vec!["py_state=\"active\" 1"]);
+        assert_eq!(one("frag_threshold_permille", &s), vec![" 0.25"]);
+        assert!(one("pss_bytes", &s).is_empty(), "no PSS before the first smaps read");
+        s.limit_metric = 0;
+        assert!(one("limit_bytes", &s).is_empty(), "no limit, no sample");
+    }
 
     fn entry(pid: u32, comm: &[u8]) -> Entry {
         let mut s = Stats { pid, ppid: 1, live_bytes: 123, trims: 2, last_trim_us: 1_500, max_trim_us: 2_000_001, ..Default::default() };

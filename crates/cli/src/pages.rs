@@ -439,6 +439,11 @@ pub fn snapshot(m: &Opened, pid: u32, start_ticks: u64) -> Result<Stats, Skip> {
         return match p.read() {
             Err(ReadError::NotAPage) => Err(Skip::Corrupt("no memtrim magic".into())),
             Err(ReadError::OtherLayout(v)) => Err(Skip::OtherLayout(v)),
+            Err(ReadError::BadSize { offset, size }) => Err(Skip::Corrupt(format!(
+                "its header puts {size} bytes of stats at offset {offset}; this memtrim reads at least {} inside {} bytes",
+                core::mem::size_of::<Stats>(),
+                page::FILE_BYTES
+            ))),
             Err(ReadError::Torn) if seq == 0 => Err(Skip::Starting),
             Err(ReadError::Torn) => {
                 std::thread::yield_now();

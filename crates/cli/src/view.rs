@@ -1,7 +1,8 @@
 //! What `ls` and `top` share: sort keys, the process tree order, the columns and a table
 //! renderer that fits a width.
 use crate::pages::{printable, Entry};
-use memtrim_common::page::Stats;
+use memtrim_common::fields::{Kind, Unit};
+use memtrim_common::page::{Stats, FIELDS};
 use memtrim_common::units::format_size;
 use std::cmp::Ordering;
 
@@ -113,12 +114,14 @@ pub fn frag(s: &Stats) -> String {
     }
 }
 
-pub fn pss(s: &Stats) -> String {
-    if s.smaps_at_ms == 0 {
-        "-".into()
-    } else {
-        size(s.pss_bytes)
-    }
+/// What a column shows.
+pub enum Cell {
+    /// A field of the page's table, by its name, shown by its unit: `-` where it does not apply.
+    Field(&'static str),
+    /// The process name under its tree prefix.
+    Command,
+    /// Fragmentation, percent.
+    Frag,
 }
 
 pub struct Col {
@@ -126,25 +129,42 @@ pub struct Col {
     pub right: bool,
     /// When the width does not fit, columns with the highest `drop` go first; 0 never goes.
     pub drop: u8,
-    pub cell: fn(&Stats, &str) -> String,
+    pub cell: Cell,
 }
 
 pub const COMMAND: &str = "COMMAND";
 
 pub const COLS: &[Col] = &[
-    Col { title: "PID", right: true, drop: 0, cell: |s, _| s.pid.to_string() },
-    Col { title: "PPID", right: true, drop: 6, cell: |s, _| s.ppid.to_string() },
-    Col { title: COMMAND, right: false, drop: 0, cell: |s, tree| format!("{tree}{}", printable(&s.comm_str())) },
-    Col { title: "ALLOCATOR", right: false, drop: 7, cell: |s, _| crate::json::allocator_name(s.allocator) },
-    Col { title: "LIVE", right: true, drop: 0, cell: |s, _| size(s.live_bytes) },
-    Col { title: "HEAP", right: true, drop: 3, cell: |s, _| size(s.heap_bytes) },
-    Col { title: "RETAINED", right: true, drop: 0, cell: |s, _| size(s.retained_bytes) },
-    Col { title: "FRAG%", right: true, drop: 2, cell: |s, _| frag(s) },
-    Col { title: "RSS", right: true, drop: 0, cell: |s, _| size(s.rss_bytes) },
-    Col { title: "PSS", right: true, drop: 1, cell: |s, _| pss(s) },
-    Col { title: "RELEASES", right: true, drop: 4, cell: |s, _| s.trims.to_string() },
-    Col { title: "RELEASED", right: true, drop: 5, cell: |s, _| size(s.released_bytes) },
+    Col { title: "PID", right: true, drop: 0, cell: Cell::Field("pid") },
+    Col { title: "PPID", right: true, drop: 6, cell: Cell::Field("ppid") },
+    Col { title: COMMAND, right: false, drop: 0, cell: Cell::Command },
+    Col { title: "ALLOCATOR", right: false, drop: 7, cell: Cell::Field("allocator") },
+    Col { title: "LIVE", right: true, drop: 0, cell: Cell::Field("live_bytes") },
+    Col { title: "HEAP", right: true, drop: 3, cell: Cell::Field("heap_bytes") },
+    Col { title: "RETAINED", right: true, drop: 0, cell: Cell::Field("retained_bytes") },
+    Col { title: "FRAG%", right: true, drop: 2, cell: Cell::Frag },
+    Col { title: "RSS", right: true, drop: 0, cell: Cell::Field("rss_bytes") },
+    Col { title: "PSS", right: true, drop: 1, cell: Cell::Field("pss_bytes") },
+    Col { title: "RELEASES", right: true, drop: 4, cell: Cell::Field("trims") },
+    Col { title: "RELEASED", right: true, drop: 5, cell: Cell::Field("released_bytes") },
 ];
+
+impl Cell {
+    fn text(&self, s: &Stats, tree: &str) -> String {
+        let name = match self {
+            Cell::Command => return format!("{tree}{}", printable(&s.comm_str())),
+            Cell::Frag => return frag(s),
+            Cell::Field(name) => name,
+        };
+        let Some(f) = FIELDS.iter().find(|f| f.name == *name) else { return "?".into() };
+        match (f.kind, f.unit) {
+            _ if !f.applies(s) => "-".into(),
+            (Kind::State(_), _) => f.state(s).unwrap_or("?").into(),
+            (_, Unit::Bytes) => size(f.number(s)),
+            _ => f.number(s).to_string(),
+        }
+    }
+}
 
 fn width(s: &str) -> usize {
     s.chars().count()
@@ -161,7 +181,7 @@ fn cut(s: &str, w: usize) -> String {
 /// The table's header line and rows, padded. With `max_width`, columns are dropped (highest
 /// `drop` first) and COMMAND is cut so that every line fits.
 pub fn render(rows: &[(&Entry, String)], max_width: Option<usize>) -> (String, Vec<String>) {
-    let cells: Vec<Vec<String>> = rows.iter().map(|(e, tree)| COLS.iter().map(|c| (c.cell)(&e.stats, tree)).collect()).collect();
+    let cells: Vec<Vec<String>> = rows.iter().map(|(e, tree)| COLS.iter().map(|c| c.cell.text(&e.stats, tree)).collect()).collect();
     let mut widths: Vec<usize> = COLS.iter().enumerate().map(|(i, c)| cells.iter().map(|r| width(&r[i])).max().unwrap_or(0).max(width(c.title))).collect();
     let mut shown: Vec<bool> = vec![true; COLS.len()];
     let cmd = COLS.iter().position(|c| c.title == COMMAND).unwrap_or(0);
@@ -254,7 +274,10 @@ mod tests {
         let (h, b) = render(&rows, Some(80));
         assert!(width(&h) <= 80 && width(&b[0]) <= 80, "{h}\n{}", b[0]);
         assert!(h.contains("LIVE") && h.contains("RSS") && h.contains("COMMAND"));
-        let (h, _) = render(&rows, None);
+        let (h, b) = render(&rows, None);
         assert!(h.contains("ALLOCATOR") && h.contains("RELEASED"));
+        assert!(COLS.iter().all(|c| !matches!(c.cell, Cell::Field(n) if !FIELDS.iter().any(|f| f.name == n))), "a column names no field");
+        assert!(b[0].contains("glibc") && b[0].contains("1.00 TiB"), "{}", b[0]);
+        assert!(b[0].trim_end().ends_with("-        0      0 B"), "no PSS before the first smaps read: {}", b[0]);
     }
 }

@@ -1,8 +1,11 @@
-//! Shared between libmemtrim.so and the memtrim CLI: the configuration table and the units it
-//! speaks. Nothing here touches the process environment; callers hand in name/value pairs.
+//! Shared between libmemtrim.so and the memtrim CLI: the configuration table, the units it
+//! speaks, and the stats page's layout and table of fields. Nothing here touches the process environment; callers hand in name/value pairs.
 pub mod config;
+#[macro_use]
+pub mod fields;
 pub mod futex;
 pub mod limit;
 pub mod option_kinds;
 pub mod page;
+pub mod stats;
 pub mod units;

@@ -1,12 +1,24 @@
 //! The stats page: one file per process in `MEMTRIM_SHM_DIR/memtrim-EUID/`, written by the library's worker
-//! thread (the only writer, under a seqlock) and read by the CLI. Mirrored in include/memtrim.h;
-//! fields are only appended, and a reader rejects another layout version.
+//! thread (the only writer, under a seqlock) and read by the CLI. Mirrored in include/memtrim.h.
+//!
+//! Versioned as perf_event_mmap_page is: the header says the compatible version of the layout
+//! (`layout_version`) and where the writer's stats are and how long (`stats_offset`,
+//! `stats_size`). Stats fields are only appended (stats.rs), so a reader accepts a page of a
+//! version it knows whose stats are at least as long as the ones it knows, and reads that
+//! prefix (the check word covers every word the writer wrote). The control block (requests from
+//! outside, at fixed offsets) grows into its reserved words; once they are used up, a writer
+//! moves the stats further (`stats_offset`), which readers of this version follow. Only a
+//! change that readers cannot follow (a field reordered or resized) takes a new version.
 use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
 
+pub use crate::stats::*;
+
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MEMTRIM\0");
-pub const LAYOUT_VERSION: u32 = 1;
-/// The file's length; the struct is smaller and the rest is reserved.
+pub const LAYOUT_VERSION: u32 = 2;
+/// The file's length: the header, the control block, then the stats and room for them to grow.
 pub const FILE_BYTES: usize = 4096;
+/// Where this writer puts the stats: after the header (32 bytes) and the control block.
+pub const STATS_OFFSET: usize = 96;
 pub const FILE_PREFIX: &str = "memtrim.";
 
 /// `memtrim.PID.START`: the start time (clock ticks after boot) tells a reused pid apart.
@@ -44,13 +56,19 @@ fn number<T: core::str::FromStr>(s: &str) -> Option<T> {
 #[repr(C)]
 pub struct Page {
     pub magic: u64,
+    /// The compatible version of the layout ([`LAYOUT_VERSION`]).
     pub layout_version: u32,
-    /// size_of::<Page>() of the writer
+    /// The bytes of the file the writer's layout uses: `stats_offset + stats_size`.
     pub header_size: u32,
-    /// Odd while the worker writes `stats`.
+    /// Odd while the worker writes the stats.
     pub seq: AtomicU64,
+    /// Where the writer's stats start, and their length (its `size_of::<Stats>()`).
+    pub stats_offset: u32,
+    pub stats_size: u32,
     pub control: Control,
-    pub stats: Stats,
+    /// The stats (at `STATS_OFFSET` in this writer's pages) and room for more fields, as words:
+    /// readers load them one atomic word at a time, as the worker stores them.
+    pub stats: [AtomicU64; (FILE_BYTES - STATS_OFFSET) / 8],
 }
 
 /// Requests from outside. Not under the seqlock: each word is atomic on its own, and futex
@@ -64,220 +82,17 @@ pub struct Control {
     /// The same pair for `memtrim report`: the worker writes the report file, then serves.
     pub report_requested: AtomicU32,
     pub report_served: AtomicU32,
-}
-
-pub const ALLOCATOR_GLIBC: u32 = 0;
-pub const ALLOCATOR_JEMALLOC: u32 = 1;
-
-/// Everything the worker publishes. All words are u64 or pairs of u32 so that the check word
-/// can be computed over the struct as u64s.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Stats {
-    /// Checksum of every later word of this struct: a reader that sees it disagree has a torn
-    /// or corrupt page. First, so that fields can be appended after it.
-    pub check: u64,
-    pub pid: u32,
-    pub ppid: u32,
-    pub uid: u32,
-    pub allocator: u32,
-    pub start_ticks: u64,
-    pub comm: [u8; 16],
-    /// Unix time of the last publication, milliseconds.
-    pub updated_at_ms: u64,
-    pub samples: u64,
-    pub live_bytes: u64,
-    pub peak_live_bytes: u64,
-    pub allocs: u64,
-    pub frees: u64,
-    /// What the allocator holds from the system for the heap (glibc: arenas plus mmapped blocks).
-    pub heap_bytes: u64,
-    /// heap_bytes - live_bytes: held by the allocator, not used by the host.
-    pub retained_bytes: u64,
-    pub rss_bytes: u64,
-    pub pss_bytes: u64,
-    pub uss_bytes: u64,
-    pub swap_bytes: u64,
-    /// Unix ms of the last smaps_rollup read (PSS, USS, swap).
-    pub smaps_at_ms: u64,
-    pub trims: u64,
-    pub released_bytes: u64,
-    pub last_trim_us: u64,
-    pub max_trim_us: u64,
-    pub last_trim_at_ms: u64,
-    /// What the last sample cost the worker, and the worker's CPU time so far.
-    pub sample_cost_us: u64,
-    pub worker_cpu_us: u64,
-    pub interval_ms: u64,
-    pub smaps_interval_ms: u64,
-    /// Releases per reason, indexed by [`Reason`].
-    pub releases_by_reason: [u64; REASONS],
-    pub last_reason: u64,
-    pub last_rss_before: u64,
-    pub last_rss_after: u64,
-    /// Release policy: samples it looked at, and those where a trigger held but was held back
-    /// because too little was retained beyond the last release's floor, or by the back-off.
-    pub policy_checks: u64,
-    pub skipped_small: u64,
-    pub skipped_backoff: u64,
-    /// Allocations plus frees per second over the last interval.
-    pub alloc_rate: u64,
-    /// 1 while the policy sees the process as idle.
-    pub idle: u64,
-    /// Retained memory new since the last release (resident growth that live growth does not
-    /// explain); automatic releases wait for MEMTRIM_MIN_RETAINED of it.
-    pub new_retained: u64,
-    pub min_retained: u64,
-    /// MEMTRIM_FRAG_THRESHOLD in thousandths; u64::MAX when off.
-    pub frag_threshold_permille: u64,
-    pub idle_ms: u64,
-    pub psi_stall_ms: u64,
-    /// 1 when a PSI trigger is armed.
-    pub psi_armed: u64,
-    /// Soft limit (MEMTRIM_LIMIT): the metric (limit::Metric code, 0 none), its bound in bytes,
-    /// the last value measured, consecutive samples over it, samples over it in all, signals sent.
-    pub limit_metric: u64,
-    pub limit_bytes: u64,
-    pub limit_value: u64,
-    pub limit_strikes: u64,
-    pub limit_violations: u64,
-    pub limit_signals: u64,
-    /// The memory limit of the process's cgroup (0: none found).
-    pub cgroup_limit_bytes: u64,
-    /// MEMTRIM_HARD_LIMIT (0: none) and the allocations it refused.
-    pub hard_limit: u64,
-    pub refused_allocs: u64,
-    /// CPython's small-object allocator: what memtrim can do with it (0 no CPython, 1 active,
-    /// 2 a version whose layout memtrim does not know, 3 free-threaded, 4 MEMTRIM_PYMALLOC=0,
-    /// 5 stopped), and from the last walk of its arenas (at py_measured_at_ms): arenas, their
-    /// resident bytes, pools in use, empty pools still resident past their header and those
-    /// bytes (what a release gives back), empty pools given back, bytes in allocated blocks and
-    /// in free blocks of used pools.
-    pub py_state: u64,
-    pub py_arenas: u64,
-    pub py_arena_bytes: u64,
-    pub py_used_pools: u64,
-    pub py_empty_pools: u64,
-    pub py_empty_bytes: u64,
-    pub py_returned_pools: u64,
-    pub py_allocated_bytes: u64,
-    pub py_free_bytes: u64,
-    pub py_measured_at_ms: u64,
-    /// Pages of empty pools given back so far, the interpreter-lock steps that did it, and the
-    /// last and longest time a step held the lock.
-    pub py_released_bytes: u64,
-    pub py_released_pools: u64,
-    pub py_steps: u64,
-    pub py_last_hold_us: u64,
-    pub py_max_hold_us: u64,
-}
-
-/// What memtrim can do with the process's CPython (the page's `py_state`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-#[repr(u8)]
-pub enum PyState {
-    NoPython = 0,
-    Active = 1,
-    /// A version whose pool layout memtrim does not know.
-    UnknownLayout = 2,
-    /// Objects live in mimalloc's heaps (3.13t): no pools.
-    FreeThreaded = 3,
-    /// MEMTRIM_PYMALLOC=0.
-    Off = 4,
-    /// The arena allocator was replaced, or an arena on the list was not mapped.
-    Stopped = 5,
-}
-
-impl PyState {
-    const ALL: [PyState; 6] = [PyState::NoPython, PyState::Active, PyState::UnknownLayout, PyState::FreeThreaded, PyState::Off, PyState::Stopped];
-
-    pub fn from_code(code: u64) -> Option<PyState> {
-        PyState::ALL.into_iter().find(|s| *s as u64 == code)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            PyState::NoPython => "none",
-            PyState::Active => "active",
-            PyState::UnknownLayout => "unknown layout",
-            PyState::FreeThreaded => "free-threaded",
-            PyState::Off => "off",
-            PyState::Stopped => "stopped",
-        }
-    }
-}
-
-/// The page's `py_state` as a word.
-pub fn py_state_name(code: u64) -> &'static str {
-    PyState::from_code(code).map_or("?", PyState::name)
-}
-
-/// Why a release ran.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Reason {
-    /// `memtrim trim` from outside
-    Request,
-    /// `memtrim_trim()` in the process
-    Api,
-    /// retained bytes over MEMTRIM_MIN_RETAINED and fragmentation over MEMTRIM_FRAG_THRESHOLD
-    Retained,
-    /// the allocation rate fell for MEMTRIM_IDLE_MS
-    Idle,
-    /// memory pressure (PSI)
-    Pressure,
-    /// a memory limit was crossed
-    Limit,
-}
-
-pub const REASONS: usize = 6;
-
-impl Reason {
-    pub const ALL: [Reason; REASONS] = [Reason::Request, Reason::Api, Reason::Retained, Reason::Idle, Reason::Pressure, Reason::Limit];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Reason::Request => "request",
-            Reason::Api => "api",
-            Reason::Retained => "retained",
-            Reason::Idle => "idle",
-            Reason::Pressure => "pressure",
-            Reason::Limit => "limit",
-        }
-    }
-}
-
-const WORDS: usize = core::mem::size_of::<Stats>() / 8;
-
-impl Stats {
-    fn words(&self) -> &[u64; WORDS] {
-        // SAFETY: Stats is repr(C), made of u64-aligned plain data, with a size multiple of 8.
-        unsafe { &*(self as *const Stats as *const [u64; WORDS]) }
-    }
-
-    pub fn checksum(&self) -> u64 {
-        let w = self.words();
-        w[1..].iter().fold(0x9e37_79b9_7f4a_7c15u64, |a, &x| a.rotate_left(5).wrapping_add(x))
-    }
-
-    pub fn seal(&mut self) {
-        self.check = self.checksum();
-    }
-
-    pub fn comm_str(&self) -> String {
-        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(self.comm.len());
-        String::from_utf8_lossy(&self.comm[..end]).into_owned()
-    }
-
-    pub fn frag_ratio(&self) -> f64 {
-        if self.heap_bytes == 0 { 0.0 } else { self.retained_bytes as f64 / self.heap_bytes as f64 }
-    }
+    /// Zero: room for requests to come. A reader may use a word here only in a page whose
+    /// `stats_offset` is past it and whose writer says it knows it.
+    pub reserved: [AtomicU32; 12],
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum ReadError {
     NotAPage,
     OtherLayout(u32),
+    /// The header places the stats outside the file, or makes them shorter than this reader's.
+    BadSize { offset: u32, size: u32 },
     /// The seqlock never settled, or the check word disagrees.
     Torn,
 }
@@ -287,21 +102,37 @@ impl Page {
     pub fn init(&mut self) {
         self.magic = MAGIC;
         self.layout_version = LAYOUT_VERSION;
-        self.header_size = core::mem::size_of::<Page>() as u32;
+        self.stats_offset = STATS_OFFSET as u32;
+        self.stats_size = core::mem::size_of::<Stats>() as u32;
+        self.header_size = self.stats_offset + self.stats_size;
     }
 
     /// Publishes `s` (sealed here). Only one thread may write a page.
-    pub fn publish(&mut self, mut s: Stats) {
+    pub fn publish(&self, mut s: Stats) {
         s.seal();
         let seq = self.seq.load(Relaxed);
         self.seq.store(seq.wrapping_add(1), Relaxed);
         fence(Release);
-        // SAFETY: the target is valid; readers detect a concurrent copy through the seqlock.
-        unsafe { core::ptr::write_volatile(&mut self.stats, s) };
+        for (w, v) in self.stats.iter().zip(s.words()) {
+            w.store(*v, Relaxed);
+        }
         self.seq.store(seq.wrapping_add(2), Release);
     }
 
-    /// A consistent copy of the stats, or why there is none.
+    /// The words of the writer's stats, if the header places them inside the page and makes
+    /// them at least as long as this reader's.
+    fn writer_stats(&self) -> Result<&[AtomicU64], ReadError> {
+        let (offset, size) = (self.stats_offset, self.stats_size);
+        let (at, len) = (offset as usize, size as usize);
+        let fits = at >= STATS_OFFSET && at % 8 == 0 && len % 8 == 0 && len >= core::mem::size_of::<Stats>() && at.saturating_add(len) <= FILE_BYTES;
+        if !fits {
+            return Err(ReadError::BadSize { offset, size });
+        }
+        let first = (at - STATS_OFFSET) / 8;
+        self.stats.get(first..first + len / 8).ok_or(ReadError::BadSize { offset, size })
+    }
+
+    /// A consistent copy of the stats this reader knows, or why there is none.
     pub fn read(&self) -> Result<Stats, ReadError> {
         if self.magic != MAGIC {
             return Err(ReadError::NotAPage);
@@ -309,25 +140,31 @@ impl Page {
         if self.layout_version != LAYOUT_VERSION {
             return Err(ReadError::OtherLayout(self.layout_version));
         }
+        let words = self.writer_stats()?;
+        let mut copy = [0u64; (FILE_BYTES - STATS_OFFSET) / 8];
+        let copy = &mut copy[..words.len()];
         for _ in 0..1000 {
             let s1 = self.seq.load(Acquire);
             if s1 & 1 == 1 {
                 std::thread::yield_now();
                 continue;
             }
-            // SAFETY: valid memory; a torn copy is discarded below.
-            let copy = unsafe { core::ptr::read_volatile(&self.stats) };
+            for (c, w) in copy.iter_mut().zip(words) {
+                *c = w.load(Relaxed);
+            }
             fence(Acquire);
             if self.seq.load(Relaxed) == s1 {
-                return if copy.check == copy.checksum() { Ok(copy) } else { Err(ReadError::Torn) };
+                let known = copy.get(..WORDS).and_then(|k| k.try_into().ok()).ok_or(ReadError::Torn)?;
+                return if copy[0] == checksum(copy) { Ok(Stats::from_words(known)) } else { Err(ReadError::Torn) };
             }
         }
         Err(ReadError::Torn)
     }
 }
 
-const _: () = assert!(core::mem::size_of::<Page>() <= FILE_BYTES);
-const _: () = assert!(core::mem::size_of::<Stats>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<Page>() == FILE_BYTES);
+const _: () = assert!(core::mem::offset_of!(Page, stats) == STATS_OFFSET);
+const _: () = assert!(STATS_OFFSET + core::mem::size_of::<Stats>() <= FILE_BYTES);
 
 #[cfg(test)]
 mod tests {
@@ -351,18 +188,67 @@ mod tests {
         assert_eq!(parse_file_name(&file_name(42, 0)), Some((42, 0)));
     }
 
-    #[test]
-    fn publish_then_read() {
+    fn page(s: Stats) -> Box<Page> {
+        // SAFETY: integers and atomics, valid all-zero: what a fresh mapping holds.
         let mut page: Box<Page> = unsafe { Box::new(core::mem::zeroed()) };
         page.init();
-        let s = Stats { pid: 7, live_bytes: 1 << 20, ..Default::default() };
         page.publish(s);
+        page
+    }
+
+    const LIVE: usize = core::mem::offset_of!(Stats, live_bytes) / 8;
+
+    #[test]
+    fn publish_then_read() {
+        let mut page = page(Stats { pid: 7, live_bytes: 1 << 20, ..Default::default() });
         let got = page.read().unwrap();
         assert_eq!(got.pid, 7);
         assert_eq!(got.live_bytes, 1 << 20);
-        page.stats.live_bytes += 1; // corruption outside the seqlock
+        page.stats[LIVE].fetch_add(1, Relaxed); // corruption outside the seqlock
         assert_eq!(page.read(), Err(ReadError::Torn));
         page.layout_version = 99;
         assert_eq!(page.read(), Err(ReadError::OtherLayout(99)));
     }
+
+    /// A writer that knows fields this reader does not: its stats are longer, the compatible
+    /// version the same. The reader reads the prefix it knows.
+    #[test]
+    fn a_page_with_more_fields_of_the_same_version_is_read() {
+        let mut page = page(Stats { pid: 7, live_bytes: 1 << 20, py_max_hold_us: 9, ..Default::default() });
+        let extra = [0x1111u64, 0x2222];
+        let mut words: Vec<u64> = page.stats[..WORDS].iter().map(|w| w.load(Relaxed)).chain(extra).collect();
+        words[0] = checksum(&words);
+        for (w, v) in page.stats.iter().zip(&words) {
+            w.store(*v, Relaxed);
+        }
+        page.stats_size += 16;
+        page.header_size += 16;
+        let got = page.read().expect("a longer page of the same version");
+        assert_eq!((got.pid, got.live_bytes, got.py_max_hold_us), (7, 1 << 20, 9));
+        // the check word covers the words this reader does not know
+        page.stats[WORDS + 1].fetch_add(1, Relaxed);
+        assert_eq!(page.read(), Err(ReadError::Torn));
+    }
+
+    /// Stats the header places outside the page, shorter than the reader's, or off a word
+    /// boundary are not read.
+    #[test]
+    fn bad_sizes_are_refused() {
+        let known = core::mem::size_of::<Stats>() as u32;
+        for (offset, size) in [(96, known - 8), (96, known + 4), (100, known), (0, known), (8, known), (FILE_BYTES as u32 - 8, known), (96, u32::MAX), (u32::MAX - 7, 16)] {
+            let mut p = page(Stats { pid: 7, ..Default::default() });
+            (p.stats_offset, p.stats_size) = (offset, size);
+            assert_eq!(p.read(), Err(ReadError::BadSize { offset, size }), "offset {offset}, size {size}");
+        }
+        // stats moved further (a control block that grew) are followed
+        let p = page(Stats { pid: 7, ..Default::default() });
+        let moved = page(Stats::default());
+        for (i, w) in p.stats.iter().take(WORDS).enumerate() {
+            moved.stats[i + 2].store(w.load(Relaxed), Relaxed);
+        }
+        let mut moved = moved;
+        moved.stats_offset += 16;
+        assert_eq!(moved.read().map(|s| s.pid), Ok(7));
+    }
 }
+

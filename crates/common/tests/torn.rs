@@ -66,8 +66,8 @@ fn reader_never_gets_an_inconsistent_snapshot() {
     let writer = {
         let (stop, published) = (stop.clone(), published.clone());
         std::thread::spawn(move || {
-            // SAFETY: the only writer of the page.
-            let page = unsafe { &mut *(w as *mut Page) };
+            // SAFETY: the page's mapping, of which this thread is the only writer.
+            let page = unsafe { &*(w as *const Page) };
             let mut n = 1u64;
             while !stop.load(Relaxed) {
                 page.publish(stats_of(n));
@@ -103,7 +103,7 @@ fn reader_never_gets_an_inconsistent_snapshot() {
         }
         // the same copy without the seqlock
         // SAFETY: valid memory; the result is only compared.
-        let raw = unsafe { core::ptr::read_volatile(&page.stats) };
+        let raw = unsafe { core::ptr::read_volatile(page.stats.as_ptr() as *const Stats) };
         if raw != expected(raw.live_bytes) {
             naive_torn += 1;
         }
@@ -133,11 +133,8 @@ fn any_single_corrupted_word_is_rejected() {
         page.init();
         page.publish(stats_of(12345));
         assert_eq!(page.read(), Ok(expected(12345)));
-        // SAFETY: Stats is plain u64 words; flip one bit of word i (the check word included).
-        unsafe {
-            let w = (&mut page.stats as *mut Stats as *mut u64).add(i);
-            *w ^= 1 << (i % 64);
-        }
+        // flip one bit of word i (the check word included)
+        page.stats[i].fetch_xor(1 << (i % 64), Relaxed);
         assert_eq!(page.read(), Err(ReadError::Torn), "flipping a bit of word {i} of Stats went unnoticed");
     }
 }
