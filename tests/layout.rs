@@ -105,3 +105,19 @@ fn header_offsets_match_rust() {
     assert_eq!(out, expected);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// `memtrim fields --json`, which readers in other languages take the layout from (the
+/// benchmarks' Python reader does), says what the table says: every field, in order, with its
+/// offset and size, and the layout version.
+#[test]
+fn fields_json_is_the_table() {
+    let o = Command::new(common::cli()).args(["fields", "--json"]).output().unwrap();
+    assert!(o.status.success(), "{}", common::show(&o));
+    let j = common::Json::parse(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    assert_eq!(j.int("layout_version"), memtrim_common::page::LAYOUT_VERSION as i64);
+    let listed = j.field("fields").array();
+    assert_eq!(listed.len(), FIELDS.len());
+    for (l, f) in listed.iter().zip(FIELDS) {
+        assert_eq!((l.str("name"), l.int("offset"), l.int("size")), (f.name, f.offset as i64, f.ty.size() as i64), "{}", f.name);
+    }
+}

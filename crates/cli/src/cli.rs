@@ -4,7 +4,7 @@
 //! file); what several share is here: `--dir DIR`, a PID, a sort key, seconds.
 use crate::pages;
 use crate::view::{SortKey, SORT_KEYS};
-use crate::{clean, generate, ls, report, run, serve, stat, top, trim};
+use crate::{clean, fields_cmd, generate, ls, report, run, serve, stat, top, trim};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -31,6 +31,12 @@ pub enum Command {
     Run(run::Opts),
     /// List every MEMTRIM_ variable, its default, the values it takes and its meaning
     Config,
+    /// The stats page's fields: offset, type, JSON name and meaning
+    ///
+    /// The layout of the page, from the table the library writes it by, for readers in other
+    /// languages (--json: the layout version and every field's name, JSON name, section,
+    /// offset in the stats, size, type, unit, kind and help).
+    Fields(fields_cmd::Opts),
     /// One row per live process with a stats page, as a tree
     ///
     /// Children are shown under their parent.

@@ -3,6 +3,7 @@ mod atomic_file;
 mod clean;
 mod cli;
 mod config_cmd;
+mod fields_cmd;
 mod generate;
 mod json;
 mod ls;
@@ -28,6 +29,7 @@ fn main() {
         _ if cli.version => version::main(),
         Some(Command::Run(o)) => run::main(o),
         Some(Command::Config) => config_cmd::main(),
+        Some(Command::Fields(o)) => fields_cmd::main(o),
         Some(Command::Ls(o)) => ls::main(o),
         Some(Command::Stat(o)) => stat::main(o),
         Some(Command::Top(o)) => top::main(o),
