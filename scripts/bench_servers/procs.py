@@ -15,6 +15,12 @@ def cpu_with_reaped(pid):
     return sum(int(x) for x in f[11:15]) if f else None
 
 
+def running(pid):
+    """Whether pid is a live process (a zombie is not)."""
+    f = _stat_fields(pid)
+    return f is not None and f[0] != "Z"
+
+
 def _stat_fields(pid):
     """The fields of /proc/PID/stat after the command name (field 3 on), or None."""
     try:
