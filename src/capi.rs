@@ -19,7 +19,7 @@ pub struct MemtrimStats {
 
 const VERSION: u32 = 1;
 
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn memtrim_get_stats(out: *mut MemtrimStats, out_size: usize) -> c_int {
     if out.is_null() || out_size < 8 {
         return -1;
@@ -37,7 +37,7 @@ pub unsafe extern "C" fn memtrim_get_stats(out: *mut MemtrimStats, out_size: usi
 
 /// With MEMTRIM_DISABLE=1 the library is a pure pass-through: nothing is released; nor before
 /// the constructor has read the configuration.
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub extern "C" fn memtrim_trim() -> usize {
     match init::config().filter(|_| state() != State::Off) {
         Some(cfg) => release::release(cfg, Reason::Api).map_or(0, |o| o.released as usize),

@@ -20,11 +20,11 @@ pub fn config() -> Option<&'static Config> {
 // A unit-test binary of the library neither runs the constructor nor the destructor: its tests
 // run on the system's malloc, with nothing started (the functions stay, as in the library).
 #[used]
-#[cfg_attr(not(test), link_section = ".init_array")]
+#[cfg_attr(not(test), unsafe(link_section = ".init_array"))]
 static CONSTRUCTOR: extern "C" fn() = constructor;
 
 #[used]
-#[cfg_attr(not(test), link_section = ".fini_array")]
+#[cfg_attr(not(test), unsafe(link_section = ".fini_array"))]
 static DESTRUCTOR: extern "C" fn() = destructor;
 
 extern "C" fn constructor() {

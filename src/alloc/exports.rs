@@ -20,13 +20,13 @@ macro_rules! trampoline {
     ($name:ident($($a:ident: $t:ty),*) -> $r:ty = $slot:ident as $fty:ident) => {
         #[cfg(target_arch = "x86_64")]
         #[unsafe(naked)]
-        #[no_mangle]
+        #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
             core::arch::naked_asm!("jmp qword ptr [rip + {slot}]", slot = sym backend::$slot)
         }
 
         #[cfg(not(target_arch = "x86_64"))]
-        #[no_mangle]
+        #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
             // SAFETY: the slot always holds a function of this type (backend.rs).
             core::mem::transmute::<*mut (), backend::$fty>(backend::$slot.load(core::sync::atomic::Ordering::Relaxed))($($a),*)
@@ -51,12 +51,12 @@ macro_rules! own {
     };
 }
 
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn cfree(p: *mut c_void) {
     own!(FREE as FreeFn)(p)
 }
 
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     own_realloc(p, size)
 }
@@ -80,7 +80,7 @@ unsafe fn own_realloc(p: *mut c_void, size: usize) -> *mut c_void {
 static PROGRAM_REALLOC: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
 
 #[used]
-#[link_section = ".init_array"]
+#[unsafe(link_section = ".init_array")]
 static RESOLVE: extern "C" fn() = resolve_program_symbols;
 
 extern "C" fn resolve_program_symbols() {
@@ -108,7 +108,7 @@ fn object_of(addr: *const c_void) -> *mut c_void {
     info.dli_fbase
 }
 
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
     match n.checked_mul(size) {
         Some(bytes) => match PROGRAM_REALLOC.load(Relaxed) {
@@ -125,7 +125,7 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
 
 /// Up to glibc 2.37 aligned_alloc is an alias of memalign: same rounding, no size check; from
 /// 2.38 an alignment that is not a power of two is EINVAL first (glibc_layout.rs).
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
     if glibc_layout::aligned_alloc_refuses(align) {
         set_errno(libc::EINVAL);
@@ -134,7 +134,7 @@ pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void
     own!(MEMALIGN as MemalignFn)(align, size)
 }
 
-#[no_mangle]
+#[unsafe(no_mangle)]
 pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
     const W: usize = core::mem::size_of::<usize>();
     if align % W != 0 || !(align / W).is_power_of_two() {

@@ -2,7 +2,7 @@
 //! constructor has run (DESIGN.md trap 5).
 use core::ffi::{c_char, CStr};
 
-extern "C" {
+unsafe extern "C" {
     static environ: *const *const c_char;
 }
 

@@ -2,7 +2,7 @@
 //! DESIGN.md trap 2), and the usable size of a block read from glibc's chunk header.
 use core::ffi::c_void;
 
-extern "C" {
+unsafe extern "C" {
     pub fn __libc_malloc(size: usize) -> *mut c_void;
     pub fn __libc_free(p: *mut c_void);
     pub fn __libc_calloc(n: usize, size: usize) -> *mut c_void;

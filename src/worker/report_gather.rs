@@ -141,7 +141,7 @@ struct CookieIo {
     close: Option<unsafe extern "C" fn(*mut c_void) -> c_int>,
 }
 
-extern "C" {
+unsafe extern "C" {
     fn fopencookie(cookie: *mut c_void, mode: *const c_char, funcs: CookieIo) -> *mut libc::FILE;
 }
 
