@@ -18,10 +18,14 @@ macro_rules! table {
     ($($slot:ident: $ty:ty = $boot:ident ($($a:ident: $at:ty),*) -> $r:ty, $field:ident;)*) => {
         $(
             pub static $slot: AtomicPtr<()> = AtomicPtr::new($boot as *mut ());
+            /// The slot's first call: chooses the backend, then calls its function.
+            ///
+            /// # Safety
+            /// The contract of the slot's export.
             unsafe extern "C" fn $boot($($a: $at),*) -> $r {
                 choose();
-                // SAFETY: choose() stored a function of this type.
-                core::mem::transmute::<*mut (), $ty>($slot.load(Acquire))($($a),*)
+                // SAFETY: choose() stored a function of this type, whose contract is the caller's.
+                unsafe { core::mem::transmute::<*mut (), $ty>($slot.load(Acquire))($($a),*) }
             }
         )*
         struct Family { $($field: $ty),* }

@@ -107,7 +107,8 @@ fn address_space_limited() -> bool {
 pub unsafe fn defer(p: *mut c_void) {
     let mut head = DEFERRED.load(Relaxed);
     loop {
-        *(p as *mut *mut c_void) = head;
+        // SAFETY: the block's first word, the list's now that the caller gave the block up.
+        unsafe { *(p as *mut *mut c_void) = head };
         match DEFERRED.compare_exchange_weak(head, p, Release, Relaxed) {
             Ok(_) => return,
             Err(h) => head = h,

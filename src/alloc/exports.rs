@@ -28,8 +28,9 @@ macro_rules! trampoline {
         #[cfg(not(target_arch = "x86_64"))]
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
-            // SAFETY: the slot always holds a function of this type (backend.rs).
-            core::mem::transmute::<*mut (), backend::$fty>(backend::$slot.load(core::sync::atomic::Ordering::Relaxed))($($a),*)
+            // SAFETY: the slot always holds a function of this type (backend.rs), whose contract
+            // is this export's.
+            unsafe { core::mem::transmute::<*mut (), backend::$fty>(backend::$slot.load(core::sync::atomic::Ordering::Relaxed))($($a),*) }
         }
     };
 }
@@ -51,27 +52,39 @@ macro_rules! own {
     };
 }
 
+/// # Safety
+/// As C's free: `p` is null or a live block of the malloc family, which the caller gives up.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cfree(p: *mut c_void) {
-    own!(FREE as FreeFn)(p)
+    // SAFETY: the caller's contract is free's.
+    unsafe { own!(FREE as FreeFn)(p) }
 }
 
+/// # Safety
+/// As C's realloc: `p` is null or a live block of the malloc family.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    own_realloc(p, size)
+    // SAFETY: the caller's contract is own_realloc's.
+    unsafe { own_realloc(p, size) }
 }
 
+/// # Safety
+/// As C's realloc: `p` is null or a live block of the malloc family.
 #[inline(always)]
 unsafe fn own_realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    if p.is_null() {
-        return own!(MALLOC as MallocFn)(size);
+    // SAFETY: malloc has no precondition; past the null test p is a live block, which free and
+    // the backend's realloc (of a live block to a size above 0) take.
+    unsafe {
+        if p.is_null() {
+            return own!(MALLOC as MallocFn)(size);
+        }
+        if size == 0 {
+            // glibc frees and returns NULL (REALLOC_ZERO_BYTES_FREES).
+            own!(FREE as FreeFn)(p);
+            return core::ptr::null_mut();
+        }
+        own!(REALLOC as ReallocFn)(p, size)
     }
-    if size == 0 {
-        // glibc frees and returns NULL (REALLOC_ZERO_BYTES_FREES).
-        own!(FREE as FreeFn)(p);
-        return core::ptr::null_mut();
-    }
-    own!(REALLOC as ReallocFn)(p, size)
 }
 
 /// The `realloc` the dynamic linker gives the program, when it is not ours (a program with its
@@ -108,16 +121,21 @@ fn object_of(addr: *const c_void) -> *mut c_void {
     info.dli_fbase
 }
 
+/// # Safety
+/// As C's realloc: `p` is null or a live block of the malloc family.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
     match n.checked_mul(size) {
         Some(bytes) => match PROGRAM_REALLOC.load(Relaxed) {
-            f if f.is_null() => own_realloc(p, bytes),
-            // SAFETY: the program's realloc, which has realloc's type.
-            f => core::mem::transmute::<*mut c_void, backend::ReallocFn>(f)(p, bytes),
+            // SAFETY: the caller's contract is own_realloc's.
+            f if f.is_null() => unsafe { own_realloc(p, bytes) },
+            // SAFETY: the program's realloc, which has realloc's type, and whose blocks the
+            // program's malloc family (the one p came from) gives.
+            f => unsafe { core::mem::transmute::<*mut c_void, backend::ReallocFn>(f)(p, bytes) },
         },
         None => {
-            set_errno(libc::ENOMEM);
+            // SAFETY: this thread's errno.
+            unsafe { set_errno(libc::ENOMEM) };
             core::ptr::null_mut()
         }
     }
@@ -125,26 +143,36 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> 
 
 /// Up to glibc 2.37 aligned_alloc is an alias of memalign: same rounding, no size check; from
 /// 2.38 an alignment that is not a power of two is EINVAL first (glibc_layout.rs).
+///
+/// # Safety
+/// None beyond C's aligned_alloc.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    if glibc_layout::aligned_alloc_refuses(align) {
-        set_errno(libc::EINVAL);
-        return core::ptr::null_mut();
+    // SAFETY: set_errno writes this thread's errno; memalign has no precondition.
+    unsafe {
+        if glibc_layout::aligned_alloc_refuses(align) {
+            set_errno(libc::EINVAL);
+            return core::ptr::null_mut();
+        }
+        own!(MEMALIGN as MemalignFn)(align, size)
     }
-    own!(MEMALIGN as MemalignFn)(align, size)
 }
 
+/// # Safety
+/// As C's posix_memalign: `out` is valid for a write of a pointer.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
     const W: usize = core::mem::size_of::<usize>();
-    if align % W != 0 || !(align / W).is_power_of_two() {
+    if !align.is_multiple_of(W) || !(align / W).is_power_of_two() {
         return libc::EINVAL;
     }
-    let p = own!(MEMALIGN as MemalignFn)(align, size);
+    // SAFETY: memalign has no precondition.
+    let p = unsafe { own!(MEMALIGN as MemalignFn)(align, size) };
     if p.is_null() {
         return libc::ENOMEM;
     }
-    *out = p;
+    // SAFETY: out is writable (the caller's contract).
+    unsafe { *out = p };
     0
 }
 

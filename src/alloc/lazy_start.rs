@@ -81,28 +81,36 @@ fn unwrap() {
     }
 }
 
+/// # Safety
+/// None beyond C's malloc.
 unsafe extern "C" fn malloc_pending(size: usize) -> *mut c_void {
     poll();
     // SAFETY: `wrap` saved the backend's malloc, a MallocFn, before it installed this wrapper.
-    core::mem::transmute::<*mut (), MallocFn>(BACKEND_MALLOC.load(Acquire))(size)
+    unsafe { core::mem::transmute::<*mut (), MallocFn>(BACKEND_MALLOC.load(Acquire))(size) }
 }
 
+/// # Safety
+/// As C's free: `p` is null or a live block of the backend, which the caller gives up.
 unsafe extern "C" fn free_pending(p: *mut c_void) {
     poll();
-    // SAFETY: as in malloc_pending, for free.
-    core::mem::transmute::<*mut (), FreeFn>(BACKEND_FREE.load(Acquire))(p)
+    // SAFETY: as in malloc_pending, for free; the caller's contract is free's.
+    unsafe { core::mem::transmute::<*mut (), FreeFn>(BACKEND_FREE.load(Acquire))(p) }
 }
 
+/// # Safety
+/// None beyond C's calloc.
 unsafe extern "C" fn calloc_pending(n: usize, size: usize) -> *mut c_void {
     poll();
     // SAFETY: as in malloc_pending, for calloc.
-    core::mem::transmute::<*mut (), CallocFn>(BACKEND_CALLOC.load(Acquire))(n, size)
+    unsafe { core::mem::transmute::<*mut (), CallocFn>(BACKEND_CALLOC.load(Acquire))(n, size) }
 }
 
+/// # Safety
+/// As the backend's realloc: `p` is a live block of the backend, `size` above 0.
 unsafe extern "C" fn realloc_pending(p: *mut c_void, size: usize) -> *mut c_void {
     poll();
-    // SAFETY: as in malloc_pending, for realloc.
-    core::mem::transmute::<*mut (), ReallocFn>(BACKEND_REALLOC.load(Acquire))(p, size)
+    // SAFETY: as in malloc_pending, for realloc; the caller's contract is the backend's.
+    unsafe { core::mem::transmute::<*mut (), ReallocFn>(BACKEND_REALLOC.load(Acquire))(p, size) }
 }
 
 /// Starts what was armed once its deadline has passed.

@@ -44,15 +44,22 @@ pub fn alloc(align: usize, size: usize) -> *mut c_void {
 /// `p` is a live block whose header says IS_MMAPPED, and not of the side pool.
 pub unsafe fn owns(p: *mut c_void) -> bool {
     let chunk = p as usize - HEADER;
-    let back = *(chunk as *const usize);
+    // SAFETY: an mmapped chunk (ours or glibc's) starts with prev_size, the offset back to the
+    // start of its mapping, whose first word is readable.
+    let back = unsafe { *(chunk as *const usize) };
     // glibc's prev_size of an mmapped chunk also leads back to its mapping's start.
-    back != 0 && *((chunk - back) as *const usize) == MARK
+    // SAFETY: as above: back leads to the mapping's first word.
+    back != 0 && unsafe { *((chunk - back) as *const usize) } == MARK
 }
 
 /// # Safety
 /// `p` is a live block of this module.
 pub unsafe fn free(p: *mut c_void) {
     let chunk = p as usize - HEADER;
-    let map = chunk - *(chunk as *const usize);
-    libc::munmap(map as *mut c_void, *((map + 8) as *const usize));
+    // SAFETY: our block's prev_size leads back to its mapping, whose second word is its length;
+    // the mapping holds only this block, which the caller gives up.
+    unsafe {
+        let map = chunk - *(chunk as *const usize);
+        libc::munmap(map as *mut c_void, *((map + 8) as *const usize));
+    }
 }

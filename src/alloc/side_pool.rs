@@ -244,32 +244,40 @@ pub fn alloc_aligned(align: usize, size: usize) -> *mut c_void {
 /// # Safety
 /// `p` is a live block of this pool.
 pub unsafe fn usable(p: *mut c_void) -> usize {
-    (*(p as *const usize).sub(1) & !7) - HEADER
+    // SAFETY: a live block's header word precedes it.
+    (unsafe { *(p as *const usize).sub(1) } & !7) - HEADER
 }
 
 /// # Safety
 /// `p` is a live block of this pool.
 pub unsafe fn free(p: *mut c_void) {
-    let blk = (p as *mut u8).sub(HEADER + *(p as *const usize).sub(2));
-    let class = *(blk.add(8) as *const usize) & !7;
+    // SAFETY: a live block's prev_size word is the offset back to its (larger) block's start,
+    // whose header holds the class.
+    let blk = unsafe { (p as *mut u8).sub(HEADER + *(p as *const usize).sub(2)) };
+    // SAFETY: as above.
+    let class = unsafe { *(blk.add(8) as *const usize) } & !7;
     if class >= MADVISE_FROM {
         let start = (blk as usize + HEADER + 8 + PAGE - 1) & !(PAGE - 1);
         let end = (blk as usize + class) & !(PAGE - 1);
         if end > start {
-            libc::madvise(start as *mut c_void, end - start, libc::MADV_DONTNEED);
+            // SAFETY: whole pages inside the block, past its header and link word, which the
+            // block no longer needs.
+            unsafe { libc::madvise(start as *mut c_void, end - start, libc::MADV_DONTNEED) };
         }
     }
     if !try_lock() {
         let mut head = PENDING.load(Relaxed);
         loop {
-            *(blk.add(HEADER) as *mut *mut u8) = head;
+            // SAFETY: the block's first word after its header, its own now that it is freed.
+            unsafe { *(blk.add(HEADER) as *mut *mut u8) = head };
             match PENDING.compare_exchange_weak(head, blk, Release, Relaxed) {
                 Ok(_) => return,
                 Err(h) => head = h,
             }
         }
     }
-    file(blk);
+    // SAFETY: blk is the start of this live block, and we hold the lock.
+    unsafe { file(blk) };
     if LIVE.load(Relaxed) == 0 && !RELEASING.load(Relaxed) {
         shrink();
     }
@@ -281,9 +289,12 @@ pub unsafe fn free(p: *mut c_void) {
 /// # Safety
 /// `blk` is the start of a block of this pool that was live.
 unsafe fn file(blk: *mut u8) {
-    let class = *(blk.add(8) as *const usize) & !7;
+    // SAFETY: the block's header holds its class; its first word after the header is free to
+    // link the list.
+    let class = unsafe { *(blk.add(8) as *const usize) } & !7;
     let list = &FREE[(class.trailing_zeros() - MIN_SHIFT) as usize];
-    *(blk.add(HEADER) as *mut *mut u8) = list.load(Relaxed);
+    // SAFETY: as above; the block is freed, so its link word is the list's.
+    unsafe { *(blk.add(HEADER) as *mut *mut u8) = list.load(Relaxed) };
     list.store(blk, Relaxed);
     LIVE.fetch_sub(1, Relaxed);
 }

@@ -23,7 +23,8 @@ const FLAGS: usize = 7;
 /// `p` is a live block of this backend.
 #[inline(always)]
 pub unsafe fn header(p: *mut c_void) -> usize {
-    *(p as *const usize).sub(1)
+    // SAFETY: a live block's chunk header word precedes it.
+    unsafe { *(p as *const usize).sub(1) }
 }
 
 #[inline(always)]
@@ -46,7 +47,8 @@ pub fn counted_from_header(h: usize) -> usize {
 /// `p` is a live block of this backend.
 #[inline(always)]
 pub unsafe fn counted_size(p: *mut c_void) -> usize {
-    let h = header(p);
+    // SAFETY: the caller's contract is header's.
+    let h = unsafe { header(p) };
     if is_mmapped(h) {
         core::hint::cold_path();
         return (h - SIZE_SZ) & !FLAGS;
@@ -69,7 +71,7 @@ pub fn header_holds() -> bool {
         let chunk = h & !FLAGS;
         let page = libc::getauxval(libc::AT_PAGESZ) as usize;
         let ok = if is_mmapped(h) {
-            page != 0 && chunk % page == 0 && chunk >= 112 && usable_checked(p) == chunk - 2 * SIZE_SZ
+            page != 0 && chunk.is_multiple_of(page) && chunk >= 112 && usable_checked(p) == chunk - 2 * SIZE_SZ
         } else {
             counted_from_header(h) == 112 && usable_checked(p) == 104
         };
@@ -89,9 +91,10 @@ pub static GLIBC_USABLE: core::sync::atomic::AtomicPtr<c_void> = core::sync::ato
 /// `p` is NULL or a block of glibc's.
 pub unsafe extern "C" fn own_usable(p: *mut c_void) -> usize {
     match GLIBC_USABLE.load(core::sync::atomic::Ordering::Relaxed) {
-        f if f.is_null() => usable_checked(p),
-        // SAFETY: libc's malloc_usable_size, which has this type.
-        f => core::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void) -> usize>(f)(p),
+        // SAFETY: the caller's contract is usable_checked's.
+        f if f.is_null() => unsafe { usable_checked(p) },
+        // SAFETY: libc's malloc_usable_size, which has this type, given null or glibc's block.
+        f => unsafe { core::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void) -> usize>(f)(p) },
     }
 }
 
@@ -106,13 +109,16 @@ pub unsafe fn usable_checked(p: *mut c_void) -> usize {
     if p.is_null() {
         return 0;
     }
-    let h = *(p as *const usize).sub(1);
+    // SAFETY: a block's chunk header word precedes it.
+    let h = unsafe { *(p as *const usize).sub(1) };
     let chunk = h & !FLAGS;
     if h & IS_MMAPPED != 0 {
         return chunk - 2 * SIZE_SZ;
     }
     // In use when the next chunk says its predecessor is.
-    let next_h = *((p as *const u8).sub(2 * SIZE_SZ).add(chunk + SIZE_SZ) as *const usize);
+    // SAFETY: a heap chunk is followed by another chunk (or the top), whose size word is
+    // readable: chunk bytes on from this one's start, which is two words before p.
+    let next_h = unsafe { *((p as *const u8).sub(2 * SIZE_SZ).add(chunk + SIZE_SZ) as *const usize) };
     if next_h & PREV_INUSE != 0 { chunk - SIZE_SZ } else { 0 }
 }
 
