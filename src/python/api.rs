@@ -54,8 +54,10 @@ pub fn find() -> Option<Api> {
 /// `T` must be the function pointer type of the symbol `name`.
 pub unsafe fn sym<T: Copy>(name: &CStr) -> Option<T> {
     const { assert!(core::mem::size_of::<T>() == core::mem::size_of::<*mut c_void>()) };
-    let p = libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr());
-    (!p.is_null()).then(|| core::mem::transmute_copy(&p))
+    // SAFETY: a NUL-terminated name; RTLD_DEFAULT searches the global scope.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    // SAFETY: T is pointer-sized (checked above) and the symbol's type (the caller's contract).
+    (!p.is_null()).then(|| unsafe { core::mem::transmute_copy(&p) })
 }
 
 /// "3.11.2 (main, …) [GCC …]" → (3, 11).

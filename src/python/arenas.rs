@@ -28,14 +28,17 @@ static mut PREVIOUS: ArenaAllocator = ArenaAllocator { ctx: core::ptr::null_mut(
 /// no other thread runs.
 pub unsafe fn wrap(get: unsafe extern "C" fn(*mut ArenaAllocator), set: unsafe extern "C" fn(*mut ArenaAllocator), arena_size: usize) {
     let mut previous = ArenaAllocator { ctx: core::ptr::null_mut(), alloc: None, free: None };
-    get(&mut previous);
+    // SAFETY: CPython's getter fills the struct (the caller's contract).
+    unsafe { get(&mut previous) };
     if previous.alloc.is_none() || previous.free.is_none() {
         return;
     }
-    PREVIOUS = previous;
+    // SAFETY: no other thread runs, and the wrapper that reads PREVIOUS is not installed yet.
+    unsafe { PREVIOUS = previous };
     ARENA_SIZE.store(arena_size, Relaxed);
     let mut ours = ArenaAllocator { ctx: core::ptr::null_mut(), alloc: Some(alloc), free: Some(free) };
-    set(&mut ours);
+    // SAFETY: CPython's setter copies the struct.
+    unsafe { set(&mut ours) };
 }
 
 /// Whether the interpreter's arena allocator is still the wrapper: if anything replaced it,
@@ -47,25 +50,31 @@ pub fn wrapped(get: unsafe extern "C" fn(*mut ArenaAllocator)) -> bool {
     now.alloc.is_some_and(|f| f as usize == alloc as *const () as usize) && now.free.is_some_and(|f| f as usize == free as *const () as usize)
 }
 
+/// # Safety
+/// As CPython's arena allocator's alloc.
 unsafe extern "C" fn alloc(_: *mut c_void, size: usize) -> *mut c_void {
     // SAFETY: set before the wrapper was installed, never written again.
-    let previous = *core::ptr::addr_of!(PREVIOUS);
+    let previous = unsafe { *core::ptr::addr_of!(PREVIOUS) };
     let Some(f) = previous.alloc else { return core::ptr::null_mut() };
-    let p = f(previous.ctx, size);
+    // SAFETY: the allocator this one wraps, with its own context.
+    let p = unsafe { f(previous.ctx, size) };
     if !p.is_null() && size == ARENA_SIZE.load(Relaxed) {
         with_lock(|| push(p as usize));
     }
     p
 }
 
+/// # Safety
+/// As CPython's arena allocator's free: `p` is an arena `alloc` gave, of `size` bytes.
 unsafe extern "C" fn free(_: *mut c_void, p: *mut c_void, size: usize) {
     if size == ARENA_SIZE.load(Relaxed) {
         with_lock(|| remove(p as usize));
     }
     // SAFETY: as in `alloc`.
-    let previous = *core::ptr::addr_of!(PREVIOUS);
+    let previous = unsafe { *core::ptr::addr_of!(PREVIOUS) };
     if let Some(f) = previous.free {
-        f(previous.ctx, p, size);
+        // SAFETY: p came from the wrapped allocator (through `alloc`), which frees it.
+        unsafe { f(previous.ctx, p, size) };
     }
 }
 

@@ -43,26 +43,39 @@ type Obj = *mut c_void;
 /// main thread, its lock held, not finalising.
 ///
 /// # Safety
-/// As said above.
+/// The caller is the interpreter's main thread, holds its lock, and it is not finalising.
 pub unsafe fn register() {
     if FENCE.load(SeqCst) != UNREGISTERED {
         return;
     }
-    if with_c_api().or_else(|| with_atexit_module()).is_some() {
-        FENCE.store(OPEN, SeqCst);
-    } else if let Some(clear) = sym::<unsafe extern "C" fn()>(c"PyErr_Clear") {
-        clear();
+    // SAFETY: the caller's contract is the helpers'; PyErr_Clear has this type and, under the
+    // interpreter's lock, clears what a failed registration raised.
+    unsafe {
+        if with_c_api().or_else(|| with_atexit_module()).is_some() {
+            FENCE.store(OPEN, SeqCst);
+        } else if let Some(clear) = sym::<unsafe extern "C" fn()>(c"PyErr_Clear") {
+            clear();
+        }
     }
 }
 
 /// 3.12's `_Py_AtExit`, 3.13's `PyUnstable_AtExit`: a C function for the main interpreter.
+///
+/// # Safety
+/// As [`register`].
 unsafe fn with_c_api() -> Option<()> {
     type AtExit = unsafe extern "C" fn(Obj, unsafe extern "C" fn(*mut c_void), *mut c_void) -> c_int;
-    let at_exit: AtExit = sym(c"PyUnstable_AtExit").or_else(|| sym(c"_Py_AtExit"))?;
-    let main: unsafe extern "C" fn() -> Obj = sym(c"PyInterpreterState_Main")?;
-    (at_exit(main(), close_c, core::ptr::null_mut()) == 0).then_some(())
+    // SAFETY: each symbol is cast to the signature CPython's headers give it, and called under
+    // the interpreter's lock, which the caller holds.
+    unsafe {
+        let at_exit: AtExit = sym(c"PyUnstable_AtExit").or_else(|| sym(c"_Py_AtExit"))?;
+        let main: unsafe extern "C" fn() -> Obj = sym(c"PyInterpreterState_Main")?;
+        (at_exit(main(), close_c, core::ptr::null_mut()) == 0).then_some(())
+    }
 }
 
+/// # Safety
+/// None: the interpreter calls it at exit with its own argument, unused.
 unsafe extern "C" fn close_c(_: *mut c_void) {
     close();
 }
@@ -84,40 +97,55 @@ static CLOSE: MethodDef = MethodDef { name: c"memtrim_close_fence".as_ptr(), met
 
 /// `atexit.register(close)`, if `atexit` is loaded and its `register` is the module's C
 /// function (a replacement would be the host's Python code).
+///
+/// # Safety
+/// As [`register`].
 unsafe fn with_atexit_module() -> Option<()> {
-    let loaded: unsafe extern "C" fn(Obj) -> Obj = sym(c"PyImport_GetModule")?;
-    let text: unsafe extern "C" fn(*const c_char) -> Obj = sym(c"PyUnicode_FromString")?;
-    let attr: unsafe extern "C" fn(Obj, *const c_char) -> Obj = sym(c"PyObject_GetAttrString")?;
-    let new_function: unsafe extern "C" fn(*const MethodDef, Obj, Obj) -> Obj = sym(c"PyCFunction_NewEx")?;
-    let call: unsafe extern "C" fn(Obj, ...) -> Obj = sym(c"PyObject_CallFunctionObjArgs")?;
-    let decref: unsafe extern "C" fn(Obj) = sym(c"Py_DecRef")?;
-    let c_function_type: Obj = sym(c"PyCFunction_Type")?;
-    let owned = |o: Obj| (!o.is_null()).then_some(o);
-    let name = owned(text(c"atexit".as_ptr()))?;
-    let module = owned(loaded(name));
-    decref(name);
-    let reg = owned(attr(module?, c"register".as_ptr()));
-    decref(module?);
-    let reg = reg?;
-    // ob_type follows the 8-byte reference count in every default build
-    let builtin = (reg as *const Obj).add(1).read() == c_function_type;
-    let function = owned(new_function(&CLOSE, core::ptr::null_mut(), core::ptr::null_mut())).filter(|_| builtin);
-    let result = function.and_then(|f| owned(call(reg, f, core::ptr::null_mut::<c_void>())));
-    if let Some(f) = function {
-        decref(f);
+    // SAFETY: each symbol is cast to the signature CPython's headers give it and called under
+    // the interpreter's lock (the caller's contract); every object is checked for null before
+    // use and each new reference dropped once; `reg` is a live object, whose second word is its
+    // type.
+    unsafe {
+        let loaded: unsafe extern "C" fn(Obj) -> Obj = sym(c"PyImport_GetModule")?;
+        let text: unsafe extern "C" fn(*const c_char) -> Obj = sym(c"PyUnicode_FromString")?;
+        let attr: unsafe extern "C" fn(Obj, *const c_char) -> Obj = sym(c"PyObject_GetAttrString")?;
+        let new_function: unsafe extern "C" fn(*const MethodDef, Obj, Obj) -> Obj = sym(c"PyCFunction_NewEx")?;
+        let call: unsafe extern "C" fn(Obj, ...) -> Obj = sym(c"PyObject_CallFunctionObjArgs")?;
+        let decref: unsafe extern "C" fn(Obj) = sym(c"Py_DecRef")?;
+        let c_function_type: Obj = sym(c"PyCFunction_Type")?;
+        let owned = |o: Obj| (!o.is_null()).then_some(o);
+        let name = owned(text(c"atexit".as_ptr()))?;
+        let module = owned(loaded(name));
+        decref(name);
+        let reg = owned(attr(module?, c"register".as_ptr()));
+        decref(module?);
+        let reg = reg?;
+        // ob_type follows the 8-byte reference count in every default build
+        let builtin = (reg as *const Obj).add(1).read() == c_function_type;
+        let function = owned(new_function(&CLOSE, core::ptr::null_mut(), core::ptr::null_mut())).filter(|_| builtin);
+        let result = function.and_then(|f| owned(call(reg, f, core::ptr::null_mut::<c_void>())));
+        if let Some(f) = function {
+            decref(f);
+        }
+        decref(reg);
+        decref(result?);
+        Some(())
     }
-    decref(reg);
-    decref(result?);
-    Some(())
 }
 
+/// # Safety
+/// None: the interpreter calls it, with its lock held, as a METH_NOARGS function.
 unsafe extern "C" fn close_py(_: Obj, _: Obj) -> Obj {
     close();
-    let Some(none) = sym::<Obj>(c"_Py_NoneStruct") else { return core::ptr::null_mut() };
-    if let Some(incref) = sym::<unsafe extern "C" fn(Obj)>(c"Py_IncRef") {
-        incref(none);
+    // SAFETY: _Py_NoneStruct's address is the None object; Py_IncRef has this type, and the
+    // interpreter's lock is held.
+    unsafe {
+        let Some(none) = sym::<Obj>(c"_Py_NoneStruct") else { return core::ptr::null_mut() };
+        if let Some(incref) = sym::<unsafe extern "C" fn(Obj)>(c"Py_IncRef") {
+            incref(none);
+        }
+        none
     }
-    none
 }
 
 /// No step is asked for from now on.

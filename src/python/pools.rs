@@ -59,7 +59,8 @@ impl Header {
     /// # Safety
     /// `pool` is readable for POOL_OVERHEAD bytes.
     unsafe fn read(pool: usize) -> Header {
-        let word = |at: usize| ((pool + at) as *const u32).read_volatile();
+        // SAFETY: every field lies within POOL_OVERHEAD bytes of the pool's start.
+        let word = |at: usize| unsafe { ((pool + at) as *const u32).read_volatile() };
         Header {
             count: word(layout::COUNT),
             arenaindex: word(layout::ARENAINDEX),
@@ -102,16 +103,20 @@ impl Header {
 pub unsafe fn walk(base: usize, layout: Layout, release: bool, from: usize, deadline: Instant, t: &mut Tally) -> Verdict {
     let pages = layout.arena_size / PAGE;
     let mut resident = [0u8; MAX_PAGES];
-    if pages > MAX_PAGES || libc::mincore(base as *mut _, layout.arena_size, resident.as_mut_ptr()) != 0 {
+    // SAFETY: one byte of `resident` per page of the range (checked first); mincore only reads
+    // the page tables.
+    if pages > MAX_PAGES || unsafe { libc::mincore(base as *mut _, layout.arena_size, resident.as_mut_ptr()) } != 0 {
         return Verdict::Unmapped;
     }
     let is_resident = |page: usize| resident[page] & 1 == 1;
     let first = base.next_multiple_of(layout.pool_size);
     let pools = (base + layout.arena_size - first) / layout.pool_size;
     let page_of = |i: usize| (first + i * layout.pool_size - base) / PAGE;
-    let header = |i: usize| is_resident(page_of(i)).then(|| Header::read(first + i * layout.pool_size));
+    // SAFETY: pool i lies inside the block, and its header is on a resident page of it.
+    let header = |i: usize| is_resident(page_of(i)).then(|| unsafe { Header::read(first + i * layout.pool_size) });
     let Some(h0) = header(0).filter(|h| h.carved()) else { return Verdict::NotArena };
-    if is_resident(0) && (base as *const usize).add(1).read_volatile() == layout.arena_size {
+    // SAFETY: the block's second word, on its first page, resident.
+    if is_resident(0) && unsafe { (base as *const usize).add(1).read_volatile() } == layout.arena_size {
         return Verdict::NotArena;
     }
     // a header not resident is a pool never carved, or one swapped out: either way the end of
@@ -139,7 +144,8 @@ pub unsafe fn walk(base: usize, layout: Layout, release: bool, from: usize, dead
             return Verdict::Partial(i);
         }
         let pool = first + i * layout.pool_size;
-        let h = Header::read(pool);
+        // SAFETY: a carved pool inside the block, its header read once already.
+        let h = unsafe { Header::read(pool) };
         if h.count != 0 {
             let block = Layout::block_size(h.szidx) as u64;
             t.used_pools += 1;
@@ -160,8 +166,13 @@ pub unsafe fn walk(base: usize, layout: Layout, release: bool, from: usize, dead
             t.empty_bytes += body;
             continue;
         }
-        ((pool + layout::SZIDX) as *mut u32).write_volatile(layout::DUMMY_SIZE_IDX);
-        libc::madvise((pool + PAGE) as *mut _, layout.pool_size - PAGE, libc::MADV_DONTNEED);
+        // SAFETY: an empty pool of an arena checked above, under the interpreter's lock (the
+        // caller's contract): obmalloc reads nothing of it but its header until it is carved
+        // again, and the marked size class sends that through its full re-initialisation.
+        unsafe {
+            ((pool + layout::SZIDX) as *mut u32).write_volatile(layout::DUMMY_SIZE_IDX);
+            libc::madvise((pool + PAGE) as *mut _, layout.pool_size - PAGE, libc::MADV_DONTNEED);
+        }
         t.returned_pools += 1;
         t.released_pools += 1;
         t.released_bytes += body;

@@ -141,20 +141,27 @@ pub fn resume() {
 
 /// Runs in the interpreter's main thread with its lock held. Returns 0 always: anything else
 /// would raise an exception in the host's code.
+///
+/// # Safety
+/// Called by the interpreter as a pending call (Py_AddPendingCall), with its lock held.
 unsafe extern "C" fn step(_: *mut c_void) -> c_int {
     QUEUED.store(false, Release);
     let Some((api, layout)) = PY.get() else { return 0 };
-    if state() != State::Active || (api.is_initialized)() == 0 || (api.is_finalizing)() != 0 {
+    // SAFETY: CPython's functions of these types, which take no argument.
+    if state() != State::Active || unsafe { (api.is_initialized)() == 0 || (api.is_finalizing)() != 0 } {
         return 0;
     }
-    fence::register();
+    // SAFETY: a pending call runs in the main thread with the lock held, the interpreter
+    // initialised and not finalising (just checked).
+    unsafe { fence::register() };
     // SAFETY: the main thread owns WALK; pending calls do not nest.
-    let walk = &mut *core::ptr::addr_of_mut!(WALK);
+    let walk = unsafe { &mut *core::ptr::addr_of_mut!(WALK) };
     if !arenas::wrapped(api.get_arena_allocator) {
         stop("the interpreter's arena allocator was replaced");
         return 0;
     }
-    if !(api.interpreter_next)((api.interpreter_head)()).is_null() {
+    // SAFETY: CPython's functions of these types; the head is a live interpreter under the lock.
+    if !unsafe { (api.interpreter_next)((api.interpreter_head)()) }.is_null() {
         // another interpreter may have an allocator and a lock of its own
         WANTED.store(0, Release);
         MORE.store(false, Release);
@@ -169,7 +176,9 @@ unsafe extern "C" fn step(_: *mut c_void) -> c_int {
     }
     let release = walk.mode & RELEASE != 0;
     while let Some(arena) = arenas::get(walk.next) {
-        match pools::walk(arena, *layout, release, walk.pool, t0 + STEP, &mut walk.tally) {
+        // SAFETY: the arenas list holds blocks of arena_size bytes from the wrapped arena
+        // allocator that it has not freed; the only interpreter's lock is held (checked above).
+        match unsafe { pools::walk(arena, *layout, release, walk.pool, t0 + STEP, &mut walk.tally) } {
             Verdict::Unmapped => {
                 stop("an arena it listed is not mapped");
                 return 0;
