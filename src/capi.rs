@@ -19,6 +19,8 @@ pub struct MemtrimStats {
 
 const VERSION: u32 = 1;
 
+/// # Safety
+/// `out` is null or valid for writes of `out_size` bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn memtrim_get_stats(out: *mut MemtrimStats, out_size: usize) -> c_int {
     if out.is_null() || out_size < 8 {
@@ -31,7 +33,8 @@ pub unsafe extern "C" fn memtrim_get_stats(out: *mut MemtrimStats, out_size: usi
         let t = accounting::totals();
         (s.live_bytes, s.peak_live_bytes, s.allocs, s.frees) = (t.live, t.peak, t.allocs, t.frees);
     }
-    core::ptr::copy_nonoverlapping(&s as *const MemtrimStats as *const u8, out as *mut u8, n);
+    // SAFETY: n is at most the size of s and of the caller's buffer, a different object.
+    unsafe { core::ptr::copy_nonoverlapping(&s as *const MemtrimStats as *const u8, out as *mut u8, n) };
     0
 }
 

@@ -3,6 +3,7 @@
 // A unit-test binary of the library leaves out the exports and the global allocator (below),
 // whose callees then look unused there; the library's own build still warns of dead code.
 #![cfg_attr(test, allow(dead_code))]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 mod alloc;
 mod capi;
 mod init;
@@ -23,6 +24,7 @@ mod tests {
         let object_of = |addr: *const libc::c_void| {
             // SAFETY: all-zero is a valid Dl_info, which dladdr fills; it only looks addr up.
             let mut info: libc::Dl_info = unsafe { core::mem::zeroed() };
+            // SAFETY: a valid out-pointer.
             unsafe { libc::dladdr(addr, &mut info) };
             info.dli_fbase
         };

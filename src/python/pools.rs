@@ -251,13 +251,17 @@ mod tests {
     #[test]
     fn a_block_that_is_not_an_arena_is_left_untouched() {
         let spoil: [&dyn Fn(usize); 5] = [
-            &|a| unsafe { (pool(a, 2, 1, 3) as *mut u32).add(9).write(77) },
-            &|a| unsafe { (pool(a, 2, 1, 3) as *mut u32).add(8).write(8) },
-            &|a| unsafe { (pool(a, 2, 1, 3) as *mut u32).add(10).write(50) },
+            // SAFETY: a header word of a pool inside the test's mapping.
+            &|a| unsafe { pool(a, 2, 1, 3).add(9).write(77) },
+            // SAFETY: as above.
+            &|a| unsafe { pool(a, 2, 1, 3).add(8).write(8) },
+            // SAFETY: as above.
+            &|a| unsafe { pool(a, 2, 1, 3).add(10).write(50) },
             &|a| {
                 pool(a, 3, 1, 3);
             },
             // a data stack chunk: its size at offset 8
+            // SAFETY: the second word of the test's mapping.
             &|a| unsafe { (a as *mut usize).add(1).write(L.arena_size) },
         ];
         for (n, f) in spoil.iter().enumerate() {

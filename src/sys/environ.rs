@@ -11,6 +11,7 @@ pub fn pairs() -> impl Iterator<Item = (&'static [u8], &'static [u8])> {
     // SAFETY: environ is a NULL-terminated array of C strings that live as long as the process
     // unless the host calls setenv; we read it once, during initialisation.
     let mut p = unsafe { environ };
+    // SAFETY: as above: p walks that array up to its NULL, each entry a C string.
     core::iter::from_fn(move || unsafe {
         loop {
             if p.is_null() || (*p).is_null() {

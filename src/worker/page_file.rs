@@ -138,6 +138,7 @@ pub fn unlink_current() {
     if !pf.is_null() {
         // SAFETY: pf came from Box::leak in create.
         let path = unsafe { &(*pf).path };
+        // SAFETY: a C string.
         unsafe { libc::unlink(path.as_ptr()) };
         let mut report = path.as_bytes().to_vec();
         report.extend_from_slice(b".report\0");

@@ -151,10 +151,12 @@ struct Capture {
     marks: Vec<(usize, Instant)>,
 }
 
+/// # Safety
+/// `cookie` is the stream's Capture, not otherwise borrowed; `data` holds `n` bytes.
 unsafe extern "C" fn capture_write(cookie: *mut c_void, data: *const c_char, n: usize) -> isize {
     // SAFETY: the cookie is the Capture that outlives the stream; data holds n bytes.
-    let cap = &mut *(cookie as *mut Capture);
-    cap.buf.extend_from_slice(core::slice::from_raw_parts(data as *const u8, n));
+    let (cap, data) = unsafe { (&mut *(cookie as *mut Capture), core::slice::from_raw_parts(data as *const u8, n)) };
+    cap.buf.extend_from_slice(data);
     cap.marks.push((cap.buf.len(), Instant::now()));
     n as isize
 }
@@ -163,9 +165,9 @@ unsafe extern "C" fn capture_write(cookie: *mut c_void, data: *const c_char, n: 
 fn malloc_info_timed() -> Option<(String, Vec<u64>, u64)> {
     let mut cap = Box::new(Capture { buf: Vec::with_capacity(64 << 10), marks: Vec::with_capacity(4096) });
     let funcs = CookieIo { read: None, write: Some(capture_write), seek: None, close: None };
+    let t0 = Instant::now();
     // SAFETY: the cookie outlives the stream, which is closed below; unbuffered, so each of
     // glibc's fprintf calls reaches capture_write as it happens.
-    let t0 = Instant::now();
     unsafe {
         let fp = fopencookie(&mut *cap as *mut Capture as *mut c_void, c"w".as_ptr(), funcs);
         if fp.is_null() {

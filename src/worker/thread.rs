@@ -58,13 +58,20 @@ fn spawn() {
 /// A stack of the worker's own, not one from glibc's cache of joined threads' stacks: the worker
 /// starts while the host runs (lazy_start), and a stack it took from that cache would make the
 /// host's next thread allocate a stack and its TLS where it would have reused them.
+///
+/// # Safety
+/// `attr` is initialised (pthread_attr_init).
 unsafe fn set_own_stack(attr: &mut libc::pthread_attr_t) {
     const STACK: usize = 256 << 10;
-    let guard = libc::getauxval(libc::AT_PAGESZ) as usize;
-    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK;
-    let p = libc::mmap(core::ptr::null_mut(), STACK + guard, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0);
-    if p == libc::MAP_FAILED || libc::mprotect(p, guard, libc::PROT_NONE) != 0 || libc::pthread_attr_setstack(attr, p.cast::<u8>().add(guard).cast(), STACK) != 0 {
-        libc::pthread_attr_setstacksize(attr, STACK);
+    // SAFETY: a fresh anonymous mapping, whose first page becomes the guard and the rest the
+    // stack (never unmapped: the worker lives as long as the process); attr is initialised.
+    unsafe {
+        let guard = libc::getauxval(libc::AT_PAGESZ) as usize;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK;
+        let p = libc::mmap(core::ptr::null_mut(), STACK + guard, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0);
+        if p == libc::MAP_FAILED || libc::mprotect(p, guard, libc::PROT_NONE) != 0 || libc::pthread_attr_setstack(attr, p.cast::<u8>().add(guard).cast(), STACK) != 0 {
+            libc::pthread_attr_setstacksize(attr, STACK);
+        }
     }
 }
 
