@@ -642,7 +642,7 @@ pub fn locate(dir: &Path, pid: u32) -> Result<(PathBuf, u64), String> {
     // A name in another user's directory is not this process's page (whatever it holds, see
     // `verified`), and must not hide the one that is.
     let uid = identity(pid).map(|id| id.uid);
-    let mine: Vec<_> = cands.into_iter().filter(|c| c.1 == pid && dir_user(&c.0).map_or(true, |u| u == 0 || Some(u) == uid)).collect();
+    let mine: Vec<_> = cands.into_iter().filter(|c| c.1 == pid && dir_user(&c.0).is_none_or(|u| u == 0 || Some(u) == uid)).collect();
     if let Some((path, _, start)) = mine.iter().find(|c| is_live(c.1, c.2)) {
         return Ok((path.clone(), *start));
     }

@@ -590,7 +590,7 @@ fn classify(maps: &[Mapping], known: &[Known], shm: &str) -> Vec<(Cat, Usage)> {
                     (r, scale(m.pss, r, m.rss).min(pss), scale(m.swap, overlap, m.len()).min(swap))
                 };
                 add(k.cat, r, p, s, false);
-                if main.map_or(true, |(_, b)| overlap > b) {
+                if main.is_none_or(|(_, b)| overlap > b) {
                     main = Some((k.cat, overlap));
                 }
                 rss -= r;

@@ -163,7 +163,7 @@ fn accept_loop(listener: &TcpListener, server: &Arc<Server>) {
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => {
                 // EMFILE and the like: say so now and then, wait a little, go on.
-                if last_error_report.map_or(true, |t| t.elapsed() > Duration::from_secs(60)) {
+                if last_error_report.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
                     eprintln!("memtrim serve: accept: {e}");
                     last_error_report = Some(Instant::now());
                 }

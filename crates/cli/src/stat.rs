@@ -49,6 +49,7 @@ pub fn main(o: Opts) -> i32 {
             }
         };
     };
+    // SAFETY: isatty only looks the descriptor up.
     let tty = unsafe { libc::isatty(1) } == 1;
     loop {
         match pages::find(&dir, pid) {

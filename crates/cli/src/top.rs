@@ -116,8 +116,9 @@ fn install_handlers() -> Result<libc::c_int, String> {
 }
 
 fn term_size() -> (usize, usize) {
-    // SAFETY: ws is a valid out-pointer.
+    // SAFETY: all-zero is a valid winsize.
     let mut ws: libc::winsize = unsafe { core::mem::zeroed() };
+    // SAFETY: ws is a valid out-pointer.
     let ok = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0;
     if ok && ws.ws_col > 0 && ws.ws_row > 0 {
         (ws.ws_col as usize, ws.ws_row as usize)

@@ -220,11 +220,11 @@ pub fn render(rows: &[(&Entry, String)], max_width: Option<usize>) -> (String, V
             let t = cut(&texts(i), widths[i]);
             let pad = widths[i] - width(&t);
             if COLS[i].right {
-                l.extend(std::iter::repeat(' ').take(pad));
+                l.extend(std::iter::repeat_n(' ', pad));
                 l.push_str(&t);
             } else {
                 l.push_str(&t);
-                l.extend(std::iter::repeat(' ').take(pad));
+                l.extend(std::iter::repeat_n(' ', pad));
             }
         }
         l.trim_end().to_string()
