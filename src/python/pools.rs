@@ -86,7 +86,7 @@ impl Header {
         let size = Layout::block_size(class);
         let bump = self.nextoffset >= layout::POOL_OVERHEAD + size
             && self.nextoffset <= self.maxnextoffset + size
-            && (self.nextoffset - layout::POOL_OVERHEAD) % size == 0;
+            && (self.nextoffset - layout::POOL_OVERHEAD).is_multiple_of(size);
         let class_ok = self.szidx == class || (self.szidx == layout::DUMMY_SIZE_IDX && self.count == 0);
         bump && class_ok && self.count <= layout.blocks_per_pool(class)
     }

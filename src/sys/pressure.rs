@@ -49,10 +49,10 @@ impl Drop for Pressure {
 
 fn candidates() -> Vec<String> {
     let mut v = Vec::new();
-    if let Ok(cg) = std::fs::read_to_string("/proc/self/cgroup") {
-        if let Some(path) = cg.lines().find_map(|l| l.strip_prefix("0::")) {
-            v.push(format!("/sys/fs/cgroup{}/memory.pressure", path.trim_end_matches('/')));
-        }
+    if let Ok(cg) = std::fs::read_to_string("/proc/self/cgroup")
+        && let Some(path) = cg.lines().find_map(|l| l.strip_prefix("0::"))
+    {
+        v.push(format!("/sys/fs/cgroup{}/memory.pressure", path.trim_end_matches('/')));
     }
     v.push("/proc/pressure/memory".to_string());
     v

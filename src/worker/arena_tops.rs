@@ -75,12 +75,12 @@ fn heap_info_size(cfg: &Config) -> Option<usize> {
         Some(_) => None,
     };
     let size = glibc_layout::running().filter(|_| why.is_none()).map_or(0, |l| l.heap_info);
-    if KNOWN.swap(size, Relaxed) == usize::MAX {
-        if let Some(why) = why.filter(|_| cfg.log >= LogLevel::Info) {
-            // SAFETY: gnu_get_libc_version returns a static NUL-terminated string.
-            let version = unsafe { core::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) }.to_string_lossy();
-            stderr::line(&format!("memtrim: glibc {version} {why}: releases use malloc_trim alone"));
-        }
+    if KNOWN.swap(size, Relaxed) == usize::MAX
+        && let Some(why) = why.filter(|_| cfg.log >= LogLevel::Info)
+    {
+        // SAFETY: gnu_get_libc_version returns a static NUL-terminated string.
+        let version = unsafe { core::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) }.to_string_lossy();
+        stderr::line(&format!("memtrim: glibc {version} {why}: releases use malloc_trim alone"));
     }
     (size != 0).then_some(size)
 }

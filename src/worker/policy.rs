@@ -76,7 +76,7 @@ impl Policy {
     pub fn decide(&mut self, s: &Stats, purgeable: Option<u64>, now: Instant) -> Option<Reason> {
         self.checks += 1;
         let ops = s.allocs.wrapping_add(s.frees);
-        let Some((last_ops, last_at)) = self.last.replace((ops, now)) else { return None };
+        let (last_ops, last_at) = self.last.replace((ops, now))?;
         let dt = now.duration_since(last_at).as_secs_f64().max(1e-3);
         self.rate = ops.wrapping_sub(last_ops) as f64 / dt;
         self.busy_rate = self.rate.max(self.busy_rate * 0.9);

@@ -83,10 +83,10 @@ pub fn path(dir: &str, pid: u32, start_ticks: u64) -> String {
 /// that says why (so that the CLI never waits for nothing). Runs on the worker thread.
 pub fn serve(dir: &str, pid: u32, start_ticks: u64, request: u32) {
     let text = gather(pid, start_ticks, request);
-    if let Err(e) = write_file(&path(dir, pid, start_ticks), text.as_bytes()) {
-        if crate::init::config().is_some_and(|c| c.log >= memtrim_common::config::LogLevel::Warn) {
-            crate::sys::stderr::line(&format!("memtrim: cannot write the report: {e}"));
-        }
+    if let Err(e) = write_file(&path(dir, pid, start_ticks), text.as_bytes())
+        && crate::init::config().is_some_and(|c| c.log >= memtrim_common::config::LogLevel::Warn)
+    {
+        crate::sys::stderr::line(&format!("memtrim: cannot write the report: {e}"));
     }
 }
 
