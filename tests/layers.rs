@@ -298,18 +298,20 @@ fn paths(src: &str, root_modules: &BTreeSet<String>, is_root: bool) -> Vec<Found
                 }
                 continue;
             }
-            Some(w) if lx.is(i + 1, Tok::Path) && !lx.is(i.wrapping_sub(1), Tok::Path) => {
-                if matches!(w, "crate" | "super" | "self") || (is_root && root_modules.contains(w)) {
-                    let line = lx.toks[i].1;
-                    let mut p = vec![w.to_owned()];
-                    i += 1;
-                    while lx.is(i, Tok::Path) && lx.ident(i + 1).is_some() {
-                        p.push(lx.ident(i + 1).unwrap_or_default().to_owned());
-                        i += 2;
-                    }
-                    out.push((scope.clone(), p, line));
-                    continue;
+            Some(w)
+                if lx.is(i + 1, Tok::Path)
+                    && !lx.is(i.wrapping_sub(1), Tok::Path)
+                    && (matches!(w, "crate" | "super" | "self") || (is_root && root_modules.contains(w))) =>
+            {
+                let line = lx.toks[i].1;
+                let mut p = vec![w.to_owned()];
+                i += 1;
+                while lx.is(i, Tok::Path) && lx.ident(i + 1).is_some() {
+                    p.push(lx.ident(i + 1).unwrap_or_default().to_owned());
+                    i += 2;
                 }
+                out.push((scope.clone(), p, line));
+                continue;
             }
             _ => {}
         }

@@ -867,7 +867,7 @@ fn leaking_worker_is_recycled(server: &Server, e: Expect) {
     while serve_start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(250));
         let t = tally.lock().unwrap();
-        if replacement.as_ref().map_or(true, |r| r.iter().any(|p| t.per_worker.contains_key(p))) {
+        if replacement.as_ref().is_none_or(|r| r.iter().any(|p| t.per_worker.contains_key(p))) {
             break;
         }
     }

@@ -301,10 +301,10 @@ fn info_log_prints_one_line_per_release() {
 /// windows that are multiples of 2 s, so that is what is probed.
 fn kernel_arms_psi() -> Option<String> {
     let mut candidates = Vec::new();
-    if let Ok(cg) = std::fs::read_to_string("/proc/self/cgroup") {
-        if let Some(p) = cg.lines().find_map(|l| l.strip_prefix("0::")) {
-            candidates.push(format!("/sys/fs/cgroup{}/memory.pressure", p.trim_end_matches('/')));
-        }
+    if let Ok(cg) = std::fs::read_to_string("/proc/self/cgroup")
+        && let Some(p) = cg.lines().find_map(|l| l.strip_prefix("0::"))
+    {
+        candidates.push(format!("/sys/fs/cgroup{}/memory.pressure", p.trim_end_matches('/')));
     }
     candidates.push("/proc/pressure/memory".into());
     candidates.into_iter().find(|p| {

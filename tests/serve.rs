@@ -790,7 +790,7 @@ fn silent_slow_and_vanishing_clients_do_not_block_scrapes() {
     assert_eq!(exchange(port, b"GET /metrics\r\n\r\n", t).unwrap().status, 400, "HTTP/0.9 form");
     assert_eq!(exchange(port, b"GET /metrics HTTP/1.1\n\n", t).unwrap().status, 200, "bare LF line ends");
     let mut huge = b"GET /metrics HTTP/1.1\r\n".to_vec();
-    huge.extend(std::iter::repeat(b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n").take(1000).flatten());
+    huge.extend(std::iter::repeat_n(b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n", 1000).flatten());
     huge.extend(b"\r\n");
     let r = exchange(port, &huge, t);
     // 431, or a reset if the server closed while we were still writing: both refuse it
@@ -921,7 +921,7 @@ fn clients_trickling_after_their_request_do_not_starve_scrapes() {
             // bounded: the scrapes take about 8 s; never more than 30 s
             while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(30) {
                 for c in conns.iter_mut() {
-                    if !c.as_mut().is_some_and(|s| s.write_all(b"x").is_ok()) {
+                    if c.as_mut().is_none_or(|s| s.write_all(b"x").is_err()) {
                         *c = connect();
                     }
                 }
@@ -974,7 +974,7 @@ fn processes_exiting_mid_scrape_are_skipped() {
     while let Some(mut p) = procs.pop() {
         let _ = p.0.kill();
         let _ = p.0.wait();
-        if procs.len() % 10 == 0 {
+        if procs.len().is_multiple_of(10) {
             let n = sleeper_under_library(dir.path());
             ours.insert(n.pid());
             fresh.push(n);
