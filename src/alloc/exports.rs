@@ -18,6 +18,8 @@ use core::sync::atomic::{AtomicPtr, Ordering::Relaxed};
 /// a single instruction, elsewhere a load and a call.
 macro_rules! trampoline {
     ($name:ident($($a:ident: $t:ty),*) -> $r:ty = $slot:ident as $fty:ident) => {
+        /// # Safety
+        /// As the C function of this name.
         #[cfg(target_arch = "x86_64")]
         #[unsafe(naked)]
         #[unsafe(no_mangle)]
@@ -25,6 +27,8 @@ macro_rules! trampoline {
             core::arch::naked_asm!("jmp qword ptr [rip + {slot}]", slot = sym backend::$slot)
         }
 
+        /// # Safety
+        /// As the C function of this name.
         #[cfg(not(target_arch = "x86_64"))]
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $name($($a: $t),*) -> $r {
