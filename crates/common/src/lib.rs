@@ -1,7 +1,11 @@
 //! Shared between libmemtrim.so and the memtrim CLI: the configuration table and the units it
-//! speaks. Nothing here touches the process environment; callers hand in name/value pairs.
+//! speaks, the page and report formats, and the way both write files. Nothing here touches the
+//! process environment; callers hand in name/value pairs.
+pub mod atomic_file;
 pub mod config;
 pub mod futex;
+pub mod json;
 pub mod limit;
 pub mod page;
+pub mod report;
 pub mod units;
