@@ -1,10 +1,10 @@
 pub(crate) mod arena_tops;
 pub(crate) mod heap_stats;
 pub(crate) mod limits;
+pub(crate) mod memory_report;
 pub(crate) mod page_file;
 pub(crate) mod policy;
 pub(crate) mod release;
 pub(crate) mod report;
-pub(crate) mod report_gather;
 pub(crate) mod sampler;
 pub(crate) mod thread;
