@@ -14,8 +14,9 @@ extern "C" {
 
 const SIZE_SZ: usize = core::mem::size_of::<usize>();
 const PREV_INUSE: usize = 1;
-const IS_MMAPPED: usize = 2;
-const FLAGS: usize = 7;
+pub const IS_MMAPPED: usize = 2;
+/// The flag bits of a chunk's size word.
+pub const FLAGS: usize = 7;
 
 /// The chunk header word before a block.
 ///

@@ -137,7 +137,7 @@ fn run() {
         }
         let report = page.control.report_requested.load(Acquire);
         if report != page.control.report_served.load(Relaxed) {
-            crate::worker::report_gather::serve(&cfg.shm_dir, pid, start_ticks, report);
+            crate::worker::memory_report::serve(cfg, pid, start_ticks, report);
             page.control.report_served.store(report, Release);
             futex::wake_all(&page.control.report_served);
         }
