@@ -122,7 +122,7 @@ impl PageFile {
         Ok(pf)
     }
 
-    /// Only the worker thread publishes into the page (DESIGN.md: one writer under the
+    /// Only the worker thread publishes into the page (docs/DESIGN.md: one writer under the
     /// seqlock); every word it writes after `init` is atomic.
     pub fn page(&self) -> &Page {
         // SAFETY: the mapping lives as long as the process (it is never unmapped while the

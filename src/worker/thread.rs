@@ -1,7 +1,7 @@
 //! The worker thread: one per process, started again in a forked child. It samples, runs the
 //! release policy and the limits, publishes the page and answers trim requests; without a
 //! shared page (it could not be created) it does the same on a private one. Created with every signal blocked (signals belong to the
-//! host); holds nothing the allocation path needs (DESIGN.md trap 8).
+//! host); holds nothing the allocation path needs (docs/DESIGN.md, trap 8).
 use crate::worker::page_file::{self, PageFile};
 use crate::worker::policy::Policy;
 use crate::worker::sampler::Sampler;

@@ -1,6 +1,6 @@
 //! The JSON that `ls --json` and `stat --json` print, one object per process: every field of
 //! the page's table (crates/common/src/stats.rs) under its JSON name, then what the reader
-//! adds. Field names are a contract (DESIGN.md): add fields freely, never rename.
+//! adds. Field names are a contract (docs/DESIGN.md): add fields freely, never rename.
 use crate::pages::{Entry, State};
 use memtrim_common::fields::{Field, Kind, Type, Unit};
 use memtrim_common::page::{Stats, FIELDS};
