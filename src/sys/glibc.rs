@@ -1,5 +1,5 @@
 //! The glibc backend: its `__libc_*` entry points, bound at link time (dlsym would call calloc,
-//! DESIGN.md trap 2), and the usable size of a block read from glibc's chunk header.
+//! docs/DESIGN.md, trap 2), and the usable size of a block read from glibc's chunk header.
 use core::ffi::c_void;
 
 extern "C" {
