@@ -3,10 +3,10 @@
 mod arena_tops;
 mod heap_stats;
 mod limits;
+mod memory_report;
 mod page_file;
 mod policy;
 pub(crate) mod release;
 pub(crate) mod report;
-mod report_gather;
 mod sampler;
 pub(crate) mod thread;

@@ -1,6 +1,5 @@
 //! memtrim: runs programs under libmemtrim.so and reads what the library publishes.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
-mod atomic_file;
 mod clean;
 mod cli;
 mod config_cmd;
