@@ -420,6 +420,35 @@ fn retained_after_a_live_peak_is_released_before_any_signal() {
     assert!(h.finish().success());
 }
 
+/// MEMTRIM_LIMIT_ACTION=log, a dry run before enforcing: a host that leaks past its bound is
+/// released and struck as under the default action, but instead of SIGTERM it gets one "would
+/// send SIGTERM" line per episode (the cool-down holds the next one back, as it would the
+/// signal), the page counts them, and the process lives on.
+#[test]
+fn observe_only_logs_what_it_would_send_and_signals_nothing() {
+    let _g = serial();
+    let mut env = NO_AUTO.to_vec();
+    env.extend([("MEMTRIM_LIMIT", "rss:100MiB"), ("MEMTRIM_LIMIT_STRIKES", "2"), ("MEMTRIM_INTERVAL_MS", "200ms"), ("MEMTRIM_LIMIT_COOLDOWN_MS", "1s"), ("MEMTRIM_LIMIT_ACTION", "log")]);
+    let Some(mut h) = Host::limit_host("observe", &[], &env) else { return };
+    h.page();
+    h.ask("leak 160");
+    // two strikes at 200 ms would have signalled it within a second; then every cool-down
+    let signalled = h.signalled_within(Duration::from_secs(4));
+    assert!(!signalled, "signalled with MEMTRIM_LIMIT_ACTION=log: {}\nstderr:\n{}", describe(&h.page()), h.stderr());
+    let would = |e: &str| e.lines().filter(|l| l.starts_with(&format!("memtrim: pid {} would send SIGTERM", h.pid))).count();
+    let json = h.stat_json();
+    let stderr = h.stderr();
+    eprintln!("{json}\nstderr:\n{stderr}");
+    let (lines, dry) = (would(&stderr), json_u64(&json, "limit_dry_runs"));
+    assert!(over_lines(&stderr).is_empty(), "a signal line with MEMTRIM_LIMIT_ACTION=log:\n{stderr}");
+    assert!((2..=5).contains(&lines), "{lines} \"would send\" lines in 4 s with a 1 s cool-down:\n{stderr}");
+    assert!(dry == lines as u64 || dry == lines as u64 + 1, "the page counts {dry} dry runs, stderr has {lines} lines:\n{stderr}");
+    assert_eq!(json_u64(&json, "limit_signals"), 0, "{json}");
+    assert!(json_u64(&json, "limit_violations") >= 2 && json_reason(&json, "limit") >= 1, "no strikes or no release before the dry run: {json}");
+    assert!(h.alive(), "the process is gone");
+    assert!(h.finish().success());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Hard cap
 
