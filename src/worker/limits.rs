@@ -1,9 +1,12 @@
 //! Soft memory limit (MEMTRIM_LIMIT), on the worker thread: over the bound, release first; still
 //! over for MEMTRIM_LIMIT_STRIKES consecutive samples, send MEMTRIM_LIMIT_SIGNAL to this process
 //! once (a gunicorn or puma worker then finishes its requests and exits, and its master starts a
-//! fresh one), then wait out the cool-down.
+//! fresh one), then wait out the cool-down. MEMTRIM_LIMIT_ACTION=log makes that signal a line
+//! saying it would be sent (a dry run); MEMTRIM_LIMIT_STAGGER_MS makes a worker whose sibling
+//! was just signalled defer its own (stagger.rs).
 use crate::sys::{cgroup, stderr};
-use memtrim_common::config::Config;
+use crate::worker::stagger::{self, Turn};
+use memtrim_common::config::{Config, LimitAction};
 use memtrim_common::limit::{signal_name, Bound, Limit, Metric};
 use memtrim_common::page::Stats;
 use memtrim_common::units::format_size;
@@ -24,6 +27,11 @@ pub struct LimitWatch {
     strikes: u64,
     violations: u64,
     signals: u64,
+    dry_runs: u64,
+    deferred: u64,
+    deferred_until_ms: u64,
+    /// The claim file could not be used (said once): signals go unstaggered.
+    stagger_failed: bool,
     last_value: u64,
     released_this_episode: bool,
     live_at_release: u64,
@@ -44,6 +52,10 @@ impl LimitWatch {
             strikes: 0,
             violations: 0,
             signals: 0,
+            dry_runs: 0,
+            deferred: 0,
+            deferred_until_ms: 0,
+            stagger_failed: false,
             last_value: 0,
             released_this_episode: false,
             live_at_release: 0,
@@ -94,6 +106,7 @@ impl LimitWatch {
         if self.last_value <= self.bytes {
             self.strikes = 0;
             self.released_this_episode = false;
+            self.deferred_until_ms = 0;
             return Action::None;
         }
         // Release first, and again when live memory has fallen since the last release: what the
@@ -108,20 +121,62 @@ impl LimitWatch {
         if self.strikes < self.cfg.limit_strikes || self.quiet_until.is_some_and(|q| now < q) {
             return Action::None;
         }
-        self.signals += 1;
-        self.quiet_until = Some(now + Duration::from_millis(self.cfg.limit_cooldown_ms));
-        stderr::line(&format!(
-            "memtrim: pid {} over its limit: {} {} > {} for {} samples after a release; sending SIG{}",
-            std::process::id(),
+        let what = format!(
+            "{} {} > {} for {} samples after a release",
             limit.metric.name(),
             format_size(self.last_value),
             format_size(self.bytes),
-            self.strikes,
-            signal_name(self.cfg.limit_signal)
-        ));
+            self.strikes
+        );
+        let pid = std::process::id();
+        let signal = signal_name(self.cfg.limit_signal);
+        if self.cfg.limit_action == LimitAction::Log {
+            self.dry_runs += 1;
+            self.quiet_until = Some(now + Duration::from_millis(self.cfg.limit_cooldown_ms));
+            stderr::line(&format!("memtrim: pid {pid} would send SIG{signal}: {what} (MEMTRIM_LIMIT_ACTION=log)"));
+            return Action::None;
+        }
+        if !self.my_turn(&what) {
+            return Action::None;
+        }
+        self.signals += 1;
+        self.quiet_until = Some(now + Duration::from_millis(self.cfg.limit_cooldown_ms));
+        stderr::line(&format!("memtrim: pid {pid} over its limit: {what}; sending SIG{signal}"));
         // SAFETY: signals this very process, as configured.
         unsafe { libc::kill(libc::getpid(), self.cfg.limit_signal) };
         Action::Signalled
+    }
+
+    /// Whether this worker may signal itself now: no sibling of the same master was signalled
+    /// within MEMTRIM_LIMIT_STAGGER_MS (strikes are kept while it defers).
+    fn my_turn(&mut self, what: &str) -> bool {
+        if self.cfg.limit_stagger_ms == 0 || self.stagger_failed {
+            return true;
+        }
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        match stagger::claim(&self.cfg.shm_dir, self.cfg.limit_stagger_ms, now_ms) {
+            Ok(Turn::Go) => {
+                self.deferred_until_ms = 0;
+                true
+            }
+            Ok(Turn::Defer { until_ms }) => {
+                self.deferred += 1;
+                if self.deferred_until_ms == 0 {
+                    stderr::line(&format!(
+                        "memtrim: pid {} over its limit: {what}; a sibling was signalled less than MEMTRIM_LIMIT_STAGGER_MS ago: deferring {} ms",
+                        std::process::id(),
+                        until_ms.saturating_sub(now_ms)
+                    ));
+                }
+                self.deferred_until_ms = until_ms;
+                false
+            }
+            Err(e) => {
+                self.stagger_failed = true;
+                stderr::line(&format!("memtrim: MEMTRIM_LIMIT_STAGGER_MS: {e}; limit signals go unstaggered"));
+                true
+            }
+        }
     }
 
     pub fn fill(&self, s: &mut Stats) {
@@ -131,6 +186,9 @@ impl LimitWatch {
         s.limit_strikes = self.strikes;
         s.limit_violations = self.violations;
         s.limit_signals = self.signals;
+        s.limit_dry_runs = self.dry_runs;
+        s.limit_deferred = self.deferred;
+        s.limit_deferred_until_ms = self.deferred_until_ms;
         s.cgroup_limit_bytes = self.cgroup_bytes;
     }
 }

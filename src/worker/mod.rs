@@ -9,4 +9,5 @@ pub(crate) mod release;
 pub(crate) mod report;
 mod report_gather;
 mod sampler;
+mod stagger;
 pub(crate) mod thread;

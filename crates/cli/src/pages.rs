@@ -555,6 +555,17 @@ fn page_dirs(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Passed)> {
 /// The candidate page files in `dir` and its per-user directories: (path, pid, start ticks),
 /// sorted by pid; then what was passed over (see `page_dirs`).
 fn listing(dir: &Path) -> std::io::Result<(Vec<Candidate>, Passed)> {
+    named(dir, page::parse_file_name)
+}
+
+/// The limit's claim files (`stagger.PID.START`, named for a master) in the per-user
+/// directories of `dir`.
+pub fn stagger_files(dir: &Path) -> std::io::Result<Vec<Candidate>> {
+    Ok(named(dir, page::parse_stagger_name)?.0)
+}
+
+/// The files in the per-user directories of `dir` whose names `parse` reads as (pid, start).
+fn named(dir: &Path, parse: fn(&str) -> Option<(u32, u64)>) -> std::io::Result<(Vec<Candidate>, Passed)> {
     let (dirs, mut passed) = page_dirs(dir)?;
     let mut v = Vec::new();
     for d in dirs {
@@ -570,7 +581,7 @@ fn listing(dir: &Path) -> std::io::Result<(Vec<Candidate>, Passed)> {
             let Ok(de) = de else { continue };
             let name = de.file_name();
             let Some(name) = name.to_str() else { continue };
-            if let Some((pid, start)) = page::parse_file_name(name) {
+            if let Some((pid, start)) = parse(name) {
                 v.push((de.path(), pid, start));
             }
         }

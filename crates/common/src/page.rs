@@ -26,6 +26,20 @@ pub fn file_name(pid: u32, start_ticks: u64) -> String {
     format!("{FILE_PREFIX}{pid}.{start_ticks}")
 }
 
+/// `stagger.PID.START`, beside the pages: the claim file of the workers of the master (PID,
+/// START), which holds the unix time (ms, decimal) of the last limit signal among them.
+pub const STAGGER_PREFIX: &str = "stagger.";
+
+pub fn stagger_name(pid: u32, start_ticks: u64) -> String {
+    format!("{STAGGER_PREFIX}{pid}.{start_ticks}")
+}
+
+/// (pid, start ticks) of the master a claim file is named for.
+pub fn parse_stagger_name(name: &str) -> Option<(u32, u64)> {
+    let (pid, start) = name.strip_prefix(STAGGER_PREFIX)?.split_once('.')?;
+    Some((number(pid)?, number(start)?))
+}
+
 /// The per-user directory of the pages of `euid`: `memtrim-EUID` (0700, so that no other user
 /// can plant a page's predictable name where the library will create it).
 pub const DIR_PREFIX: &str = "memtrim-";

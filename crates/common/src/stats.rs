@@ -145,6 +145,11 @@ stats_fields! {
     "policy" {
         release_skip_reason: u64, None, State(|c| HeldBack::ALL.get(c as usize).map(|h| h.name())), "Why the last sample did not release: none (it released, or nothing was decided yet), no_trigger (no trigger held), min_retained (too little new retained memory), backoff (the spacing after the last release, or the back-off).";
     }
+    "limits" {
+        limit_dry_runs: u64, Count, Counter, "Signals the soft limit would have sent under MEMTRIM_LIMIT_ACTION=log (a dry run: none was sent).";
+        limit_deferred: u64, Count, Counter, "Samples in which the process would have signalled itself for its soft limit but deferred: a sibling worker of the same master was signalled less than MEMTRIM_LIMIT_STAGGER_MS before.";
+        limit_deferred_until_ms: u64, UnixMs, Gauge, "Unix time from which the last deferral lets the process signal itself; absent when it is not deferring.", json "limit_deferred_until", metric "memtrim_limit_deferred_until_timestamp_seconds", when |s| s.limit_deferred_until_ms != 0;
+    }
 }
 
 /// What held the last sample's release back (the page's `release_skip_reason`).
