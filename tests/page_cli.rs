@@ -386,10 +386,10 @@ fn clean_removes_claim_files_of_gone_masters() {
     std::fs::write(&gone, "1").unwrap();
     std::os::unix::fs::symlink(&live, &link).unwrap();
     let o = memtrim(dir.path(), &["clean", "--dry-run"]);
-    assert!(o.status.success() && text(&o.stdout).contains("would remove 1 claim file of gone masters"), "{}", show(&o));
+    assert!(o.status.success() && text(&o.stdout).contains("would remove 1 claim file of gone masters or old budgets"), "{}", show(&o));
     assert!(gone.exists(), "--dry-run removed it");
     let o = memtrim(dir.path(), &["clean"]);
-    assert!(o.status.success() && text(&o.stdout).contains("removed 1 claim file of gone masters"), "{}", show(&o));
+    assert!(o.status.success() && text(&o.stdout).contains("removed 1 claim file of gone masters or old budgets"), "{}", show(&o));
     assert!(!gone.exists(), "the gone master's claim file is still there: {}", show(&o));
     assert!(live.exists(), "clean removed a live master's claim file");
     assert!(std::fs::symlink_metadata(&link).is_ok(), "clean removed a symlink");

@@ -9,5 +9,6 @@ pub(crate) mod release;
 pub(crate) mod report;
 mod report_gather;
 mod sampler;
+mod siblings;
 mod stagger;
 pub(crate) mod thread;

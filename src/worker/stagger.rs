@@ -5,9 +5,10 @@
 //! reused pid apart). Under an exclusive flock, held only to read and write a number, the file
 //! holds the unix time (ms) of the last signal among the siblings: within the window the worker
 //! defers, else it writes the time and goes. Siblings crossing at the same sample serialise on
-//! the lock: the second reads the first's time. `memtrim clean` removes the files of masters
-//! that are gone.
-use crate::sys::procfs;
+//! the lock: the second reads the first's time. A cgroup budget (MEMTRIM_LIMIT=cgroup:…) takes
+//! turns the same way in `budget.HASH`, named for the cgroup. `memtrim clean` removes the files
+//! of masters that are gone, and budget files untouched for longer than any window.
+use crate::sys::{cgroup, procfs};
 use crate::worker::page_file::{errno, euid, open_user_dir, user_dir, Fd};
 use memtrim_common::page;
 use std::ffi::CString;
@@ -23,15 +24,24 @@ pub enum Turn {
 const LOCK_TRIES: u32 = 20;
 const LOCK_PAUSE: Duration = Duration::from_millis(1);
 
-/// The turn of this process among its master's workers at unix time `now_ms`; Err says why the
-/// claim file could not be used (the caller then goes unstaggered).
-pub fn claim(shm_dir: &str, window_ms: u64, now_ms: u64) -> Result<Turn, String> {
+/// The claim file of this process's master.
+pub fn of_master() -> String {
     // SAFETY: no preconditions.
     let ppid = unsafe { libc::getppid() } as u32;
-    let name = page::stagger_name(ppid, procfs::start_ticks_of(ppid));
+    page::stagger_name(ppid, procfs::start_ticks_of(ppid))
+}
+
+/// The claim file of this process's cgroup budget (the processes of one cgroup share it).
+pub fn of_cgroup() -> String {
+    page::budget_name(&cgroup::membership("self").unwrap_or_default())
+}
+
+/// The turn of this process among those sharing the claim file `name` at unix time `now_ms`;
+/// Err says why the file could not be used (the caller then goes unstaggered).
+pub fn claim(shm_dir: &str, name: &str, window_ms: u64, now_ms: u64) -> Result<Turn, String> {
     let udir = user_dir(shm_dir);
     let dfd = open_user_dir(&udir)?;
-    let cname = CString::new(name.as_str()).map_err(|_| "bad claim file name".to_string())?;
+    let cname = CString::new(name).map_err(|_| "bad claim file name".to_string())?;
     let flags = libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
     // SAFETY: dfd is open; cname is a valid C string.
     let fd = unsafe { libc::openat(dfd.0, cname.as_ptr(), flags, 0o600) };
