@@ -125,3 +125,26 @@ fn siblings_over_their_limit_together_are_signalled_one_window_apart() {
     let md = std::fs::symlink_metadata(&claim).unwrap_or_else(|e| panic!("{}: {e}", claim.display()));
     assert!(md.file_type().is_file() && md.uid() == euid() && md.permissions().mode() & 0o777 == 0o600, "{}: {md:?}", claim.display());
 }
+
+/// The claim file is trusted only as a private regular file of the user: a symlink planted at
+/// its name (to a file the user could care about) is not followed, not written through, and the
+/// workers say so in one line each and are signalled unstaggered, as without the option.
+#[test]
+fn a_symlink_at_the_claim_files_name_is_not_followed() {
+    let _g = serial();
+    let env = [("MEMTRIM_LIMIT", "rss:100MiB"), ("MEMTRIM_LIMIT_STRIKES", "2"), ("MEMTRIM_INTERVAL_MS", "200ms"), ("MEMTRIM_LIMIT_STAGGER_MS", "3s")];
+    let Some(f) = Fleet::start(2, 160, &env) else { return };
+    let udir = user_dir(f.dir.path(), euid());
+    if std::fs::create_dir(&udir).is_ok() {
+        std::fs::set_permissions(&udir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let target = f.dir.join("precious");
+    std::fs::write(&target, "precious").unwrap();
+    std::os::unix::fs::symlink(&target, udir.join(format!("stagger.{}.{}", f.master, common::start_ticks(f.master)))).unwrap();
+    let sig = f.signals_within(Duration::from_secs(10), 2);
+    let stderr = f.stderr();
+    eprintln!("{sig:?}\n{stderr}");
+    assert_eq!(sig.len(), 2, "both workers signalled (unstaggered): {sig:?}\n{stderr}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious", "written through the symlink");
+    assert_eq!(stderr.lines().filter(|l| l.contains("MEMTRIM_LIMIT_STAGGER_MS") && l.contains("unstaggered")).count(), 2, "{stderr}");
+}
