@@ -1,7 +1,7 @@
 //! Initialisation, driving the atomic state machine of alloc/lifecycle.rs. Allocations arrive before any constructor runs and
 //! count in the shared slot until the constructor has read the configuration and made the
-//! thread-exit key; a re-entrant or concurrent caller never waits (DESIGN.md trap 5). Under
-//! AT_SECURE the environment is ignored and no file is created (DESIGN.md trap 12).
+//! thread-exit key; a re-entrant or concurrent caller never waits (docs/DESIGN.md, trap 5). Under
+//! AT_SECURE the environment is ignored and no file is created (docs/DESIGN.md, trap 12).
 use crate::alloc::lifecycle::{self, State};
 use crate::alloc::{accounting, backend, divert};
 use crate::python::pymalloc;

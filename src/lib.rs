@@ -1,5 +1,5 @@
 //! libmemtrim.so: preloaded into a host process, it serves the host's malloc family from the
-//! host's allocator, counts live bytes, and gives retained memory back. See DESIGN.md.
+//! host's allocator, counts live bytes, and gives retained memory back. See docs/DESIGN.md.
 // A unit-test binary of the library leaves out the exports and the global allocator (below),
 // whose callees then look unused there; the library's own build still warns of dead code.
 #![cfg_attr(test, allow(dead_code))]

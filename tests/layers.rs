@@ -15,13 +15,6 @@ const LAYERS: &[&str] = &["sys", "alloc", "python", "worker"];
 /// Modules at the top, beside lib.rs (the crate root, "crate").
 const TOP: &[&str] = &["init", "capi"];
 
-/// Imports allowed for now against the rules: (from, to, why). Each must still exist, so that
-/// one that has gone is taken off this list.
-const EXCEPTIONS: &[(&str, &str, &str)] = &[(
-    "worker::report_gather",
-    "init",
-    "reads the log level from init::config() until the report's writer is handed the configuration",
-)];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Tok {
@@ -412,14 +405,8 @@ fn graph(src: &Path) -> Graph {
 
 /// What breaks the rules: imports up a layer, modules in no layer, and one cycle per strongly
 /// connected set of modules (the shortest through its first module, each import with its place).
-fn problems(mut g: Graph) -> Vec<String> {
+fn problems(g: Graph) -> Vec<String> {
     let mut out = Vec::new();
-    for (from, to, why) in EXCEPTIONS {
-        match g.get_mut(*from).and_then(|e| e.remove(*to)) {
-            Some(_) => eprintln!("allowed for now: {from} -> {to}: {why}"),
-            None => out.push(format!("the exception {from} -> {to} no longer applies: take it off EXCEPTIONS in tests/layers.rs")),
-        }
-    }
     for (from, edges) in &g {
         let Some(lf) = layer(from) else {
             out.push(format!("{from} is in no layer: put it in one of {LAYERS:?} or at the top ({TOP:?})"));

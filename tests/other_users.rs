@@ -6,7 +6,7 @@
 //! Runs as root and switches users with setpriv (nobody, daemon); skipped otherwise.
 mod common;
 use common::{
-    cli, compile, crafted_page, memtrim, old_page_file, page_path, run_for, setpriv_as, show, sleeper, start_ticks, stat_json, text, uid_of, under_library, user_dir, wait_for, write_page, Json, Proc, TempDir, Tmux,
+    cli, compile, crafted_page, memtrim, old_page_file, page_path, run_for, setpriv_as, show, sleeper, start_ticks, stat_json, text, uid_of, under_library, user_dir, wait_for, write_page, Json, JsonExt, Proc, TempDir, Tmux,
 };
 use memtrim_common::page::{Control, Page};
 use std::io::Write;

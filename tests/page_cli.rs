@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{crafted_page, lib, memtrim, now_ms, page_file, plant_page, python, require_tool, root, show, sleeper, start_ticks, stat_json, text, under_library, wait_for, write_page, Driven, Json, Proc, TempDir, Tmux};
+use common::{crafted_page, lib, memtrim, now_ms, page_file, plant_page, python, require_tool, root, show, sleeper, start_ticks, stat_json, text, under_library, wait_for, write_page, Driven, Json, JsonExt, Proc, TempDir, Tmux};
 use memtrim_common::page::{Page, Stats, FILE_BYTES};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{memtrim, now_ms, on_ci, page_files, preloaded, python, read_page, root, stat_json, wait_for, without_env, PyHost, TempDir, TUNING};
+use common::{memtrim, now_ms, on_ci, page_files, preloaded, python, read_page, root, stat_json, wait_for, without_env, JsonExt, PyHost, TempDir, TUNING};
 use memtrim_common::page::Stats;
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{memtrim, preloaded, python, stat_json, text, wait_for, without_env, Json, PyHost, TempDir, TUNING};
+use common::{memtrim, preloaded, python, stat_json, text, wait_for, without_env, Json, JsonExt, PyHost, TempDir, TUNING};
 use memtrim_common::page::{Reason, Stats};
 use std::io::Write;
 use std::path::Path;

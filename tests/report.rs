@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::{allocator, compile, memtrim, page_path, preloaded, python, text, wait_for, without_env, Driven, Json, Proc, TempDir, TUNING};
+use common::{allocator, compile, memtrim, page_path, preloaded, python, text, wait_for, without_env, Driven, Json, JsonExt, Proc, TempDir, TUNING};
 use memtrim_common::futex;
 use memtrim_common::page::{Page, FILE_BYTES};
 use std::io::{BufRead, BufReader, Write};
@@ -127,7 +127,7 @@ fn within(got: u64, want: u64, abs: u64, rel: f64) -> bool {
 }
 
 fn cat(r: &Json, key: &str) -> u64 {
-    r.get("categories").get(key).get("rss_bytes").u64()
+    r["categories"][key]["rss_bytes"].u64()
 }
 
 #[test]
@@ -135,14 +135,14 @@ fn report_matches_the_layout_the_program_built() {
     let l = Layout::start("layout");
     let f = &l.facts;
     let r = report(&l.dir.0, l.pid);
-    let view = r.get("allocator_view");
+    let view = &r["allocator_view"];
     let summary = format!(
         "categories {:?}\nverdict {:?}",
-        r.get("categories"),
-        r.get("verdict").arr().iter().map(|v| v.as_str().to_string()).collect::<Vec<_>>()
+        r["categories"],
+        r["verdict"].arr().iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect::<Vec<_>>()
     );
-    assert_eq!(view.get("allocator").as_str(), allocator());
-    assert_eq!(view.get("pid").u64(), l.pid as u64);
+    assert_eq!(view["allocator"].as_str(), Some(allocator().as_str()));
+    assert_eq!(view["pid"].u64(), l.pid as u64);
 
     // What the program built, in chunk bytes on glibc (usable + the 8-byte header).
     let main_live = f.main[1];
@@ -152,24 +152,24 @@ fn report_matches_the_layout_the_program_built() {
     let big: u64 = f.big.iter().map(|b| b.1).sum();
 
     if !jemalloc() {
-        let g = view.get("glibc");
-        let arenas = g.get("arenas").arr();
-        let arena = |nr: u64| arenas.iter().find(|a| a.get("nr").u64() == nr).unwrap_or_else(|| panic!("no arena {nr}"));
+        let g = &view["glibc"];
+        let arenas = g["arenas"].arr();
+        let arena = |nr: u64| arenas.iter().find(|a| a["nr"].u64() == nr).unwrap_or_else(|| panic!("no arena {nr}"));
         // Main arena. In use: the live blocks, their headers, and the process's other small
         // allocations (stdio, memtrim's early ones): within 512 KiB. Free (bins and top): the
         // freed blocks with their headers, and the top's slack: within 512 KiB.
         let main = arena(0);
-        let in_use = main.get("in_use_bytes").u64();
+        let in_use = main["in_use_bytes"].u64();
         let chunks = |usable: u64, n: u64| usable + 8 * n;
         let main_live_c = chunks(main_live, f.main[0]);
         assert!(in_use >= main_live_c && in_use <= main_live_c + 512 * 1024, "main arena in use {in_use} B, the program holds {main_live_c} B");
-        let main_free = main.get("free_bin_bytes").u64() + main.get("top_bytes").u64() + main.get("free_fast_bytes").u64();
+        let main_free = main["free_bin_bytes"].u64() + main["top_bytes"].u64() + main["free_fast_bytes"].u64();
         let freed_n = f.main[0] * 7; // one kept in 8
         assert!(within(main_free, chunks(main_freed, freed_n), 512 * 1024, 0.0), "main arena free {main_free} B, the program freed {} B", chunks(main_freed, freed_n));
         // Every thread's arena, found through a live block of it: its own (no two threads
         // share one), its heaps matched exactly; in use within 64 KiB (the arena's header,
         // the thread's tcache) and free within 64 KiB + 1 % of what the thread holds and freed.
-        let heaps = g.get("heaps").arr();
+        let heaps = g["heaps"].arr();
         let mut seen = Vec::new();
         for (i, t) in f.threads.iter().enumerate() {
             let addr = t[3];
@@ -182,25 +182,25 @@ fn report_matches_the_layout_the_program_built() {
             assert!(!seen.contains(&nr), "threads share arena {nr}");
             seen.push(nr);
             let a = arena(nr as u64);
-            assert_eq!(a.get("match").as_str(), "exact", "arena {nr}");
+            assert_eq!(a["match"].as_str(), Some("exact"), "arena {nr}");
             let live_c = chunks(t[1], t[0]);
-            let in_use = a.get("in_use_bytes").u64();
+            let in_use = a["in_use_bytes"].u64();
             assert!(in_use >= live_c && in_use <= live_c + 64 * 1024, "thread {i} (arena {nr}): in use {in_use} B, the thread holds {live_c} B");
-            let free = a.get("free_bin_bytes").u64() + a.get("top_bytes").u64() + a.get("free_fast_bytes").u64();
+            let free = a["free_bin_bytes"].u64() + a["top_bytes"].u64() + a["free_fast_bytes"].u64();
             let freed_c = chunks(t[2], t[0] * 3);
             assert!(within(free, freed_c, 64 * 1024, 0.01), "thread {i} (arena {nr}): free {free} B, the thread freed {freed_c} B");
             // Resident: everything the thread wrote is still resident (nothing was released).
-            assert!(a.get("resident_bytes").u64() >= live_c + freed_c - 128 * 1024, "thread {i}: resident {} B", a.get("resident_bytes").u64());
+            assert!(a["resident_bytes"].u64() >= live_c + freed_c - 128 * 1024, "thread {i}: resident {} B", a["resident_bytes"].u64());
         }
         // The large blocks, by address: each chunk starts 16 bytes before the block, is the
         // usable size + 16 long, and is resident (the program wrote it).
-        let blocks = g.get("mmapped_blocks").arr();
+        let blocks = g["mmapped_blocks"].arr();
         for &(addr, usable) in &f.big {
             let b = blocks.iter().find(|b| b.at(0).u64() == addr - 16).unwrap_or_else(|| panic!("block {addr:#x} not among the mmapped blocks {blocks:?}"));
             assert_eq!(b.at(1).u64(), usable + 16, "length of block {addr:#x}");
             assert!(b.at(2).u64() >= usable, "block {addr:#x} resident {} B", b.at(2).u64());
         }
-        assert!(g.get("mmapped_count").u64() >= 2 && g.get("mmapped_bytes").u64() >= big + 32);
+        assert!(g["mmapped_count"].u64() >= 2 && g["mmapped_bytes"].u64() >= big + 32);
         // The kernel's view: the mmapped blocks within 1 %; the main heap holds what the program
         // wrote there within 1 MiB; the thread arenas at least what the threads wrote, and
         // at most 2 MiB more (memtrim's own arena, headers).
@@ -211,37 +211,37 @@ fn report_matches_the_layout_the_program_built() {
         let ta = cat(&r, "thread_arenas");
         assert!(ta + 256 * 1024 >= threads_live + threads_freed && ta <= threads_live + threads_freed + 2 * MIB, "thread arenas RSS {} MiB, the threads wrote {} MiB\n{summary}", mib(ta), mib(threads_live + threads_freed));
         // What the report itself cost: bounded, and reported.
-        let cost = view.get("cost");
-        assert!(cost.get("total_us").u64() > 0 && cost.get("total_us").u64() < 1_000_000, "cost {:?}", cost);
-        assert!(cost.get("max_lock_us").u64() < 100_000, "an arena lock held {} µs", cost.get("max_lock_us").u64());
+        let cost = &view["cost"];
+        assert!(cost["total_us"].u64() > 0 && cost["total_us"].u64() < 1_000_000, "cost {:?}", cost);
+        assert!(cost["max_lock_us"].u64() < 100_000, "an arena lock held {} µs", cost["max_lock_us"].u64());
     } else {
-        let je = view.get("jemalloc");
-        let arenas = je.get("arenas").arr();
-        let page = je.get("page").u64();
+        let je = &view["jemalloc"];
+        let arenas = je["arenas"].arr();
+        let page = je["page"].u64();
         // Allocated over every arena: what the program holds, within 1 MiB + 1 % (stdio and
         // the like).
-        let allocated: u64 = arenas.iter().map(|a| a.get("small_allocated").u64() + a.get("large_allocated").u64()).sum();
+        let allocated: u64 = arenas.iter().map(|a| a["small_allocated"].u64() + a["large_allocated"].u64()).sum();
         let held = main_live + threads_live + big;
         assert!(allocated >= held && within(allocated, held, MIB, 0.01), "jemalloc allocated {} MiB, the program holds {} MiB", mib(allocated), mib(held));
         // The two big blocks (above jemalloc's oversize threshold) are in its huge arena.
-        let huge: u64 = arenas.iter().filter(|a| a.get("huge").bool()).map(|a| a.get("large_allocated").u64()).sum();
+        let huge: u64 = arenas.iter().filter(|a| a["huge"].bool()).map(|a| a["large_allocated"].u64()).sum();
         assert!(huge >= big, "huge arena holds {huge} B, the big blocks are {big} B");
         // Dirty pages: what the program freed (less what thread caches keep, 4 MiB at most),
         // and at most 35 % more (jemalloc's cache-oblivious page added to each large block).
-        let dirty: u64 = arenas.iter().map(|a| a.get("pdirty").u64() * page).sum();
+        let dirty: u64 = arenas.iter().map(|a| a["pdirty"].u64() * page).sum();
         let freed = main_freed + threads_freed;
         assert!(dirty + 4 * MIB >= freed && dirty as f64 <= freed as f64 * 1.35, "jemalloc dirty {} MiB, the program freed {} MiB", mib(dirty), mib(freed));
         // The threads have arenas of their own.
-        assert!(arenas.iter().filter(|a| a.get("nthreads").u64() > 0).count() >= 3, "{:?}", arenas);
+        assert!(arenas.iter().filter(|a| a["nthreads"].u64() > 0).count() >= 3, "{:?}", arenas);
         // The kernel's view: jemalloc's resident figure (an upper bound: it counts dirty pages
         // never touched) moves out of "other anonymous", of which the program has next to none
         // left; what it holds is all resident.
         let ja = cat(&r, "jemalloc_arenas");
-        assert!(ja >= held && ja <= je.get("resident").u64() + MIB, "jemalloc arenas RSS {} MiB, held {} MiB, jemalloc resident {} MiB\n{summary}", mib(ja), mib(held), mib(je.get("resident").u64()));
+        assert!(ja >= held && ja <= je["resident"].u64() + MIB, "jemalloc arenas RSS {} MiB, held {} MiB, jemalloc resident {} MiB\n{summary}", mib(ja), mib(held), mib(je["resident"].u64()));
         assert!(cat(&r, "other_anonymous") < 2 * MIB, "{summary}");
     }
-    let named = r.get("named_rss_bytes").u64();
-    let rss = r.get("rss_bytes").u64();
+    let named = r["named_rss_bytes"].u64();
+    let rss = r["rss_bytes"].u64();
     assert!(named as f64 >= 0.95 * rss as f64, "named categories hold {} of {} MiB\n{summary}", mib(named), mib(rss));
 }
 
@@ -249,7 +249,7 @@ fn report_matches_the_layout_the_program_built() {
 fn prediction_is_within_20_percent_of_what_a_release_returns() {
     let l = Layout::start("predict");
     let before = report(&l.dir.0, l.pid);
-    let predicted = before.get("release_bytes").u64();
+    let predicted = before["release_bytes"].u64();
     let released = trim(&l.dir.0, l.pid);
     eprintln!("{}: predicted {:.1} MiB, released {:.1} MiB", allocator(), mib(predicted), mib(released));
     assert!(released > 40 * MIB, "the release returned only {} MiB", mib(released));
@@ -258,12 +258,12 @@ fn prediction_is_within_20_percent_of_what_a_release_returns() {
         "predicted {:.1} MiB, the release returned {:.1} MiB; verdict {:?}",
         mib(predicted),
         mib(released),
-        before.get("verdict")
+        before["verdict"]
     );
     // After the release the free pages are gone from RSS but not from the allocator's books:
     // the next prediction must know it.
     let after = report(&l.dir.0, l.pid);
-    let again = after.get("release_bytes").u64();
+    let again = after["release_bytes"].u64();
     assert!(again <= predicted / 20, "after a release the report still predicts {:.1} MiB (before: {:.1} MiB)", mib(again), mib(predicted));
 }
 
@@ -321,16 +321,16 @@ fn python_server_rss_is_in_named_categories() {
     }
     wait_for_page(&dir.0, pid);
     let r = report(&dir.0, pid);
-    let rss = r.get("rss_bytes").u64();
-    let named = r.get("named_rss_bytes").u64();
-    let cats: Vec<(String, u64)> = match r.get("categories") {
-        Json::Obj(v) => v.iter().map(|(k, c)| (k.clone(), c.get("rss_bytes").u64())).collect(),
+    let rss = r["rss_bytes"].u64();
+    let named = r["named_rss_bytes"].u64();
+    let cats: Vec<(String, u64)> = match &r["categories"] {
+        Json::Object(v) => v.iter().map(|(k, c)| (k.clone(), c["rss_bytes"].u64())).collect(),
         _ => panic!("no categories"),
     };
     eprintln!("{}: RSS {:.1} MiB, named {:.1} MiB: {:?}", allocator(), mib(rss), mib(named), cats.iter().map(|(k, b)| (k.as_str(), mib(*b))).collect::<Vec<_>>());
     assert!(rss > 0 && named as f64 >= 0.95 * rss as f64, "named categories hold {:.1} of {:.1} MiB: {cats:?}", mib(named), mib(rss));
     // The kernel's view is all there: the mappings' RSS adds up to VmRSS within 5 %.
-    let smaps = r.get("smaps_rss_bytes").u64();
+    let smaps = r["smaps_rss_bytes"].u64();
     assert!(within(smaps, rss, 0, 0.05), "smaps says {smaps} B, VmRSS {rss} B");
     // CPython's own: code, its object arenas (a category of their own, by address), the heap of
     // its backend.
@@ -340,9 +340,9 @@ fn python_server_rss_is_in_named_categories() {
         assert!(cat(&r, "jemalloc_arenas") > MIB, "{cats:?}");
     } else {
         assert!(cat(&r, "main_heap") > MIB, "{cats:?}");
-        assert!(r.get("allocator_view").get("glibc").get("arenas").arr().len() >= 2, "the server's threads have arenas");
+        assert!(r["allocator_view"]["glibc"]["arenas"].arr().len() >= 2, "the server's threads have arenas");
     }
-    assert!(!r.get("verdict").arr().is_empty());
+    assert!(!r["verdict"].arr().is_empty());
     drop(child);
 }
 
@@ -372,10 +372,10 @@ fn report_file_is_private_and_removed_once_read() {
     // SAFETY: no preconditions.
     assert_eq!(md.uid(), unsafe { libc::geteuid() });
     let j = Json::parse(&std::fs::read_to_string(&report_path).unwrap()).expect("the report file is JSON");
-    assert_eq!(j.get("request").u64() as u32, want);
+    assert_eq!(j["request"].u64() as u32, want);
     assert!(!std::fs::read_dir(page.parent().unwrap()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp")), "a temporary file was left");
     // The CLI reads it (a newer one) and removes it.
     let r = report(&l.dir.0, l.pid);
-    assert!(r.get("release_bytes").u64() > 0);
+    assert!(r["release_bytes"].u64() > 0);
     assert!(!report_path.exists(), "the CLI left {}", report_path.display());
 }

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{free_port, memtrim, now_ms, plant_page, python, require_tool, root, show, sleeper, start_ticks, stat_json, text, under_library, wait_for, Proc, TempDir};
+use common::{free_port, memtrim, now_ms, plant_page, python, require_tool, root, show, sleeper, start_ticks, stat_json, text, under_library, wait_for, JsonExt, Proc, TempDir};
 use memtrim_common::page::Stats;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,5 +1,6 @@
 """PSS-over-time plot as a hand-written SVG (no plotting library): one panel per server, one
-line per configuration, time relative to the moment the load ended (0 = going idle)."""
+line per configuration; by default time is relative to the moment the load ended (0 = going
+idle)."""
 from xml.sax.saxutils import escape
 
 STYLE = {
@@ -36,9 +37,12 @@ def _ticks(lo, hi, target=6):
     return out
 
 
-def render(panels, title, goal_s=10):
+def render(panels, title, goal_s=10, xlabel="seconds since the load ended (negative: under load)", vlines=None):
     """panels: list of (panel title, {config: [(t_rel_s, pss_mib), ...]}) or (panel title,
-    series, {config: (t_rel_s, label)}): a moment marked on that configuration's line."""
+    series, {config: (t_rel_s, label)}): a moment marked on that configuration's line. vlines:
+    [(x, label)] drawn across every panel (default: going idle at 0 and the goal at +goal_s)."""
+    if vlines is None:
+        vlines = ((0, "idle"), (goal_s, f"+{goal_s} s"))
     h = MT + len(panels) * PANEL_H + 10
     o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" viewBox="0 0 {W} {h}" '
          f'font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">',
@@ -68,10 +72,10 @@ def render(panels, title, goal_s=10):
             o.append(f'<text x="{x:.1f}" y="{bottom + 17}" text-anchor="middle">{xt:g}</text>')
         o.append(f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" fill="none" stroke="#333"/>')
         o.append(f'<text x="{(left + right) / 2}" y="{bottom + 34}" text-anchor="middle">'
-                 f'seconds since the load ended (negative: under load)</text>')
+                 f'{escape(xlabel)}</text>')
         o.append(f'<text transform="translate({left - 48},{(top + bottom) / 2}) rotate(-90)" text-anchor="middle">'
                  f'summed worker PSS (MiB)</text>')
-        for xv, label in ((0, "idle"), (goal_s, f"+{goal_s} s")):
+        for xv, label in vlines:
             if x0 <= xv <= x1:
                 x = sx(xv)
                 o.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}" stroke="#999" stroke-dasharray="3,3"/>')

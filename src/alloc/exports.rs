@@ -1,4 +1,4 @@
-//! The malloc family, as the host sees it (DESIGN.md trap 11: the whole family, so every
+//! The malloc family, as the host sees it (docs/DESIGN.md, trap 11: the whole family, so every
 //! pointer reaching free belongs to the active backend). Each export jumps to the chosen
 //! backend's function; the few defined by the others are written once, here, with glibc's
 //! exact semantics (traps 9-10).
@@ -76,7 +76,7 @@ unsafe fn own_realloc(p: *mut c_void, size: usize) -> *mut c_void {
 
 /// The `realloc` the dynamic linker gives the program, when it is not ours (a program with its
 /// own malloc family); null: ours. Looked up once by the constructor below, where malloc already
-/// works (dlsym may call calloc: DESIGN.md trap 2); until then, ours.
+/// works (dlsym may call calloc: docs/DESIGN.md, trap 2); until then, ours.
 static PROGRAM_REALLOC: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut());
 
 #[used]

@@ -5,11 +5,11 @@
 //! with prev_size the offset back to the start of the mapping, as in glibc's mmapped memalign
 //! chunks, so glibc's usable-size arithmetic holds; the mapping starts with a mark, where
 //! glibc's own mmapped chunks (on 64-bit) have a zero prev_size word.
+use crate::sys::glibc::IS_MMAPPED;
 use core::ffi::c_void;
 
 const MARK: usize = 0x216d_6972_746d_656d; // "memtrim!"
 const HEADER: usize = 16;
-const IS_MMAPPED: usize = 2;
 /// The mark and the mapping's length come first.
 const PREFIX: usize = 16;
 /// Lengths are whole pages of at least this size (mmap rounds up to its own).

@@ -1,5 +1,5 @@
 //! The library's own Rust allocations go straight to glibc, never through the exports: they
-//! cannot recurse into the shim and are not counted as the host's (DESIGN.md trap 1).
+//! cannot recurse into the shim and are not counted as the host's (docs/DESIGN.md, trap 1).
 use crate::sys::glibc;
 use core::alloc::{GlobalAlloc, Layout};
 

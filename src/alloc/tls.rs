@@ -1,6 +1,6 @@
 //! One initial-exec TLS word per thread, holding the thread's accounting slot. It is defined and
 //! reached in assembly because stable Rust only offers the general-dynamic TLS model in a cdylib,
-//! whose `__tls_get_addr` may call malloc after a dlopen (DESIGN.md trap 3). Initial-exec costs
+//! whose `__tls_get_addr` may call malloc after a dlopen (docs/DESIGN.md, trap 3). Initial-exec costs
 //! two instructions and never allocates.
 
 // The word's values below a slot address: the thread has not claimed a slot yet, counts in the

@@ -1,5 +1,5 @@
 //! The process environment read by walking `environ`: no allocation, usable before any
-//! constructor has run (DESIGN.md trap 5).
+//! constructor has run (docs/DESIGN.md, trap 5).
 use core::ffi::{c_char, CStr};
 
 extern "C" {

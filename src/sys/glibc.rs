@@ -1,5 +1,5 @@
 //! The glibc backend: its `__libc_*` entry points, bound at link time (dlsym would call calloc,
-//! DESIGN.md trap 2), and the usable size of a block read from glibc's chunk header.
+//! docs/DESIGN.md, trap 2), and the usable size of a block read from glibc's chunk header.
 use core::ffi::c_void;
 
 extern "C" {
@@ -14,8 +14,9 @@ extern "C" {
 
 const SIZE_SZ: usize = core::mem::size_of::<usize>();
 const PREV_INUSE: usize = 1;
-const IS_MMAPPED: usize = 2;
-const FLAGS: usize = 7;
+pub const IS_MMAPPED: usize = 2;
+/// The flag bits of a chunk's size word.
+pub const FLAGS: usize = 7;
 
 /// The chunk header word before a block.
 ///

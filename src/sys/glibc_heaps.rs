@@ -40,11 +40,6 @@ pub fn read_maps() -> Vec<Vma> {
     v
 }
 
-pub fn page_size() -> usize {
-    // SAFETY: no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}
-
 /// Reads `buf.len()` bytes at `addr` of this process without faulting on a mapping that went
 /// away (process_vm_readv; /proc/self/mem if that is refused).
 pub fn peek(addr: usize, buf: &mut [u8]) -> bool {

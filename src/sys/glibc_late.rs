@@ -1,7 +1,7 @@
 //! glibc functions newer than the oldest glibc the library loads on (2.28: scripts/glibc-floor
 //! checks the built library's symbol versions), found at run time so that the library still
 //! loads where they are missing, with a fallback there. Looked up from the worker, never from
-//! the malloc family (dlsym may call calloc: DESIGN.md trap 2).
+//! the malloc family (dlsym may call calloc: docs/DESIGN.md, trap 2).
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// mallinfo2 (glibc 2.33): 0 not looked up yet, 1 missing, else the function.

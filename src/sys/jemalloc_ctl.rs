@@ -3,7 +3,8 @@
 use core::ffi::{c_char, c_void};
 use tikv_jemalloc_sys as je;
 
-fn read<T: Copy + Default>(name: &[u8]) -> Option<T> {
+/// The value of the control `name` (NUL-terminated), if it is a T.
+pub fn read<T: Copy + Default>(name: &[u8]) -> Option<T> {
     let mut v = T::default();
     let mut len = core::mem::size_of::<T>();
     // SAFETY: name is NUL-terminated; v and len describe a T.
@@ -22,17 +23,22 @@ pub fn thread_counters() -> Option<[*mut u64; 2]> {
     Some([read::<usize>(b"thread.allocatedp\0")? as *mut u64, read::<usize>(b"thread.deallocatedp\0")? as *mut u64])
 }
 
+/// Refreshes the figures that the `stats.` controls read.
+pub fn refresh() {
+    write(b"epoch\0", 1u64);
+}
+
 /// Bytes in physically resident pages of the allocator: active allocations, unused dirty pages
 /// and metadata.
 pub fn resident() -> u64 {
-    write(b"epoch\0", 1u64);
+    refresh();
     read::<usize>(b"stats.resident\0").unwrap_or(0) as u64
 }
 
 /// Bytes a purge would give back now: every arena's unused dirty and muzzy pages (the figures
 /// of the last `epoch`).
 pub fn purgeable() -> u64 {
-    write(b"epoch\0", 1u64);
+    refresh();
     let pages = [&b"stats.arenas.4096.pdirty\0"[..], b"stats.arenas.4096.pmuzzy\0"].map(|n| read::<usize>(n).unwrap_or(0));
     (pages[0] + pages[1]) as u64 * read::<usize>(b"arenas.page\0").unwrap_or(4096) as u64
 }

@@ -1,6 +1,6 @@
 //! A panic inside the library must not unwind into the host (panic = "abort" in Cargo.toml);
 //! before the abort, one fixed line and the location go to stderr with write(2), which needs no
-//! lock and no allocation (DESIGN.md trap 6).
+//! lock and no allocation (docs/DESIGN.md, trap 6).
 
 pub fn install() {
     std::panic::set_hook(Box::new(|info| {

@@ -1,14 +1,15 @@
 //! What the kernel says about this process: identity, resident set, PSS/USS/swap.
 
-pub fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
+/// The page size: the kernel's, from the auxiliary vector (no system call).
+pub fn page_size() -> usize {
+    // SAFETY: no preconditions; the auxiliary vector is there from the start.
+    unsafe { libc::getauxval(libc::AT_PAGESZ) as usize }
 }
 
 /// Resident bytes, from /proc/self/statm (cheap: no page-table walk).
 pub fn rss_bytes() -> u64 {
     let Ok(s) = std::fs::read_to_string("/proc/self/statm") else { return 0 };
-    s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * page_size()
+    s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * page_size() as u64
 }
 
 /// (ppid, start time in clock ticks after boot) from /proc/self/stat.

@@ -33,7 +33,8 @@
 //! are not HEAP_MAX-aligned), the release of arena tops turns itself off (one line at
 //! MEMTRIM_LOG=info) and releases are malloc_trim(0) alone. Every read is one that cannot fault
 //! (peek), and an arena that does not check out is left alone.
-use crate::sys::glibc_heaps::{find_heaps, page_size, peek_words, read_maps, Vma, HEAP_MAX};
+use crate::sys::glibc_heaps::{find_heaps, peek_words, read_maps, Vma, HEAP_MAX};
+use crate::sys::procfs::page_size;
 use crate::sys::glibc_layout::{self, MINSIZE, NEXT_OFFSET, TOP_OFFSET};
 use crate::sys::stderr;
 use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering::*};

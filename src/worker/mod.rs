@@ -3,11 +3,11 @@
 mod arena_tops;
 mod heap_stats;
 mod limits;
+mod memory_report;
 mod page_file;
 mod policy;
 pub(crate) mod release;
 pub(crate) mod report;
-mod report_gather;
 mod sampler;
 mod siblings;
 mod stagger;

@@ -122,7 +122,7 @@ impl PageFile {
         Ok(pf)
     }
 
-    /// Only the worker thread publishes into the page (DESIGN.md: one writer under the
+    /// Only the worker thread publishes into the page (docs/DESIGN.md: one writer under the
     /// seqlock); every word it writes after `init` is atomic.
     pub fn page(&self) -> &Page {
         // SAFETY: the mapping lives as long as the process (it is never unmapped while the
@@ -140,7 +140,8 @@ pub fn unlink_current() {
         let path = unsafe { &(*pf).path };
         unsafe { libc::unlink(path.as_ptr()) };
         let mut report = path.as_bytes().to_vec();
-        report.extend_from_slice(b".report\0");
+        report.extend_from_slice(memtrim_common::report::SUFFIX.as_bytes());
+        report.push(0);
         // SAFETY: a NUL-terminated path.
         unsafe { libc::unlink(report.as_ptr().cast()) };
     }

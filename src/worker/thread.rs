@@ -1,7 +1,7 @@
 //! The worker thread: one per process, started again in a forked child. It samples, runs the
 //! release policy and the limits, publishes the page and answers trim requests; without a
 //! shared page (it could not be created) it does the same on a private one. Created with every signal blocked (signals belong to the
-//! host); holds nothing the allocation path needs (DESIGN.md trap 8).
+//! host); holds nothing the allocation path needs (docs/DESIGN.md, trap 8).
 use crate::worker::page_file::{self, PageFile};
 use crate::worker::policy::Policy;
 use crate::worker::sampler::Sampler;
@@ -137,7 +137,7 @@ fn run() {
         }
         let report = page.control.report_requested.load(Acquire);
         if report != page.control.report_served.load(Relaxed) {
-            crate::worker::report_gather::serve(&cfg.shm_dir, pid, start_ticks, report);
+            crate::worker::memory_report::serve(cfg, pid, start_ticks, report);
             page.control.report_served.store(report, Release);
             futex::wake_all(&page.control.report_served);
         }

@@ -1,4 +1,4 @@
-/* dlopen of a module with thread-local storage while threads allocate (DESIGN.md trap 3: Python
+/* dlopen of a module with thread-local storage while threads allocate (docs/DESIGN.md, trap 3: Python
  * dlopens extension modules all day). After the dlopen every thread touches the module's TLS,
  * whose first access allocates the thread's dynamic TLS block through malloc from inside
  * __tls_get_addr; a shim that reaches its own TLS through __tls_get_addr recurses there.

@@ -1,6 +1,6 @@
 /* Return values and errno of the malloc family on its edge and error paths, as a transcript that
  * does not depend on addresses: run once without libmemtrim.so and once with it, the two
- * transcripts must be equal byte for byte (DESIGN.md traps 9 and 10).
+ * transcripts must be equal byte for byte (docs/DESIGN.md, traps 9 and 10).
  *
  * stdout: the transcript, one line per call. Pointers appear only as properties (NULL or a
  * block, aligned or not, usable size large enough or not, contents kept or not). Before each

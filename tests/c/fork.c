@@ -1,5 +1,5 @@
 /* fork from a multi-threaded process while its threads allocate (gunicorn and puma fork their
- * workers from a parent with threads; DESIGN.md trap 7).
+ * workers from a parent with threads; docs/DESIGN.md, trap 7).
  *
  * The parent runs 4 threads that allocate, reallocate and free without pause, and forks 3
  * children while they do. Each child reads the counters at its start, runs 4 threads of its own

@@ -1,251 +1,157 @@
-//! A small, strict JSON reader (no serde in this workspace): the CLI and the library write JSON
-//! by hand, and reading it strictly checks that too (literals, numbers, escapes, control
-//! characters, duplicate keys).
+//! Reading the JSON that the CLI and the library write, with serde_json, strictly: besides
+//! serde_json's own checks (literals, numbers, escapes, control characters), a key twice in an
+//! object is an error, since both sides write their JSON by hand.
 //!
 //! Two ways to read a value: strict accessors that fail the test with a message when a field is
 //! missing or of another type (`field`, `int`, `num`, `str`, `array`), for checking a contract;
-//! and lenient navigation through deep trees (`get`, `at`, `arr`, `u64`, `i64`, `bool`,
-//! `as_str`), where what is missing reads as null, 0, false or empty.
-use std::collections::BTreeMap;
+//! and lenient navigation through deep trees (serde_json's indexing, `v["a"][0]`, which reads
+//! what is missing as null, then `at`, `arr`, `u64`, `i64`, `bool`), where null reads as 0,
+//! false or empty.
+use serde::de::{Deserialize, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    /// The number's text, as written (integers must stay exact).
-    Num(String),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(BTreeMap<String, Json>),
+pub type Json = Value;
+
+/// A value read with no key twice in any of its objects.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Strict;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+                Ok(Strict(v.into()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+                Ok(Strict(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+                Ok(Strict(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
+                Ok(Strict(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Strict, E> {
+                Ok(Strict(v.into()))
+            }
+            fn visit_unit<E>(self) -> Result<Strict, E> {
+                Ok(Strict(Value::Null))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Strict, A::Error> {
+                let mut v = Vec::new();
+                while let Some(Strict(x)) = s.next_element()? {
+                    v.push(x);
+                }
+                Ok(Strict(Value::Array(v)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Strict, A::Error> {
+                let mut o = Map::new();
+                while let Some(k) = m.next_key::<String>()? {
+                    let Strict(v) = m.next_value()?;
+                    if o.contains_key(&k) {
+                        return Err(A::Error::custom(format!("duplicate key {k:?}")));
+                    }
+                    o.insert(k, v);
+                }
+                Ok(Strict(Value::Object(o)))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 static NULL: Json = Json::Null;
 
-impl Json {
-    pub fn parse(s: &str) -> Result<Json, String> {
-        let b = s.as_bytes();
-        let mut i = 0;
-        let v = value(b, &mut i)?;
-        skip_ws(b, &mut i);
-        if i != b.len() {
-            return Err(format!("trailing text at byte {i}: {:?}", &s[i..s.len().min(i + 40)]));
-        }
-        Ok(v)
+pub trait JsonExt {
+    /// One JSON value, strictly (see above).
+    fn parse(s: &str) -> Result<Json, String>;
+    fn field(&self, key: &str) -> &Json;
+    fn has(&self, key: &str) -> bool;
+    fn int(&self, key: &str) -> i64;
+    fn num(&self, key: &str) -> f64;
+    fn str(&self, key: &str) -> &str;
+    fn array(&self) -> &[Json];
+    fn at(&self, i: usize) -> &Json;
+    fn arr(&self) -> &[Json];
+    fn u64(&self) -> u64;
+    fn i64(&self) -> i64;
+    fn bool(&self) -> bool;
+}
+
+impl JsonExt for Json {
+    fn parse(s: &str) -> Result<Json, String> {
+        serde_json::from_str::<Strict>(s).map(|v| v.0).map_err(|e| e.to_string())
     }
 
     // Strict.
 
     /// The field `key` of an object.
-    pub fn field(&self, key: &str) -> &Json {
+    fn field(&self, key: &str) -> &Json {
         match self {
-            Json::Obj(m) => m.get(key).unwrap_or_else(|| panic!("no field {key:?} in {self:?}")),
+            Json::Object(m) => m.get(key).unwrap_or_else(|| panic!("no field {key:?} in {self:?}")),
             _ => panic!("not an object: {self:?}"),
         }
     }
 
-    pub fn has(&self, key: &str) -> bool {
-        matches!(self, Json::Obj(m) if m.contains_key(key))
+    fn has(&self, key: &str) -> bool {
+        matches!(self, Json::Object(m) if m.contains_key(key))
     }
 
     /// An integer field, exactly.
-    pub fn int(&self, key: &str) -> i64 {
+    fn int(&self, key: &str) -> i64 {
         match self.field(key) {
-            Json::Num(n) => n.parse::<i64>().unwrap_or_else(|_| panic!("{key} = {n} is not an integer")),
+            Json::Number(n) => n.as_i64().unwrap_or_else(|| panic!("{key} = {n} is not an integer")),
             v => panic!("{key} is not a number: {v:?}"),
         }
     }
 
-    pub fn num(&self, key: &str) -> f64 {
+    fn num(&self, key: &str) -> f64 {
         match self.field(key) {
-            Json::Num(n) => n.parse::<f64>().unwrap(),
+            Json::Number(n) => n.as_f64().unwrap_or_else(|| panic!("{key} = {n} is not a number")),
             v => panic!("{key} is not a number: {v:?}"),
         }
     }
 
-    pub fn str(&self, key: &str) -> &str {
+    fn str(&self, key: &str) -> &str {
         match self.field(key) {
-            Json::Str(s) => s,
+            Json::String(s) => s,
             v => panic!("{key} is not a string: {v:?}"),
         }
     }
 
-    pub fn array(&self) -> &[Json] {
+    fn array(&self) -> &[Json] {
         match self {
-            Json::Arr(v) => v,
+            Json::Array(v) => v,
             _ => panic!("not an array: {self:?}"),
         }
     }
 
     // Lenient.
 
-    pub fn get(&self, key: &str) -> &Json {
-        match self {
-            Json::Obj(m) => m.get(key).unwrap_or(&NULL),
-            _ => &NULL,
-        }
-    }
-
-    pub fn at(&self, i: usize) -> &Json {
+    fn at(&self, i: usize) -> &Json {
         self.arr().get(i).unwrap_or(&NULL)
     }
 
-    pub fn arr(&self) -> &[Json] {
+    fn arr(&self) -> &[Json] {
         match self {
-            Json::Arr(v) => v,
+            Json::Array(v) => v,
             _ => &[],
         }
     }
 
-    pub fn u64(&self) -> u64 {
-        match self {
-            Json::Num(s) => s.parse().unwrap_or(0),
-            _ => 0,
-        }
+    fn u64(&self) -> u64 {
+        self.as_u64().unwrap_or(0)
     }
 
-    pub fn i64(&self) -> i64 {
-        match self {
-            Json::Num(s) => s.parse().unwrap_or(0),
-            _ => 0,
-        }
+    fn i64(&self) -> i64 {
+        self.as_i64().unwrap_or(0)
     }
 
-    pub fn bool(&self) -> bool {
-        matches!(self, Json::Bool(true))
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            Json::Str(s) => s,
-            _ => "",
-        }
-    }
-}
-
-fn skip_ws(b: &[u8], i: &mut usize) {
-    while *i < b.len() && matches!(b[*i], b' ' | b'\n' | b'\r' | b'\t') {
-        *i += 1;
-    }
-}
-
-fn value(b: &[u8], i: &mut usize) -> Result<Json, String> {
-    skip_ws(b, i);
-    let rest = &b[*i..];
-    let lit = |w: &str, v: Json, i: &mut usize| -> Result<Json, String> {
-        if rest.starts_with(w.as_bytes()) {
-            *i += w.len();
-            Ok(v)
-        } else {
-            Err(format!("bad literal at byte {i}"))
-        }
-    };
-    match rest.first() {
-        None => Err("unexpected end".into()),
-        Some(b'n') => lit("null", Json::Null, i),
-        Some(b't') => lit("true", Json::Bool(true), i),
-        Some(b'f') => lit("false", Json::Bool(false), i),
-        Some(b'"') => string(b, i).map(Json::Str),
-        Some(b'[') => {
-            *i += 1;
-            let mut v = Vec::new();
-            skip_ws(b, i);
-            if b.get(*i) == Some(&b']') {
-                *i += 1;
-                return Ok(Json::Arr(v));
-            }
-            loop {
-                v.push(value(b, i)?);
-                skip_ws(b, i);
-                match b.get(*i) {
-                    Some(b',') => *i += 1,
-                    Some(b']') => {
-                        *i += 1;
-                        return Ok(Json::Arr(v));
-                    }
-                    _ => return Err(format!("expected , or ] at byte {i}")),
-                }
-            }
-        }
-        Some(b'{') => {
-            *i += 1;
-            let mut m = BTreeMap::new();
-            skip_ws(b, i);
-            if b.get(*i) == Some(&b'}') {
-                *i += 1;
-                return Ok(Json::Obj(m));
-            }
-            loop {
-                skip_ws(b, i);
-                let k = string(b, i)?;
-                skip_ws(b, i);
-                if b.get(*i) != Some(&b':') {
-                    return Err(format!("expected : at byte {i}"));
-                }
-                *i += 1;
-                let v = value(b, i)?;
-                if m.insert(k.clone(), v).is_some() {
-                    return Err(format!("duplicate key {k:?}"));
-                }
-                skip_ws(b, i);
-                match b.get(*i) {
-                    Some(b',') => *i += 1,
-                    Some(b'}') => {
-                        *i += 1;
-                        return Ok(Json::Obj(m));
-                    }
-                    _ => return Err(format!("expected , or }} at byte {i}")),
-                }
-            }
-        }
-        Some(c) if *c == b'-' || c.is_ascii_digit() => {
-            let start = *i;
-            while *i < b.len() && matches!(b[*i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
-                *i += 1;
-            }
-            let t = std::str::from_utf8(&b[start..*i]).unwrap().to_string();
-            t.parse::<f64>().map_err(|_| format!("bad number {t:?}"))?;
-            if t.starts_with("0") && t.len() > 1 && !t.starts_with("0.") || t.starts_with("-0") && t.len() > 2 && !t.starts_with("-0.") || t.ends_with('.') {
-                return Err(format!("not a JSON number: {t:?}"));
-            }
-            Ok(Json::Num(t))
-        }
-        Some(c) => Err(format!("unexpected {:?} at byte {i}", *c as char)),
-    }
-}
-
-fn string(b: &[u8], i: &mut usize) -> Result<String, String> {
-    if b.get(*i) != Some(&b'"') {
-        return Err(format!("expected a string at byte {i}"));
-    }
-    *i += 1;
-    let mut out = Vec::new();
-    loop {
-        let c = *b.get(*i).ok_or("unterminated string")?;
-        *i += 1;
-        match c {
-            b'"' => return String::from_utf8(out).map_err(|e| e.to_string()),
-            b'\\' => {
-                let e = *b.get(*i).ok_or("bad escape")?;
-                *i += 1;
-                match e {
-                    b'"' | b'\\' | b'/' => out.push(e),
-                    b'n' => out.push(b'\n'),
-                    b't' => out.push(b'\t'),
-                    b'r' => out.push(b'\r'),
-                    b'b' => out.push(8),
-                    b'f' => out.push(12),
-                    b'u' => {
-                        let h = std::str::from_utf8(b.get(*i..*i + 4).ok_or("bad \\u")?).unwrap();
-                        let cp = u32::from_str_radix(h, 16).map_err(|_| "bad \\u")?;
-                        *i += 4;
-                        let ch = char::from_u32(cp).ok_or("surrogate \\u not expected here")?;
-                        out.extend(ch.to_string().as_bytes());
-                    }
-                    _ => return Err(format!("bad escape \\{}", e as char)),
-                }
-            }
-            c if c < 0x20 => return Err(format!("raw control character {c:#x} in a string")),
-            c => out.push(c),
-        }
+    fn bool(&self) -> bool {
+        self.as_bool().unwrap_or(false)
     }
 }

@@ -7,7 +7,7 @@
 mod json;
 pub mod servers;
 
-pub use json::Json;
+pub use json::{Json, JsonExt};
 use memtrim_common::page::{dir_name, file_name, parse_dir_name, parse_file_name, Page, ReadError, Reason, Stats, FILE_BYTES};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;

@@ -1,5 +1,5 @@
 """CPython as a host of libmemtrim.so: C extension modules and shared libraries with TLS are
-dlopen'ed from several threads at once while other threads allocate (DESIGN.md trap 3).
+dlopen'ed from several threads at once while other threads allocate (docs/DESIGN.md, trap 3).
 
 The parent runs ROUNDS fresh interpreters (each inherits LD_PRELOAD), because a module is
 dlopen'ed only once per process. In each child:

@@ -75,9 +75,7 @@ pub fn main(o: Opts) -> i32 {
         // directory that was checked: its owner may have swapped it for a symlink since.
         match page.remove("") {
             Ok(()) => {
-                for suffix in [".report", ".report.tmp"] {
-                    let _ = page.remove(suffix);
-                }
+                let _ = page.remove(memtrim_common::report::SUFFIX);
                 println!("removed {} (process {pid} {why})", path.display());
                 removed += 1;
             }

@@ -1,20 +1,21 @@
 //! The JSON that `ls --json` and `stat --json` print, one object per process: every field of
 //! the page's table (crates/common/src/stats.rs) under its JSON name, then what the reader
-//! adds. Field names are a contract (DESIGN.md): add fields freely, never rename.
+//! adds. Field names are a contract (docs/DESIGN.md): add fields freely, never rename.
 use crate::pages::{Entry, State};
 use memtrim_common::fields::{Field, Kind, Type, Unit};
 use memtrim_common::page::{Stats, FIELDS};
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use memtrim_common::json::escaped;
 use serde_json::{json, Value};
 
-/// serde_json's output with DEL and the line and paragraph separators escaped too: a process
-/// name is the process's own, and must not reach a terminal or a JavaScript reader raw.
+/// serde_json's output with the characters the library's JSON escapes escaped too
+/// (memtrim_common::json::escaped: DEL and the line and paragraph separators).
 struct Escaping;
 
 impl serde_json::ser::Formatter for Escaping {
     fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, w: &mut W, fragment: &str) -> std::io::Result<()> {
         let mut done = 0;
-        for (i, c) in fragment.char_indices().filter(|(_, c)| matches!(c, '\u{7f}' | '\u{2028}' | '\u{2029}')) {
+        for (i, c) in fragment.char_indices().filter(|(_, c)| escaped(*c)) {
             w.write_all(&fragment.as_bytes()[done..i])?;
             write!(w, "\\u{:04x}", c as u32)?;
             done = i + c.len_utf8();
@@ -28,11 +29,6 @@ fn to_string(v: &impl Serialize) -> String {
     // Serializing to memory fails only on a map with non-string keys: none here.
     let _ = v.serialize(&mut serde_json::Serializer::with_formatter(&mut out, Escaping));
     String::from_utf8(out).unwrap_or_default()
-}
-
-/// `s` as a JSON string literal.
-pub fn string(s: &str) -> String {
-    to_string(&s)
 }
 
 /// Microseconds as milliseconds with three decimals (`12.345`).

@@ -1,5 +1,4 @@
 //! memtrim: runs programs under libmemtrim.so and reads what the library publishes.
-mod atomic_file;
 mod clean;
 mod cli;
 mod config_cmd;

@@ -14,10 +14,10 @@
 //! runs at a time; the text is rendered before any byte goes out, so a slow reader never
 //! holds the scan. Nothing a client sends can make it panic (release builds abort on panic).
 //!
-//! `--once FILE` writes the same text to FILE atomically (atomic_file.rs: a temporary file in
+//! `--once FILE` writes the same text to FILE atomically (memtrim_common::atomic_file: a temporary file in
 //! FILE's directory, then rename; a FILE that is not a regular file is refused) for
 //! node_exporter's textfile collector, and exits; `--once -` prints it.
-use crate::atomic_file;
+use memtrim_common::atomic_file;
 use crate::cli::{self, PageDir};
 use crate::metrics::{self, Counters};
 use std::io::{ErrorKind, Read, Write};

@@ -1,11 +1,15 @@
-//! Shared between libmemtrim.so and the memtrim CLI: the configuration table, the units it
-//! speaks, and the stats page's layout and table of fields. Nothing here touches the process environment; callers hand in name/value pairs.
+//! Shared between libmemtrim.so and the memtrim CLI: the configuration table and the units it
+//! speaks, the page and report formats, and the way both write files. Nothing here touches the
+//! process environment; callers hand in name/value pairs.
+pub mod atomic_file;
 pub mod config;
 #[macro_use]
 pub mod fields;
 pub mod futex;
+pub mod json;
 pub mod limit;
 pub mod option_kinds;
 pub mod page;
 pub mod stats;
+pub mod report;
 pub mod units;

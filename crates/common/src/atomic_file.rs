@@ -1,7 +1,8 @@
-//! Every file the CLI writes is replaced whole: a new temporary file in the target's directory
-//! (O_EXCL|O_NOFOLLOW, so nothing planted there is opened), synced, then renamed over the
-//! target. The CLI runs as root and the target's directory may be writable by others: a target
-//! that is a symlink, a FIFO, a device or a directory is refused, never written through.
+//! Every file memtrim writes (the CLI's, and the library's report beside its page) is replaced
+//! whole: a new temporary file in the target's directory (O_EXCL|O_NOFOLLOW, so nothing planted
+//! there is opened), synced, then renamed over the target. The CLI runs as root and the
+//! target's directory may be writable by others: a target that is a symlink, a FIFO, a device or
+//! a directory is refused, never written through.
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
