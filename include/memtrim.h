@@ -147,8 +147,15 @@ struct memtrim_page_stats {
   uint64_t py_max_hold_us;         /* Longest time one of memtrim's steps held CPython's interpreter lock. */
   /* policy */
   uint64_t release_skip_reason;    /* Why the last sample did not release: none (it released, or nothing was decided yet), no_trigger (no trigger held), min_retained (too little new retained memory), backoff (the spacing after the last release, or the back-off). */
+  /* limits */
+  uint64_t limit_dry_runs;         /* Signals the soft limit would have sent under MEMTRIM_LIMIT_ACTION=log (a dry run: none was sent). */
+  uint64_t limit_deferred;         /* Samples in which the process would have signalled itself for its soft limit but deferred: a sibling worker of the same master was signalled less than MEMTRIM_LIMIT_STAGGER_MS before. */
+  uint64_t limit_deferred_until_ms; /* Unix time from which the last deferral lets the process signal itself; absent when it is not deferring. */
+  uint64_t budget_rank;            /* Under a cgroup budget (MEMTRIM_LIMIT=cgroup:…, limit_bytes the budget, limit_value the cgroup's usage): this process's place among the cgroup's memtrim processes by retained memory (1: the most, which releases first). */
+  uint64_t budget_members;         /* Under a cgroup budget: the cgroup's memtrim processes that share it (this one included). */
+  uint64_t budget_largest;         /* Under a cgroup budget: 1 when this process has the largest USS of them, the only one that may be recycled for the budget. */
 };
-MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page_stats) == 584, "memtrim_page_stats size");
+MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page_stats) == 632, "memtrim_page_stats size");
 /* END generated */
 
 struct memtrim_page {

@@ -420,6 +420,35 @@ fn retained_after_a_live_peak_is_released_before_any_signal() {
     assert!(h.finish().success());
 }
 
+/// MEMTRIM_LIMIT_ACTION=log, a dry run before enforcing: a host that leaks past its bound is
+/// released and struck as under the default action, but instead of SIGTERM it gets one "would
+/// send SIGTERM" line per episode (the cool-down holds the next one back, as it would the
+/// signal), the page counts them, and the process lives on.
+#[test]
+fn observe_only_logs_what_it_would_send_and_signals_nothing() {
+    let _g = serial();
+    let mut env = NO_AUTO.to_vec();
+    env.extend([("MEMTRIM_LIMIT", "rss:100MiB"), ("MEMTRIM_LIMIT_STRIKES", "2"), ("MEMTRIM_INTERVAL_MS", "200ms"), ("MEMTRIM_LIMIT_COOLDOWN_MS", "1s"), ("MEMTRIM_LIMIT_ACTION", "log")]);
+    let Some(mut h) = Host::limit_host("observe", &[], &env) else { return };
+    h.page();
+    h.ask("leak 160");
+    // two strikes at 200 ms would have signalled it within a second; then every cool-down
+    let signalled = h.signalled_within(Duration::from_secs(4));
+    assert!(!signalled, "signalled with MEMTRIM_LIMIT_ACTION=log: {}\nstderr:\n{}", describe(&h.page()), h.stderr());
+    let would = |e: &str| e.lines().filter(|l| l.starts_with(&format!("memtrim: pid {} would send SIGTERM", h.pid))).count();
+    let json = h.stat_json();
+    let stderr = h.stderr();
+    eprintln!("{json}\nstderr:\n{stderr}");
+    let (lines, dry) = (would(&stderr), json_u64(&json, "limit_dry_runs"));
+    assert!(over_lines(&stderr).is_empty(), "a signal line with MEMTRIM_LIMIT_ACTION=log:\n{stderr}");
+    assert!((2..=5).contains(&lines), "{lines} \"would send\" lines in 4 s with a 1 s cool-down:\n{stderr}");
+    assert!(dry == lines as u64 || dry == lines as u64 + 1, "the page counts {dry} dry runs, stderr has {lines} lines:\n{stderr}");
+    assert_eq!(json_u64(&json, "limit_signals"), 0, "{json}");
+    assert!(json_u64(&json, "limit_violations") >= 2 && json_reason(&json, "limit") >= 1, "no strikes or no release before the dry run: {json}");
+    assert!(h.alive(), "the process is gone");
+    assert!(h.finish().success());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Hard cap
 
@@ -627,6 +656,99 @@ fn cgroup_relative_limit_follows_the_cgroup() {
     let l = &lines[0];
     assert!(l.pid == h.pid && l.metric == "uss" && near(l.bound, 256 * MIB) && l.value > l.bound && l.signal == "SIGTERM" && l.strikes == 2, "{l:?}");
     assert!(h.finish().success());
+}
+
+impl Cgroup {
+    /// The memory the cgroup's processes use (v1 `memory.usage_in_bytes`, v2 `memory.current`).
+    fn usage(&self) -> u64 {
+        let file = if self.limit_file == "memory.max" { "memory.current" } else { "memory.usage_in_bytes" };
+        std::fs::read_to_string(self.dir.join(file)).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0)
+    }
+}
+
+/// `signal TERM` lines from `hosts` within `limit`, as (index, when); any other line fails.
+fn signals_of(hosts: &mut [Host], limit: Duration) -> Vec<(usize, Instant)> {
+    let end = Instant::now() + limit;
+    let mut v = Vec::new();
+    while Instant::now() < end {
+        for (i, h) in hosts.iter_mut().enumerate() {
+            if let Ok(l) = h.lines.try_recv() {
+                assert!(l == "signal TERM", "unexpected line {l:?} from host {i}");
+                v.push((i, Instant::now()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    v
+}
+
+/// MEMTRIM_LIMIT=cgroup:30%: a budget on the usage of a child cgroup with a 1 GiB limit (≈ 307
+/// MiB), shared by three Python hosts in it that see each other's pages (one page directory).
+/// First each fragments its heap (≈ 214 MiB resident, 13 MiB live): usage goes far over the
+/// budget on retained memory alone, and their releases bring it under, with no signal; each
+/// page shows the budget, the usage and a distinct rank. Then they hold 150, 250 and 200 MiB
+/// live: the one with the largest USS is signalled first and alone; usage is still over, and
+/// the next largest is signalled only after the stagger window (3 s); the smallest, the budget
+/// met, is left alone.
+#[test]
+fn cgroup_budget_releases_first_then_recycles_the_largest_one_at_a_time() {
+    let _g = serial();
+    if python().is_none() {
+        return;
+    }
+    let cg = match Cgroup::create(1 << 30) {
+        Ok(cg) => cg,
+        Err(why) => {
+            assert!(!common::on_ci(), "cannot create a memory cgroup on CI: {why}");
+            eprintln!("SKIP: cannot create a memory cgroup with a limit here: {why}");
+            return;
+        }
+    };
+    let bound = (1u64 << 30) * 3 / 10;
+    let shared = TempDir::new("budget");
+    let shm = shared.path().to_str().unwrap().to_string();
+    let mut env = NO_AUTO.to_vec();
+    env.extend([("MEMTRIM_LIMIT", "cgroup:30%"), ("MEMTRIM_LIMIT_STRIKES", "2"), ("MEMTRIM_INTERVAL_MS", "200ms"), ("MEMTRIM_SMAPS_INTERVAL_MS", "200ms"), ("MEMTRIM_LIMIT_STAGGER_MS", "3s"), ("MEMTRIM_SHM_DIR", &shm)]);
+    let mut hosts: Vec<Host> = (0..3).map(|i| Host::start(&format!("budget{i}"), "limit_host.py", &[], &env, Some(&cg.procs())).expect("python3 starts in the cgroup").expect("python3")).collect();
+    let stat = |h: &Host| wait_for("a page", Duration::from_secs(10), || cli_stat(shared.path(), h.pid).ok_or_else(|| h.stderr()));
+    for h in &hosts {
+        stat(h);
+    }
+    let log = |hosts: &[Host]| hosts.iter().map(|h| h.stderr()).collect::<Vec<_>>().join("");
+
+    for h in &mut hosts {
+        h.ask(&format!("frag {FRAG_N} {FRAG_SIZE} 16"));
+    }
+    let peak = cg.usage();
+    let under = wait_for("usage under the budget after the releases", Duration::from_secs(10), || {
+        let u = cg.usage();
+        if u < bound { Ok(u) } else { Err(format!("usage {:.1} MiB, budget {:.1} MiB\n{}", mib(u), mib(bound), log(&hosts))) }
+    });
+    let sig = signals_of(&mut hosts, Duration::from_secs(2));
+    let json: Vec<String> = hosts.iter().map(stat).collect();
+    eprintln!("usage {:.1} MiB after the fragmenting, {:.1} MiB after the releases\n{}\n{}", mib(peak), mib(under), json.join("\n"), log(&hosts));
+    assert!(sig.is_empty(), "signalled for retained memory: {sig:?}\n{}", log(&hosts));
+    assert!(json.iter().map(|j| json_reason(j, "limit")).sum::<u64>() >= 1, "no release for the budget");
+    for j in &json {
+        assert_eq!(json_str(j, "limit_metric").as_deref(), Some("cgroup"), "{j}");
+        assert!(near(json_u64(j, "limit_bytes"), bound) && json_u64(j, "limit_value") > 0 && json_u64(j, "budget_members") == 3, "{j}");
+    }
+    let ranks: BTreeSet<u64> = json.iter().map(|j| json_u64(j, "budget_rank")).collect();
+    assert_eq!(ranks, BTreeSet::from([1, 2, 3]), "ranks by retained memory");
+
+    let t0 = Instant::now();
+    for (h, mb) in hosts.iter_mut().zip([150, 250, 200]) {
+        h.ask(&format!("leak {mb}"));
+    }
+    let sig = signals_of(&mut hosts, Duration::from_secs(12));
+    let order: Vec<(usize, u128)> = sig.iter().map(|(i, t)| (*i, t.duration_since(t0).as_millis())).collect();
+    eprintln!("signals (host, ms after the leaks): {order:?}\n{}", log(&hosts));
+    assert!(!order.is_empty(), "no signal with live memory over the budget: usage {:.1} MiB\n{}", mib(cg.usage()), log(&hosts));
+    assert_eq!(order[0].0, 1, "the first recycled is not the one with the largest USS: {order:?}");
+    assert_eq!(order.len(), 2, "not exactly the two largest were recycled: {order:?}");
+    assert_eq!(order[1].0, 2, "{order:?}");
+    assert!(order[1].1 - order[0].1 >= 2900, "the second was recycled {} ms after the first, within the stagger window", order[1].1 - order[0].1);
+    assert!(hosts[0].alive(), "the smallest was recycled although the budget was met");
 }
 
 // ---------------------------------------------------------------------------------------------

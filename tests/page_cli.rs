@@ -369,6 +369,33 @@ fn killed_process_page_is_gone_and_cleaned() {
     other.exit();
 }
 
+/// The limit's claim files (`stagger.PID.START`, one per master of recycled workers): `clean`
+/// removes those of masters that are gone, keeps a live master's, and leaves a symlink with such
+/// a name alone.
+#[test]
+fn clean_removes_claim_files_of_gone_masters() {
+    let dir = TempDir::new("claims");
+    let udir = common::user_dir(dir.path(), common::euid());
+    std::fs::create_dir(&udir).unwrap();
+    std::fs::set_permissions(&udir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let me = std::process::id();
+    let live = udir.join(format!("stagger.{me}.{}", start_ticks(me)));
+    let gone = udir.join(format!("stagger.{me}.{}", start_ticks(me) + 1));
+    let link = udir.join(format!("stagger.{me}.{}", start_ticks(me) + 2));
+    std::fs::write(&live, "1").unwrap();
+    std::fs::write(&gone, "1").unwrap();
+    std::os::unix::fs::symlink(&live, &link).unwrap();
+    let o = memtrim(dir.path(), &["clean", "--dry-run"]);
+    assert!(o.status.success() && text(&o.stdout).contains("would remove 1 claim file of gone masters or old budgets"), "{}", show(&o));
+    assert!(gone.exists(), "--dry-run removed it");
+    let o = memtrim(dir.path(), &["clean"]);
+    assert!(o.status.success() && text(&o.stdout).contains("removed 1 claim file of gone masters or old budgets"), "{}", show(&o));
+    assert!(!gone.exists(), "the gone master's claim file is still there: {}", show(&o));
+    assert!(live.exists(), "clean removed a live master's claim file");
+    assert!(std::fs::symlink_metadata(&link).is_ok(), "clean removed a symlink");
+    assert!(text(&o.stderr).contains("left alone"), "{}", show(&o));
+}
+
 /// A process that execs a program without the library keeps its pid and start time, but no
 /// longer maps or updates its page: after a few intervals `ls` stops listing it, `stat` says
 /// why, `clean` removes the page and the process runs on. A stopped process (SIGSTOP) does not

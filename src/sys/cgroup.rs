@@ -1,19 +1,35 @@
-//! The memory limit of the process's cgroup, v2 (`memory.max`) or v1 (`memory.limit_in_bytes`).
+//! The memory limit and usage of the process's cgroup, v2 (`memory.max`, `memory.current`) or
+//! v1 (`memory.limit_in_bytes`, `memory.usage_in_bytes`).
 
 /// Bytes, or None when the cgroup sets no limit or none can be found.
 pub fn memory_limit() -> Option<u64> {
-    let cg = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    memory_file("memory.max", "memory.limit_in_bytes")
+}
+
+/// Bytes the cgroup's processes use, or None when it cannot be read.
+pub fn memory_usage() -> Option<u64> {
+    memory_file("memory.current", "memory.usage_in_bytes")
+}
+
+/// `/proc/PID/cgroup` (`self` for this process): two processes with the same text are in the
+/// same cgroups.
+pub fn membership(pid: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
+}
+
+fn memory_file(v2: &str, v1: &str) -> Option<u64> {
+    let cg = membership("self")?;
     let mut paths = Vec::new();
     for line in cg.lines() {
         let mut f = line.splitn(3, ':');
         let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
         let path = path.trim_end_matches('/');
         if controllers.is_empty() {
-            paths.push(format!("/sys/fs/cgroup{path}/memory.max"));
+            paths.push(format!("/sys/fs/cgroup{path}/{v2}"));
         } else if controllers.split(',').any(|c| c == "memory") {
-            paths.push(format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"));
+            paths.push(format!("/sys/fs/cgroup/memory{path}/{v1}"));
             // Inside a container the cgroup's own directory is often the mount's root.
-            paths.push("/sys/fs/cgroup/memory/memory.limit_in_bytes".to_string());
+            paths.push(format!("/sys/fs/cgroup/memory/{v1}"));
         }
     }
     paths.iter().find_map(|p| {

@@ -14,7 +14,16 @@ pub fn rss_bytes() -> u64 {
 
 /// (ppid, start time in clock ticks after boot) from /proc/self/stat.
 pub fn ppid_and_start() -> (u32, u64) {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else { return (0, 0) };
+    stat_ppid_and_start("/proc/self/stat")
+}
+
+/// The start time (clock ticks after boot) of process `pid`, 0 if it cannot be read.
+pub fn start_ticks_of(pid: u32) -> u64 {
+    stat_ppid_and_start(&format!("/proc/{pid}/stat")).1
+}
+
+fn stat_ppid_and_start(path: &str) -> (u32, u64) {
+    let Ok(s) = std::fs::read_to_string(path) else { return (0, 0) };
     // Fields after the command, which is in parentheses and may itself hold spaces.
     let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();

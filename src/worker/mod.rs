@@ -9,4 +9,6 @@ mod policy;
 pub(crate) mod release;
 pub(crate) mod report;
 mod sampler;
+mod siblings;
+mod stagger;
 pub(crate) mod thread;

@@ -14,11 +14,11 @@ pub struct PageFile {
 /// The page of this process, for the exit hook and the fork hook.
 static CURRENT: AtomicPtr<PageFile> = AtomicPtr::new(core::ptr::null_mut());
 
-fn errno() -> std::io::Error {
+pub(crate) fn errno() -> std::io::Error {
     std::io::Error::last_os_error()
 }
 
-fn euid() -> u32 {
+pub(crate) fn euid() -> u32 {
     // SAFETY: no preconditions.
     unsafe { libc::geteuid() }
 }
@@ -29,7 +29,7 @@ pub fn user_dir(dir: &str) -> String {
 }
 
 /// A file descriptor closed on drop.
-struct Fd(libc::c_int);
+pub(crate) struct Fd(pub(crate) libc::c_int);
 
 impl Drop for Fd {
     fn drop(&mut self) {
@@ -40,7 +40,7 @@ impl Drop for Fd {
 
 /// Opens the per-user directory `path`, made 0700 if missing. An existing one is used only if
 /// it is a directory (not a symlink) of our euid closed to others; it is never changed.
-fn open_user_dir(path: &str) -> Result<Fd, String> {
+pub(crate) fn open_user_dir(path: &str) -> Result<Fd, String> {
     let c = CString::new(path).map_err(|_| format!("bad path {path:?}"))?;
     // SAFETY: c is a valid C string.
     let made = unsafe { libc::mkdir(c.as_ptr(), 0o700) } == 0;

@@ -3,7 +3,8 @@
 //! library: the page is no longer mapped and no longer updated). A live process's page is never
 //! touched; a symlink or other non-regular file with a page's name, or a file that is not a
 //! page (size, magic, owner), is reported and left alone (it is not ours to judge); without
-//! root only your own pages go.
+//! root only your own pages go. The limit's claim files (`stagger.PID.START`) of masters that
+//! are gone go too, and the claim files of cgroup budgets (`budget.HASH`) untouched for a day.
 use crate::cli::PageDir;
 use crate::pages;
 use std::os::unix::fs::MetadataExt;
@@ -85,10 +86,63 @@ pub fn main(o: Opts) -> i32 {
             }
         }
     }
+    // The limit's claim files of masters that are gone (the workers share them, none of them
+    // can tell it is the last): small, but one per master start would pile up.
+    let mut claims = 0usize;
+    for (path, pid, start) in pages::stagger_files(&dir).unwrap_or_default() {
+        if pages::is_live(pid, start) {
+            continue;
+        }
+        let Ok(md) = std::fs::symlink_metadata(&path) else { continue };
+        if !md.file_type().is_file() || (me != 0 && md.uid() != me) {
+            left.push(format!("{}: not a regular file of yours, left alone", path.display()));
+            continue;
+        }
+        if dry {
+            println!("would remove {} (master {pid} is gone)", path.display());
+        } else if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("memtrim clean: cannot remove {}: {e}", path.display());
+                failed += 1;
+            }
+            continue;
+        } else {
+            println!("removed {} (master {pid} is gone)", path.display());
+        }
+        claims += 1;
+    }
+    // A budget's claim file (`budget.HASH`) names a cgroup, not a process: one untouched for
+    // longer than the longest stagger window holds no turn any more.
+    const BUDGET_STALE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    for path in pages::budget_files(&dir).unwrap_or_default() {
+        let Ok(md) = std::fs::symlink_metadata(&path) else { continue };
+        if !md.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > BUDGET_STALE) {
+            continue;
+        }
+        if !md.file_type().is_file() || (me != 0 && md.uid() != me) {
+            left.push(format!("{}: not a regular file of yours, left alone", path.display()));
+            continue;
+        }
+        if dry {
+            println!("would remove {} (untouched for a day)", path.display());
+        } else if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("memtrim clean: cannot remove {}: {e}", path.display());
+                failed += 1;
+            }
+            continue;
+        } else {
+            println!("removed {} (untouched for a day)", path.display());
+        }
+        claims += 1;
+    }
     for l in &left {
         eprintln!("memtrim clean: {l}");
     }
     let verb = if dry { "would remove" } else { "removed" };
     println!("{verb} {removed} stale page{} from {} ({live} live kept)", if removed == 1 { "" } else { "s" }, dir.display());
+    if claims > 0 {
+        println!("{verb} {claims} claim file{} of gone masters or old budgets", if claims == 1 { "" } else { "s" });
+    }
     if failed > 0 { 1 } else { 0 }
 }

@@ -555,6 +555,25 @@ fn page_dirs(dir: &Path) -> std::io::Result<(Vec<PathBuf>, Passed)> {
 /// The candidate page files in `dir` and its per-user directories: (path, pid, start ticks),
 /// sorted by pid; then what was passed over (see `page_dirs`).
 fn listing(dir: &Path) -> std::io::Result<(Vec<Candidate>, Passed)> {
+    let (v, passed) = named(dir, page::parse_file_name)?;
+    let mut v: Vec<Candidate> = v.into_iter().map(|(path, (pid, start))| (path, pid, start)).collect();
+    v.sort_by_key(|c| (c.1, c.2));
+    Ok((v, passed))
+}
+
+/// The limit's claim files of masters (`stagger.PID.START`) in the per-user directories of
+/// `dir`.
+pub fn stagger_files(dir: &Path) -> std::io::Result<Vec<Candidate>> {
+    Ok(named(dir, page::parse_stagger_name)?.0.into_iter().map(|(path, (pid, start))| (path, pid, start)).collect())
+}
+
+/// The claim files of cgroup budgets (`budget.HASH`) in the per-user directories of `dir`.
+pub fn budget_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    Ok(named(dir, |n| page::is_budget_name(n).then_some(()))?.0.into_iter().map(|(path, ())| path).collect())
+}
+
+/// The files in the per-user directories of `dir` whose names `parse` reads.
+fn named<T>(dir: &Path, parse: fn(&str) -> Option<T>) -> std::io::Result<(Vec<(PathBuf, T)>, Passed)> {
     let (dirs, mut passed) = page_dirs(dir)?;
     let mut v = Vec::new();
     for d in dirs {
@@ -570,12 +589,11 @@ fn listing(dir: &Path) -> std::io::Result<(Vec<Candidate>, Passed)> {
             let Ok(de) = de else { continue };
             let name = de.file_name();
             let Some(name) = name.to_str() else { continue };
-            if let Some((pid, start)) = page::parse_file_name(name) {
-                v.push((de.path(), pid, start));
+            if let Some(t) = parse(name) {
+                v.push((de.path(), t));
             }
         }
     }
-    v.sort_by_key(|c| (c.1, c.2));
     Ok((v, passed))
 }
 

@@ -75,10 +75,12 @@ options! {
     MEMTRIM_PYMALLOC pymalloc: Flag = Flag, "1", "CPython: a release also gives back the pages of empty pymalloc pools, at the interpreter's next safe point (0: the interpreter is left alone: nothing wrapped, measured or given back)";
     MEMTRIM_PYMALLOC_EVERY_MS pymalloc_every_ms: Millis = Millis { min: 10, max: HOUR, off: true }, "0", "for tests: give back empty pymalloc pools this often as well, whatever the policy says (0: only with releases)";
     MEMTRIM_PSI_STALL_MS psi_stall_ms: Millis = Millis { min: 0, max: 1000, off: false }, "100", "release when memory pressure stalls tasks this long per second (PSI; 0: off)";
-    MEMTRIM_LIMIT limit: LimitSpec = LimitSpec, "", "memory limit: pss:600MiB, rss:1GiB, uss:70% (of the cgroup limit), a bare size is PSS (empty: none)";
+    MEMTRIM_LIMIT limit: LimitSpec = LimitSpec, "", "memory limit: pss:600MiB, rss:1GiB, uss:70% (of the cgroup limit), a bare size is PSS; cgroup:90%: a budget on the cgroup's usage, met by its memtrim processes' releases (largest retained first), then by recycling the one with the largest USS, one at a time (empty: none)";
     MEMTRIM_LIMIT_STRIKES limit_strikes: Count = Count { min: 1, max: 1000 }, "3", "consecutive samples over the limit, after a release, before the signal";
     MEMTRIM_LIMIT_SIGNAL limit_signal: Signal = Signal, "TERM", "signal the process sends itself over the limit (TERM: gunicorn and puma workers finish their requests and exit)";
     MEMTRIM_LIMIT_COOLDOWN_MS limit_cooldown_ms: Millis = Millis { min: 10, max: 24 * HOUR, off: false }, "60s", "after a signal, none again for this long";
+    MEMTRIM_LIMIT_ACTION limit_action: Choice<LimitAction> = Choice(&[("signal", LimitAction::Signal), ("log", LimitAction::Log)]), "signal", "what staying over the limit does: signal (MEMTRIM_LIMIT_SIGNAL), or log (a dry run: releases and strikes as for signal, then one \"would send\" line per cool-down and no signal)";
+    MEMTRIM_LIMIT_STAGGER_MS limit_stagger_ms: Millis = Millis { min: 10, max: 24 * HOUR, off: true }, "30s", "workers of one master (same parent, same user) are not signalled within this long of each other: the later one defers (0: off)";
     MEMTRIM_HARD_LIMIT hard_limit: OptionalSize = OptionalSize, "", "allocations that would take live bytes over this size fail with ENOMEM (empty: none)";
     MEMTRIM_ONLY only: Names = Names, "", "process names that get a thread and a page; others get neither (empty: all)";
 }
@@ -87,6 +89,14 @@ options! {
 pub enum Allocator {
     Glibc,
     Jemalloc,
+}
+
+/// What staying over MEMTRIM_LIMIT does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitAction {
+    Signal,
+    /// A dry run: the line the signal would come with, and no signal.
+    Log,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -1,6 +1,7 @@
 //! Memory limits as operators write them: `pss:600MiB`, `rss:1GiB`, `uss:70%` (of the cgroup's
-//! memory limit), or a bare size (PSS: forked workers share most of their pages), and the
-//! signal sent when one is crossed.
+//! memory limit), or a bare size (PSS: forked workers share most of their pages); `cgroup:90%`
+//! (bare `cgroup`: 100%), a budget on the usage of the process's cgroup, shared by every process
+//! in it; and the signal sent when one is crossed.
 use crate::units::{parse_fraction, parse_size};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -10,6 +11,8 @@ pub enum Metric {
     Pss = 2,
     Uss = 3,
     Live = 4,
+    /// The usage of the process's cgroup (memory.current, memory.usage_in_bytes).
+    Cgroup = 5,
 }
 
 impl Metric {
@@ -19,11 +22,12 @@ impl Metric {
             Metric::Pss => "pss",
             Metric::Uss => "uss",
             Metric::Live => "live",
+            Metric::Cgroup => "cgroup",
         }
     }
 
     pub fn from_code(code: u64) -> Option<Metric> {
-        [Metric::Rss, Metric::Pss, Metric::Uss, Metric::Live].into_iter().find(|m| *m as u64 == code)
+        [Metric::Rss, Metric::Pss, Metric::Uss, Metric::Live, Metric::Cgroup].into_iter().find(|m| *m as u64 == code)
     }
 }
 
@@ -41,6 +45,9 @@ pub struct Limit {
 }
 
 pub fn parse_limit(s: &str) -> Option<Limit> {
+    if s.trim() == "cgroup" {
+        return Some(Limit { metric: Metric::Cgroup, bound: Bound::OfCgroup(1.0) });
+    }
     let (metric, bound) = match s.split_once(':') {
         Some((m, b)) => (
             match m.trim() {
@@ -48,6 +55,7 @@ pub fn parse_limit(s: &str) -> Option<Limit> {
                 "pss" => Metric::Pss,
                 "uss" => Metric::Uss,
                 "live" => Metric::Live,
+                "cgroup" => Metric::Cgroup,
                 _ => return None,
             },
             b,
@@ -92,6 +100,8 @@ mod tests {
         assert_eq!(parse_limit("rss:1GiB"), Some(Limit { metric: Metric::Rss, bound: Bound::Bytes(1 << 30) }));
         assert_eq!(parse_limit("600M"), Some(Limit { metric: Metric::Pss, bound: Bound::Bytes(600 << 20) }));
         assert_eq!(parse_limit("uss:70%"), Some(Limit { metric: Metric::Uss, bound: Bound::OfCgroup(0.7) }));
+        assert_eq!(parse_limit("cgroup:90%"), Some(Limit { metric: Metric::Cgroup, bound: Bound::OfCgroup(0.9) }));
+        assert_eq!(parse_limit("cgroup"), Some(Limit { metric: Metric::Cgroup, bound: Bound::OfCgroup(1.0) }));
         assert_eq!(parse_limit("vsz:1G"), None);
         assert_eq!(parse_limit("rss:0"), None);
         assert_eq!(parse_limit("rss:150%"), None);

@@ -173,7 +173,7 @@ impl Kind for LimitSpec {
         }
     }
     fn range(&self) -> String {
-        "empty, or a limit: pss|rss|uss:SIZE or :PERCENT of the cgroup limit (pss:600MiB, uss:70%)".into()
+        "empty, or a limit: pss|rss|uss:SIZE or :PERCENT of the cgroup limit (pss:600MiB, uss:70%), or cgroup:PERCENT, a budget on the cgroup's usage shared by its processes (cgroup: 100%)".into()
     }
 }
 

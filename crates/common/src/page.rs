@@ -26,6 +26,34 @@ pub fn file_name(pid: u32, start_ticks: u64) -> String {
     format!("{FILE_PREFIX}{pid}.{start_ticks}")
 }
 
+/// `stagger.PID.START`, beside the pages: the claim file of the workers of the master (PID,
+/// START), which holds the unix time (ms, decimal) of the last limit signal among them.
+pub const STAGGER_PREFIX: &str = "stagger.";
+
+pub fn stagger_name(pid: u32, start_ticks: u64) -> String {
+    format!("{STAGGER_PREFIX}{pid}.{start_ticks}")
+}
+
+/// `budget.HASH`: the claim file of the processes of one cgroup (HASH: FNV-1a of the text of
+/// their /proc/PID/cgroup), which holds the unix time (ms) of the last budget signal among them.
+pub const BUDGET_PREFIX: &str = "budget.";
+
+pub fn budget_name(membership: &str) -> String {
+    let h = membership.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    format!("{BUDGET_PREFIX}{h:016x}")
+}
+
+/// Whether `name` is a budget claim file's, spelled as `budget_name` spells it.
+pub fn is_budget_name(name: &str) -> bool {
+    name.strip_prefix(BUDGET_PREFIX).is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+}
+
+/// (pid, start ticks) of the master a claim file is named for.
+pub fn parse_stagger_name(name: &str) -> Option<(u32, u64)> {
+    let (pid, start) = name.strip_prefix(STAGGER_PREFIX)?.split_once('.')?;
+    Some((number(pid)?, number(start)?))
+}
+
 /// The per-user directory of the pages of `euid`: `memtrim-EUID` (0700, so that no other user
 /// can plant a page's predictable name where the library will create it).
 pub const DIR_PREFIX: &str = "memtrim-";

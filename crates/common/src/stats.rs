@@ -40,6 +40,10 @@ fn limit_set(s: &Stats) -> bool {
     s.limit_metric != 0
 }
 
+fn is_budget(s: &Stats) -> bool {
+    s.limit_metric == Metric::Cgroup as u64
+}
+
 fn py_active(s: &Stats) -> bool {
     s.py_state == PyState::Active as u64
 }
@@ -144,6 +148,14 @@ stats_fields! {
     }
     "policy" {
         release_skip_reason: u64, None, State(|c| HeldBack::ALL.get(c as usize).map(|h| h.name())), "Why the last sample did not release: none (it released, or nothing was decided yet), no_trigger (no trigger held), min_retained (too little new retained memory), backoff (the spacing after the last release, or the back-off).";
+    }
+    "limits" {
+        limit_dry_runs: u64, Count, Counter, "Signals the soft limit would have sent under MEMTRIM_LIMIT_ACTION=log (a dry run: none was sent).";
+        limit_deferred: u64, Count, Counter, "Samples in which the process would have signalled itself for its soft limit but deferred: a sibling worker of the same master was signalled less than MEMTRIM_LIMIT_STAGGER_MS before.";
+        limit_deferred_until_ms: u64, UnixMs, Gauge, "Unix time from which the last deferral lets the process signal itself; absent when it is not deferring.", json "limit_deferred_until", metric "memtrim_limit_deferred_until_timestamp_seconds", when |s| s.limit_deferred_until_ms != 0;
+        budget_rank: u64, Count, Gauge, "Under a cgroup budget (MEMTRIM_LIMIT=cgroup:…, limit_bytes the budget, limit_value the cgroup's usage): this process's place among the cgroup's memtrim processes by retained memory (1: the most, which releases first).", when is_budget;
+        budget_members: u64, Count, Gauge, "Under a cgroup budget: the cgroup's memtrim processes that share it (this one included).", when is_budget;
+        budget_largest: u64, None, Flag, "Under a cgroup budget: 1 when this process has the largest USS of them, the only one that may be recycled for the budget.", when is_budget;
     }
 }
 
