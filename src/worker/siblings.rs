@@ -43,6 +43,7 @@ fn read_page(dfd: &Fd, name: &str) -> Option<page::Stats> {
     }
     // SAFETY: stat is plain data, valid all-zero; fd is open.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: fd is open and st a valid stat to fill.
     if unsafe { libc::fstat(fd.0, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_uid != euid() || (st.st_size as usize) < core::mem::size_of::<Page>() {
         return None;
     }

@@ -51,6 +51,7 @@ pub fn claim(shm_dir: &str, name: &str, window_ms: u64, now_ms: u64) -> Result<T
     let fd = Fd(fd);
     // SAFETY: stat is plain data, valid all-zero; fd is open.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: fd is open and st a valid stat to fill.
     if unsafe { libc::fstat(fd.0, &mut st) } != 0 {
         return Err(format!("{udir}/{name}: fstat: {}", errno()));
     }

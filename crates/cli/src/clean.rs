@@ -116,7 +116,7 @@ pub fn main(o: Opts) -> i32 {
     const BUDGET_STALE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
     for path in pages::budget_files(&dir).unwrap_or_default() {
         let Ok(md) = std::fs::symlink_metadata(&path) else { continue };
-        if !md.modified().ok().and_then(|m| m.elapsed().ok()).is_some_and(|age| age > BUDGET_STALE) {
+        if md.modified().ok().and_then(|m| m.elapsed().ok()).is_none_or(|age| age <= BUDGET_STALE) {
             continue;
         }
         if !md.file_type().is_file() || (me != 0 && md.uid() != me) {
