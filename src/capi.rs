@@ -1,7 +1,7 @@
 //! The in-process C API of include/memtrim.h.
 use crate::alloc::accounting;
+use crate::alloc::lifecycle::{State, state};
 use crate::init;
-use crate::alloc::lifecycle::{state, State};
 use crate::worker::release;
 use core::ffi::c_int;
 use memtrim_common::page::Reason;

@@ -36,19 +36,19 @@ extern "C" fn constructor() {
     // SAFETY: getauxval has no preconditions.
     let secure = unsafe { libc::getauxval(libc::AT_SECURE) } != 0;
     let mut warnings = Vec::new();
-    let cfg = if secure {
-        Config::defaults()
-    } else {
-        Config::from_pairs(environ::pairs(), &mut |w| warnings.push(w.to_owned()))
-    };
+    let cfg = if secure { Config::defaults() } else { Config::from_pairs(environ::pairs(), &mut |w| warnings.push(w.to_owned())) };
     if cfg.log >= LogLevel::Warn {
         warnings.iter().for_each(|w| stderr::line(w));
     }
     let alone = backend::glibc_alone();
     if cfg.log >= LogLevel::Info {
         match alone {
-            Some(backend::GlibcAlone::Header) => stderr::line("memtrim: glibc's chunk header is not the one glibc 2.28 to 2.41 write: glibc serves alone, nothing is counted"),
-            Some(backend::GlibcAlone::MallocCheck) => stderr::line("memtrim: glibc checks its heap (MALLOC_CHECK_, glibc.malloc.check) and marks its chunks: glibc serves alone, nothing is counted"),
+            Some(backend::GlibcAlone::Header) => {
+                stderr::line("memtrim: glibc's chunk header is not the one glibc 2.28 to 2.41 write: glibc serves alone, nothing is counted")
+            }
+            Some(backend::GlibcAlone::MallocCheck) => {
+                stderr::line("memtrim: glibc checks its heap (MALLOC_CHECK_, glibc.malloc.check) and marks its chunks: glibc serves alone, nothing is counted")
+            }
             None => {}
         }
     }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{preloaded, show, text, without_env, TempDir, TUNING};
+use common::{TUNING, TempDir, preloaded, show, text, without_env};
 use std::process::Command;
 use std::time::Duration;
 

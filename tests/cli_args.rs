@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{cli, memtrim, plant_page, require_tool, run, show, sleeper, start_ticks, text, TempDir};
+use common::{TempDir, cli, memtrim, plant_page, require_tool, run, show, sleeper, start_ticks, text};
 use std::process::{Command, Output, Stdio};
 
 /// `memtrim ARGS` with the page directory left to the arguments.
@@ -89,7 +89,8 @@ fn dir_with_an_equals_sign_is_dir_with_a_space() {
                 assert_eq!(equals.status.code(), spaced.status.code(), "{args:?}: --dir={d}: {}\n--dir {d}: {}", show(&equals), show(&spaced));
                 continue;
             }
-            let timeless = |o: &Output| text(&o.stdout).lines().filter(|l| !l.starts_with("  running") && !l.starts_with("  updated")).collect::<Vec<_>>().join("\n");
+            let timeless =
+                |o: &Output| text(&o.stdout).lines().filter(|l| !l.starts_with("  running") && !l.starts_with("  updated")).collect::<Vec<_>>().join("\n");
             assert_eq!(
                 (equals.status.code(), timeless(&equals), text(&equals.stderr)),
                 (spaced.status.code(), timeless(&spaced), text(&spaced.stderr)),
@@ -160,7 +161,9 @@ fn stat_watch_takes_a_number_for_the_pid_unless_the_pid_is_elsewhere() {
 /// with or without `--`.
 #[test]
 fn run_passes_on_what_follows_the_command() {
-    for args in [&["run", "--", "printf", "%s|", "--lib", "-h", "--set", "--", "--version"][..], &["run", "printf", "%s|", "--lib", "-h", "--set", "--", "--version"]] {
+    for args in
+        [&["run", "--", "printf", "%s|", "--lib", "-h", "--set", "--", "--version"][..], &["run", "printf", "%s|", "--lib", "-h", "--set", "--", "--version"]]
+    {
         let o = memtrim_bare(args);
         assert!(o.status.success(), "{args:?}: {}", show(&o));
         assert_eq!(text(&o.stdout), "--lib|-h|--set|--|--version|", "{args:?}: {}", show(&o));

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{allocator, lib, require_tool, run_for, show, text, TempDir};
+use common::{TempDir, allocator, lib, require_tool, run_for, show, text};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -149,11 +149,8 @@ fn huge_page_heaps_in_a_second_glibc_tunables_turn_arena_tops_off() {
         return;
     }
     let bin = common::compile("arena_tops.c", &[]);
-    let o = with_exact_env(
-        &[b"GLIBC_TUNABLES=glibc.malloc.mxfast=0", b"GLIBC_TUNABLES=glibc.malloc.hugetlb=2", b"MEMTRIM_LOG=info"],
-        bin.to_str().unwrap(),
-        &[],
-    );
+    let o =
+        with_exact_env(&[b"GLIBC_TUNABLES=glibc.malloc.mxfast=0", b"GLIBC_TUNABLES=glibc.malloc.hugetlb=2", b"MEMTRIM_LOG=info"], bin.to_str().unwrap(), &[]);
     assert!(o.status.success() && text(&o.stdout).ends_with("ok\n"), "{}", show(&o));
     let line = "makes huge-page heaps (glibc.malloc.hugetlb), not HEAP_MAX-aligned: releases use malloc_trim alone";
     assert!(text(&o.stderr).contains(line), "hugetlb=2 in the second GLIBC_TUNABLES: no line saying {line:?}\n{}", show(&o));

@@ -203,13 +203,7 @@ fn error_paths_match_glibc() {
     assert_allocator(&with.stderr, &allocator(), &with);
     let w = text(&with.stdout);
     if w != t {
-        let diff: Vec<String> = t
-            .lines()
-            .zip(w.lines())
-            .filter(|(a, b)| a != b)
-            .map(|(a, b)| format!("  glibc:   {a}\n  memtrim: {b}"))
-            .take(20)
-            .collect();
+        let diff: Vec<String> = t.lines().zip(w.lines()).filter(|(a, b)| a != b).map(|(a, b)| format!("  glibc:   {a}\n  memtrim: {b}")).take(20).collect();
         panic!("transcripts differ ({} vs {} lines):\n{}\n{}", t.lines().count(), w.lines().count(), diff.join("\n"), show(&with));
     }
     assert_success(&with, "errors with the library");

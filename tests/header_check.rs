@@ -21,6 +21,10 @@ fn an_mmapped_probe_block_still_counts() {
             .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("live_during=")))
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no live_during in {}", show(&o)));
-        assert!(live_during >= 1 << 20 && !text(&o.stderr).contains("serves alone"), "{name}={value}: live_during={live_during}, the library counted nothing\n{}", show(&o));
+        assert!(
+            live_during >= 1 << 20 && !text(&o.stderr).contains("serves alone"),
+            "{name}={value}: live_during={live_during}, the library counted nothing\n{}",
+            show(&o)
+        );
     }
 }

@@ -121,16 +121,7 @@ fn python_process_exits_with_its_last_thread() {
     run_script("last_thread_exit.py", None, Duration::from_secs(120), "PASS", false);
 }
 
-const REGRTESTS: &[&str] = &[
-    "test_threading",
-    "test_subprocess",
-    "test_json",
-    "test_gc",
-    "test_mmap",
-    "test_os",
-    "test_ctypes",
-    "test_multiprocessing_fork",
-];
+const REGRTESTS: &[&str] = &["test_threading", "test_subprocess", "test_json", "test_gc", "test_mmap", "test_os", "test_ctypes", "test_multiprocessing_fork"];
 
 /// With REGRTESTS: the tests of weak references, threads' executors and the event loop, which
 /// free and reuse objects from many threads and from finalizers.

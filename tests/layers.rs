@@ -15,7 +15,6 @@ const LAYERS: &[&str] = &["sys", "alloc", "python", "worker"];
 /// Modules at the top, beside lib.rs (the crate root, "crate").
 const TOP: &[&str] = &["init", "capi"];
 
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Tok {
     Ident(usize),
@@ -339,7 +338,11 @@ fn resolve(from: &str, scope: &[String], p: &[String], modules: &BTreeSet<String
         _ => at.clear(), // a root module named from the crate root
     }
     let full: Vec<&str> = at.into_iter().chain(rest.iter().map(String::as_str)).collect();
-    (0..=full.len()).rev().map(|n| if n == 0 { "crate".to_owned() } else { full[..n].join("::") }).find(|m| modules.contains(m)).unwrap_or_else(|| "crate".to_owned())
+    (0..=full.len())
+        .rev()
+        .map(|n| if n == 0 { "crate".to_owned() } else { full[..n].join("::") })
+        .find(|m| modules.contains(m))
+        .unwrap_or_else(|| "crate".to_owned())
 }
 
 fn layer(module: &str) -> Option<usize> {
@@ -423,12 +426,7 @@ fn problems(g: Graph) -> Vec<String> {
     for scc in components(&g) {
         let cycle = shortest_cycle(&g, &scc[0]);
         let steps: Vec<String> = cycle.windows(2).map(|w| format!("  {} -> {}   at {}", w[0], w[1], g[&w[0]][&w[1]].at)).collect();
-        out.push(format!(
-            "import cycle through {} modules ({}):\n{}",
-            scc.len(),
-            scc.join(", "),
-            steps.join("\n")
-        ));
+        out.push(format!("import cycle through {} modules ({}):\n{}", scc.len(), scc.join(", "), steps.join("\n")));
     }
     out
 }
@@ -536,11 +534,26 @@ fn reads_imports_as_the_compiler_would() {
             use super::super::cousin;
         }
     "##;
-    let modules: BTreeSet<String> = ["crate", "alloc", "alloc::accounting", "alloc::backend", "sys", "sys::glibc", "sys::clock", "worker", "worker::sibling", "worker::cousin", "worker::me", "python", "init"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let modules: BTreeSet<String> = [
+        "crate",
+        "alloc",
+        "alloc::accounting",
+        "alloc::backend",
+        "sys",
+        "sys::glibc",
+        "sys::clock",
+        "worker",
+        "worker::sibling",
+        "worker::cousin",
+        "worker::me",
+        "python",
+        "init",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let found: BTreeSet<String> = paths(src, &BTreeSet::new(), false).iter().map(|(scope, p, _)| resolve("worker::me", scope, p, &modules)).collect();
-    let expected: BTreeSet<String> = ["alloc::accounting", "alloc::backend", "sys::glibc", "sys::clock", "worker::sibling", "worker::cousin"].iter().map(|s| s.to_string()).collect();
+    let expected: BTreeSet<String> =
+        ["alloc::accounting", "alloc::backend", "sys::glibc", "sys::clock", "worker::sibling", "worker::cousin"].iter().map(|s| s.to_string()).collect();
     assert_eq!(found, expected);
 }

@@ -5,7 +5,7 @@
 mod common;
 use core::mem::{offset_of, size_of};
 use memtrim_common::fields::{Field, Type};
-use memtrim_common::page::{Control, Page, STATS_OFFSET, FIELDS};
+use memtrim_common::page::{Control, FIELDS, Page, STATS_OFFSET};
 use std::process::Command;
 
 const BEGIN: &str = "/* BEGIN generated */\n";
@@ -118,6 +118,11 @@ fn fields_json_is_the_table() {
     let listed = j["fields"].as_array().unwrap();
     assert_eq!(listed.len(), FIELDS.len());
     for (l, f) in listed.iter().zip(FIELDS) {
-        assert_eq!((l["name"].as_str(), l["offset"].as_u64(), l["size"].as_u64()), (Some(f.name), Some(f.offset as u64), Some(f.ty.size() as u64)), "{}", f.name);
+        assert_eq!(
+            (l["name"].as_str(), l["offset"].as_u64(), l["size"].as_u64()),
+            (Some(f.name), Some(f.offset as u64), Some(f.ty.size() as u64)),
+            "{}",
+            f.name
+        );
     }
 }

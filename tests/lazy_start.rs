@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{preloaded, show, text, wait_for, without_env, Proc, TempDir, TUNING};
+use common::{Proc, TUNING, TempDir, preloaded, show, text, wait_for, without_env};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,7 +14,12 @@ use std::time::{Duration, Instant};
 
 /// `cmd` under the library, writing pages into `dir`, with a first interval of `interval_ms`.
 fn lazy<'a>(cmd: &'a mut Command, dir: &Path, interval_ms: u64) -> &'a mut Command {
-    preloaded(without_env(cmd, TUNING).env("MEMTRIM_SHM_DIR", dir).env("MEMTRIM_INTERVAL_MS", interval_ms.to_string()).env("MEMTRIM_START_MS", interval_ms.to_string()))
+    preloaded(
+        without_env(cmd, TUNING)
+            .env("MEMTRIM_SHM_DIR", dir)
+            .env("MEMTRIM_INTERVAL_MS", interval_ms.to_string())
+            .env("MEMTRIM_START_MS", interval_ms.to_string()),
+    )
 }
 
 /// tests/c/lazy_start.c, compiled once for every test of this file (a binary being rewritten

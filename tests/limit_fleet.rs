@@ -5,7 +5,7 @@
 //! the per-user page directory, named for the master.
 mod common;
 
-use common::{cli, lines_of, preloaded, python, root, serial, text, user_dir, euid, without_env, TempDir, TUNING};
+use common::{TUNING, TempDir, cli, euid, lines_of, preloaded, python, root, serial, text, user_dir, without_env};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -104,9 +104,16 @@ fn json_u64(obj: &str, field: &str) -> u64 {
 fn siblings_over_their_limit_together_are_signalled_one_window_apart() {
     let _g = serial();
     let stagger = STAGGER_MS.to_string();
-    let env = [("MEMTRIM_LIMIT", "rss:100MiB"), ("MEMTRIM_LIMIT_STRIKES", "2"), ("MEMTRIM_INTERVAL_MS", "200ms"), ("MEMTRIM_LIMIT_STAGGER_MS", &stagger), ("MEMTRIM_LOG", "info")];
+    let env = [
+        ("MEMTRIM_LIMIT", "rss:100MiB"),
+        ("MEMTRIM_LIMIT_STRIKES", "2"),
+        ("MEMTRIM_INTERVAL_MS", "200ms"),
+        ("MEMTRIM_LIMIT_STAGGER_MS", &stagger),
+        ("MEMTRIM_LOG", "info"),
+    ];
     let Some(f) = Fleet::start(2, 160, &env) else { return };
-    let (gone, t1) = f.signals_within(Duration::from_secs(10), 1).pop().unwrap_or_else(|| panic!("no signal in 10 s (the workers leak at 1.5 s); stderr:\n{}", f.stderr()));
+    let (gone, t1) =
+        f.signals_within(Duration::from_secs(10), 1).pop().unwrap_or_else(|| panic!("no signal in 10 s (the workers leak at 1.5 s); stderr:\n{}", f.stderr()));
     let other = *f.workers.iter().find(|&&p| p != gone).unwrap();
     let meanwhile = f.signals_within(Duration::from_millis(1000), 1);
     let json = f.stat_json(other);
@@ -116,7 +123,11 @@ fn siblings_over_their_limit_together_are_signalled_one_window_apart() {
     let (pid, t2) = rest[0];
     assert_eq!(pid, other);
     let gap = t2.saturating_sub(t1);
-    assert!(gap + 100 >= STAGGER_MS, "the second sibling was signalled {gap} ms after the first, within MEMTRIM_LIMIT_STAGGER_MS={STAGGER_MS}; stderr:\n{}", f.stderr());
+    assert!(
+        gap + 100 >= STAGGER_MS,
+        "the second sibling was signalled {gap} ms after the first, within MEMTRIM_LIMIT_STAGGER_MS={STAGGER_MS}; stderr:\n{}",
+        f.stderr()
+    );
     assert!(gap < STAGGER_MS + 2000, "the second sibling waited {gap} ms, far past the window");
     assert!(json_u64(&json, "limit_deferred") >= 1, "the deferred worker's page: {json}");
     let until = json_u64(&json, "limit_deferred_until");

@@ -24,8 +24,11 @@
 
 mod common;
 
-use common::servers::{body_u64, get, is_live, puma_command, python_with_django, Server, Tally, WORKERS};
-use common::{by, cli, free_port, gathered, lines_of, page_path, preloaded, python, read_page, require_tool, root, rss_of, serial, text, wait_for, without_env, TempDir, TUNING};
+use common::servers::{Server, Tally, WORKERS, body_u64, get, is_live, puma_command, python_with_django};
+use common::{
+    TUNING, TempDir, by, cli, free_port, gathered, lines_of, page_path, preloaded, python, read_page, require_tool, root, rss_of, serial, text, wait_for,
+    without_env,
+};
 use memtrim_common::limit::Metric;
 use memtrim_common::page::{Reason, Stats};
 use std::collections::{BTreeMap, BTreeSet};
@@ -251,7 +254,9 @@ impl Host {
     /// Sends one command and returns its answer; a `signal TERM` instead is a failure that
     /// says what the library logged.
     fn ask(&mut self, command: &str) -> String {
-        writeln!(self.stdin, "{command}").and_then(|_| self.stdin.flush()).unwrap_or_else(|e| panic!("{command}: the host is gone ({e}); stderr:\n{}", self.stderr()));
+        writeln!(self.stdin, "{command}")
+            .and_then(|_| self.stdin.flush())
+            .unwrap_or_else(|e| panic!("{command}: the host is gone ({e}); stderr:\n{}", self.stderr()));
         let answer = self.line(Duration::from_secs(60));
         assert!(!answer.starts_with("error"), "{command}: {answer}");
         assert!(answer != "signal TERM", "{command}: the host was sent SIGTERM; stderr:\n{}", self.stderr());
@@ -368,10 +373,22 @@ fn over_only_by_retained_memory_is_released_not_recycled() {
     let took = t0.elapsed();
     let rss_fragmented = rss_of(h.pid).unwrap_or(0);
     let s = h.wait_page("the limit's release", Duration::from_secs(10), |s| by(s, Reason::Limit) >= 1);
-    assert!(!h.signalled_within(Duration::from_millis(2500)), "signalled although a release brought it under: {}\nstderr:\n{}", describe(&h.page()), h.stderr());
+    assert!(
+        !h.signalled_within(Duration::from_millis(2500)),
+        "signalled although a release brought it under: {}\nstderr:\n{}",
+        describe(&h.page()),
+        h.stderr()
+    );
     let after = h.page();
     let json = h.stat_json();
-    eprintln!("pattern took {} ms; RSS {:.1} MiB after it; at the release {}; 2.5 s later {}\nstderr:\n{}", took.as_millis(), mib(rss_fragmented), describe(&s), describe(&after), h.stderr());
+    eprintln!(
+        "pattern took {} ms; RSS {:.1} MiB after it; at the release {}; 2.5 s later {}\nstderr:\n{}",
+        took.as_millis(),
+        mib(rss_fragmented),
+        describe(&s),
+        describe(&after),
+        h.stderr()
+    );
     assert!(took < Duration::from_millis(900), "the pattern took {} ms, longer than the sampling interval: the test's premise is gone", took.as_millis());
     assert!(rss_fragmented > RETAINED_BOUND + 30 * MIB, "the pattern left only {:.1} MiB resident, not over the bound", mib(rss_fragmented));
     assert!(after.live_bytes < RETAINED_BOUND / 4, "live {:.1} MiB: not over only by retained memory", mib(after.live_bytes));
@@ -428,7 +445,13 @@ fn retained_after_a_live_peak_is_released_before_any_signal() {
 fn observe_only_logs_what_it_would_send_and_signals_nothing() {
     let _g = serial();
     let mut env = NO_AUTO.to_vec();
-    env.extend([("MEMTRIM_LIMIT", "rss:100MiB"), ("MEMTRIM_LIMIT_STRIKES", "2"), ("MEMTRIM_INTERVAL_MS", "200ms"), ("MEMTRIM_LIMIT_COOLDOWN_MS", "1s"), ("MEMTRIM_LIMIT_ACTION", "log")]);
+    env.extend([
+        ("MEMTRIM_LIMIT", "rss:100MiB"),
+        ("MEMTRIM_LIMIT_STRIKES", "2"),
+        ("MEMTRIM_INTERVAL_MS", "200ms"),
+        ("MEMTRIM_LIMIT_COOLDOWN_MS", "1s"),
+        ("MEMTRIM_LIMIT_ACTION", "log"),
+    ]);
     let Some(mut h) = Host::limit_host("observe", &[], &env) else { return };
     h.page();
     h.ask("leak 160");
@@ -516,10 +539,16 @@ end
     let mut cmd = Command::new("ruby");
     cmd.args(["-e", SCRIPT]);
     let mut h = Host::spawn("hard-ruby", cmd, &[("MEMTRIM_HARD_LIMIT", "64MiB"), ("MEMTRIM_INTERVAL_MS", "100ms")], None).expect("ruby starts");
-    let result = h.preamble.iter().find_map(|l| l.strip_prefix("result ")).unwrap_or_else(|| panic!("no result line: {:?}; stderr:\n{}", h.preamble, h.stderr())).to_string();
+    let result = h
+        .preamble
+        .iter()
+        .find_map(|l| l.strip_prefix("result "))
+        .unwrap_or_else(|| panic!("no result line: {:?}; stderr:\n{}", h.preamble, h.stderr()))
+        .to_string();
     let s = h.wait_page("the refusals on the page", Duration::from_secs(5), |s| s.refused_allocs >= 1);
     eprintln!("{result}; {}", describe(&s));
-    let refused_at: u64 = result.split_whitespace().find_map(|w| w.strip_prefix("refused_at_mib=")?.parse().ok()).unwrap_or_else(|| panic!("no NoMemoryError: {result}"));
+    let refused_at: u64 =
+        result.split_whitespace().find_map(|w| w.strip_prefix("refused_at_mib=")?.parse().ok()).unwrap_or_else(|| panic!("no NoMemoryError: {result}"));
     assert!(refused_at * MIB <= 64 * MIB && refused_at >= 48, "NoMemoryError after {refused_at} MiB, limit 64 MiB");
     assert!(result.contains("again_ok=1"), "{result}");
     assert_eq!(s.hard_limit, 64 * MIB);
@@ -708,8 +737,17 @@ fn cgroup_budget_releases_first_then_recycles_the_largest_one_at_a_time() {
     let shared = TempDir::new("budget");
     let shm = shared.path().to_str().unwrap().to_string();
     let mut env = NO_AUTO.to_vec();
-    env.extend([("MEMTRIM_LIMIT", "cgroup:30%"), ("MEMTRIM_LIMIT_STRIKES", "2"), ("MEMTRIM_INTERVAL_MS", "200ms"), ("MEMTRIM_SMAPS_INTERVAL_MS", "200ms"), ("MEMTRIM_LIMIT_STAGGER_MS", "3s"), ("MEMTRIM_SHM_DIR", &shm)]);
-    let mut hosts: Vec<Host> = (0..3).map(|i| Host::start(&format!("budget{i}"), "limit_host.py", &[], &env, Some(&cg.procs())).expect("python3 starts in the cgroup").expect("python3")).collect();
+    env.extend([
+        ("MEMTRIM_LIMIT", "cgroup:30%"),
+        ("MEMTRIM_LIMIT_STRIKES", "2"),
+        ("MEMTRIM_INTERVAL_MS", "200ms"),
+        ("MEMTRIM_SMAPS_INTERVAL_MS", "200ms"),
+        ("MEMTRIM_LIMIT_STAGGER_MS", "3s"),
+        ("MEMTRIM_SHM_DIR", &shm),
+    ]);
+    let mut hosts: Vec<Host> = (0..3)
+        .map(|i| Host::start(&format!("budget{i}"), "limit_host.py", &[], &env, Some(&cg.procs())).expect("python3 starts in the cgroup").expect("python3"))
+        .collect();
     let stat = |h: &Host| wait_for("a page", Duration::from_secs(10), || cli_stat(shared.path(), h.pid).ok_or_else(|| h.stderr()));
     for h in &hosts {
         stat(h);
@@ -805,7 +843,10 @@ fn bad_settings_are_one_line_and_a_safe_default() {
             }
         }
         if (s.limit_metric, s.limit_bytes, s.hard_limit) != (0, 0, 0) {
-            problems.push(format!("{}: the page shows a limit that is not in force: limit_metric {}, limit_bytes {}, hard_limit {}", c.what, s.limit_metric, s.limit_bytes, s.hard_limit));
+            problems.push(format!(
+                "{}: the page shows a limit that is not in force: limit_metric {}, limit_bytes {}, hard_limit {}",
+                c.what, s.limit_metric, s.limit_bytes, s.hard_limit
+            ));
         }
         let st = h.finish();
         assert!(st.success(), "{}: exit {st}; stderr:\n{}", c.what, h.stderr());
@@ -1033,12 +1074,22 @@ fn leaking_worker_is_recycled(server: &Server, e: Expect) {
 
     // the log line names the metric, the value over the bound, the bound and the signal
     let line = &lines[0];
-    assert!(line.metric == e.metric && near(line.bound, e.bound) && line.value > line.bound && line.signal == "SIGTERM" && line.strikes == 2, "{line:?}, expected {} over {} B", e.metric, e.bound);
+    assert!(
+        line.metric == e.metric && near(line.bound, e.bound) && line.value > line.bound && line.signal == "SIGTERM" && line.strikes == 2,
+        "{line:?}, expected {} over {} B",
+        e.metric,
+        e.bound
+    );
 
     // signalled while its last leak request was in flight; that request was still answered
     let last = mine.last().unwrap();
     let at = seen[&p];
-    assert!(last.sent < at && at < last.done, "the limit line for {p} came {} ms after the last leak request was sent, which took {} ms: not while it was in flight", at.duration_since(last.sent).as_millis(), last.done.duration_since(last.sent).as_millis());
+    assert!(
+        last.sent < at && at < last.done,
+        "the limit line for {p} came {} ms after the last leak request was sent, which took {} ms: not while it was in flight",
+        at.duration_since(last.sent).as_millis(),
+        last.done.duration_since(last.sent).as_millis()
+    );
 
     // the violation in the CLI, before the worker went: a strike after the limit's release,
     // then (while the request is finished) the one signal
@@ -1053,7 +1104,10 @@ fn leaking_worker_is_recycled(server: &Server, e: Expect) {
     assert!(json_u64(struck, "limit_violations") >= 1 && json_u64(struck, "limit_value") > e.bound, "{struck}");
     assert!(json_reason(struck, "limit") >= 1, "no release for the limit before the strike: {struck}");
     let signals: BTreeSet<u64> = answers.iter().map(|j| json_u64(j, "limit_signals")).collect();
-    assert!(signals.contains(&1) && signals.iter().all(|&n| n <= 1), "limit_signals seen in memtrim stat {p} --json: {signals:?} (one signal expected, shown while the worker finished its request)");
+    assert!(
+        signals.contains(&1) && signals.iter().all(|&n| n <= 1),
+        "limit_signals seen in memtrim stat {p} --json: {signals:?} (one signal expected, shown while the worker finished its request)"
+    );
 
     // replaced: a new worker under the master with its own page; the old page is gone
     let new = replacement.unwrap_or_else(|| panic!("no replacement worker with a page within 20 s; workers {:?}\n{logs}", server.workers()));

@@ -6,7 +6,8 @@
 //! Runs as root and switches users with setpriv (nobody, daemon); skipped otherwise.
 mod common;
 use common::{
-    cli, compile, crafted_page, memtrim, old_page_file, page_path, run_for, setpriv_as, show, sleeper, start_ticks, stat_json, text, uid_of, under_library, user_dir, wait_for, write_page, Json, JsonExt, Proc, TempDir, Tmux,
+    Json, JsonExt, Proc, TempDir, Tmux, cli, compile, crafted_page, memtrim, old_page_file, page_path, run_for, setpriv_as, show, sleeper, start_ticks,
+    stat_json, text, uid_of, under_library, user_dir, wait_for, write_page,
 };
 use memtrim_common::page::{Control, Page};
 use std::io::Write;
@@ -110,7 +111,10 @@ fn a_name_planted_by_another_user_does_not_take_the_page() {
         // nobody's shell waits on stdin, then execs a preloaded sleep that keeps its pid and
         // start time: the page name is known before the library runs.
         let mut c = nobody().unwrap();
-        c.args(["sh", "-c", "read _ && export LD_PRELOAD=\"$MT_LIB\" && exec \"$MT_SLEEP\" 300"]).env("MT_LIB", common::lib()).env("MT_SLEEP", common::idle_sleep()).stdin(Stdio::piped());
+        c.args(["sh", "-c", "read _ && export LD_PRELOAD=\"$MT_LIB\" && exec \"$MT_SLEEP\" 300"])
+            .env("MT_LIB", common::lib())
+            .env("MT_SLEEP", common::idle_sleep())
+            .stdin(Stdio::piped());
         under_library(&mut c, dir.path(), 100).env_remove("LD_PRELOAD");
         let mut p = Proc(c.spawn().unwrap());
         let pid = p.pid();
@@ -277,7 +281,11 @@ fn an_oversized_report_is_refused_in_bounded_memory() {
         o
     });
     let stderr = text(&o.stderr);
-    let kib: u64 = stderr.lines().find_map(|l| l.strip_prefix("maxrss_kib=")).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no figure from time:\n{}", show(&o)));
+    let kib: u64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("maxrss_kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no figure from time:\n{}", show(&o)));
     let maxrss = kib * 1024;
     assert!(maxrss < 32 << 20, "memtrim report reached {} MiB of RSS on an 8 MiB report", maxrss >> 20);
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
@@ -374,15 +382,36 @@ fn clean_removes_nothing_through_a_directory_swapped_after_its_checks() {
     });
     std::fs::write(dir.join("page"), &page).unwrap();
     let script = "mkdir -m 700 \"$0\" && cp \"$2\" \"$0/$3\" && chmod 600 \"$0/$3\" && ln -s \"$4\" \"$1\"";
-    let o = nobody().unwrap().args(["sh", "-c", script]).arg(&mine).arg(&link).arg(dir.join("page")).arg(planted.file_name().unwrap()).arg(victim.parent().unwrap()).output().unwrap();
+    let o = nobody()
+        .unwrap()
+        .args(["sh", "-c", script])
+        .arg(&mine)
+        .arg(&link)
+        .arg(dir.join("page"))
+        .arg(planted.file_name().unwrap())
+        .arg(victim.parent().unwrap())
+        .output()
+        .unwrap();
     assert!(o.status.success(), "nobody could not plant: {}", show(&o));
 
     // SAFETY: plain syscalls on valid arguments; the events' fds are closed once answered.
     let fan = unsafe { libc::fanotify_init(libc::FAN_CLASS_CONTENT | libc::FAN_CLOEXEC, libc::O_RDONLY as libc::c_uint) };
     assert!(fan >= 0, "fanotify_init: {}", std::io::Error::last_os_error());
     let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    assert_eq!(unsafe { libc::fanotify_mark(fan, libc::FAN_MARK_ADD, libc::FAN_OPEN_PERM, libc::AT_FDCWD, c(&planted).as_ptr()) }, 0, "fanotify_mark: {}", std::io::Error::last_os_error());
-    let mut clean = Command::new(cli()).arg("clean").env("MEMTRIM_SHM_DIR", dir.path()).env_remove("LD_PRELOAD").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    assert_eq!(
+        unsafe { libc::fanotify_mark(fan, libc::FAN_MARK_ADD, libc::FAN_OPEN_PERM, libc::AT_FDCWD, c(&planted).as_ptr()) },
+        0,
+        "fanotify_mark: {}",
+        std::io::Error::last_os_error()
+    );
+    let mut clean = Command::new(cli())
+        .arg("clean")
+        .env("MEMTRIM_SHM_DIR", dir.path())
+        .env_remove("LD_PRELOAD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let out = common::gathered(clean.stdout.take().unwrap());
     let err = common::gathered(clean.stderr.take().unwrap());
     let (mut opens, deadline) = (0, std::time::Instant::now() + Duration::from_secs(20));
@@ -411,6 +440,10 @@ fn clean_removes_nothing_through_a_directory_swapped_after_its_checks() {
     let status = clean.wait().unwrap();
     let said = format!("{status}\nstdout: {}\nstderr: {}", out.lock().unwrap(), err.lock().unwrap());
     assert!(opens >= 2, "clean opened the planted page {opens} times, the test swaps at the second:\n{said}");
-    assert!(victim.exists(), "root's clean removed {}, the page of a live process, through a directory swapped for a symlink after its checks:\n{said}", victim.display());
+    assert!(
+        victim.exists(),
+        "root's clean removed {}, the page of a live process, through a directory swapped for a symlink after its checks:\n{said}",
+        victim.display()
+    );
     assert!(stat_json(dir.path(), pid).is_ok(), "root's process lost its page");
 }

@@ -8,8 +8,11 @@
 
 mod common;
 
-use common::{crafted_page, lib, memtrim, now_ms, page_file, plant_page, python, require_tool, root, show, sleeper, start_ticks, stat_json, text, under_library, wait_for, write_page, Driven, Json, JsonExt, Proc, TempDir, Tmux};
-use memtrim_common::page::{Page, Stats, FILE_BYTES};
+use common::{
+    Driven, Json, JsonExt, Proc, TempDir, Tmux, crafted_page, lib, memtrim, now_ms, page_file, plant_page, python, require_tool, root, show, sleeper,
+    start_ticks, stat_json, text, under_library, wait_for, write_page,
+};
+use memtrim_common::page::{FILE_BYTES, Page, Stats};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -114,7 +117,23 @@ fn check_contract(j: &Json) {
     for k in CONTRACT {
         assert!(j.has(k), "field {k} missing from {j:?}");
     }
-    for k in ["pid", "ppid", "live_bytes", "peak_live_bytes", "heap_bytes", "retained_bytes", "rss_bytes", "pss_bytes", "uss_bytes", "swap_bytes", "allocs", "frees", "trims", "released_bytes", "updated_at"] {
+    for k in [
+        "pid",
+        "ppid",
+        "live_bytes",
+        "peak_live_bytes",
+        "heap_bytes",
+        "retained_bytes",
+        "rss_bytes",
+        "pss_bytes",
+        "uss_bytes",
+        "swap_bytes",
+        "allocs",
+        "frees",
+        "trims",
+        "released_bytes",
+        "updated_at",
+    ] {
         assert!(j.int(k) >= 0, "{k} is not a non-negative integer");
     }
     j.num("last_trim_ms");
@@ -554,7 +573,10 @@ fn planted_symlinks_are_not_followed() {
     let mut shells = Vec::new();
     for target in [&victim, &dangling] {
         let mut c = Command::new("sh");
-        c.args(["-c", "read _ && export LD_PRELOAD=\"$MT_LIB\" && exec \"$MT_SLEEP\" 300"]).env("MT_LIB", lib()).env("MT_SLEEP", common::idle_sleep()).stdin(Stdio::piped());
+        c.args(["-c", "read _ && export LD_PRELOAD=\"$MT_LIB\" && exec \"$MT_SLEEP\" 300"])
+            .env("MT_LIB", lib())
+            .env("MT_SLEEP", common::idle_sleep())
+            .stdin(Stdio::piped());
         under_library(&mut c, dir.path(), 100).env_remove("LD_PRELOAD");
         let mut p = Proc(c.spawn().unwrap());
         let pid = p.pid();
@@ -652,7 +674,8 @@ fn trim_asks_the_worker_to_release() {
     assert_eq!(requests(&after), requests(&before) + 1, "one release on request:\n{before:?}\n{after:?}");
     assert!(after.int("trims") > before.int("trims"));
     assert_eq!(after.str("last_reason"), "request");
-    let reported: i64 = out.split('(').nth(2).and_then(|s| s.split(" B)").next()).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no byte count in {out:?}"));
+    let reported: i64 =
+        out.split('(').nth(2).and_then(|s| s.split(" B)").next()).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no byte count in {out:?}"));
     assert_eq!(reported, after.int("released_bytes") - before.int("released_bytes"), "reported release differs from the page");
     assert!(out.contains(&format!("pid {pid} (python")) && out.contains(" ms"), "{out}");
 

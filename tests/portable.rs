@@ -3,7 +3,7 @@
 //! the .deb, each a layout in which `memtrim run` finds the library with no flag and
 //! `memtrim --version` names it and its floor.
 mod common;
-use common::{cli, dist, require_tool, run, show, text, TempDir};
+use common::{TempDir, cli, dist, require_tool, run, show, text};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -131,7 +131,11 @@ fn wheel_installs_into_a_fresh_venv_and_preloads_its_library() {
     let o = run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--no-index"]).arg(&wheel));
     assert!(o.status.success(), "pip install {}: {}", wheel.display(), show(&o));
     let inside = |p: &Path| p.starts_with(venv.canonicalize().unwrap()) && p.ends_with("site-packages/memtrim/lib/libmemtrim.so");
-    for mut cmd in [Command::new(venv.join("bin/memtrim")), { let mut c = Command::new(venv.join("bin/python")); c.args(["-m", "memtrim"]); c }] {
+    for mut cmd in [Command::new(venv.join("bin/memtrim")), {
+        let mut c = Command::new(venv.join("bin/python"));
+        c.args(["-m", "memtrim"]);
+        c
+    }] {
         let o = run(cmd.arg("--version"));
         let (lib, floor) = version_line(&o);
         assert!(inside(&lib), "the wheel's memtrim would preload {}", lib.display());

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{gathered, preloaded, python, rss_of, root, wait_for, without_env, Driven, TempDir, TUNING};
+use common::{Driven, TUNING, TempDir, gathered, preloaded, python, root, rss_of, wait_for, without_env};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{memtrim, now_ms, on_ci, page_files, preloaded, python, read_page, root, stat_json, wait_for, without_env, JsonExt, PyHost, TempDir, TUNING};
+use common::{JsonExt, PyHost, TUNING, TempDir, memtrim, now_ms, on_ci, page_files, preloaded, python, read_page, root, stat_json, wait_for, without_env};
 use memtrim_common::page::Stats;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,7 +27,13 @@ const OFF: u64 = 4;
 
 /// Releases only when the test asks (`memtrim trim`), and a measuring walk of the arenas every
 /// 200 ms (MEMTRIM_SMAPS_INTERVAL_MS, the library's least).
-const QUIET: &[(&str, &str)] = &[("MEMTRIM_IDLE_MS", "0"), ("MEMTRIM_FRAG_THRESHOLD", "off"), ("MEMTRIM_PSI_STALL_MS", "0"), ("MEMTRIM_SMAPS_INTERVAL_MS", "200"), ("MEMTRIM_INTERVAL_MS", "100")];
+const QUIET: &[(&str, &str)] = &[
+    ("MEMTRIM_IDLE_MS", "0"),
+    ("MEMTRIM_FRAG_THRESHOLD", "off"),
+    ("MEMTRIM_PSI_STALL_MS", "0"),
+    ("MEMTRIM_SMAPS_INTERVAL_MS", "200"),
+    ("MEMTRIM_INTERVAL_MS", "100"),
+];
 
 fn py(script: &str) -> PathBuf {
     root().join("tests/py").join(script)
@@ -82,7 +88,6 @@ impl PyHost {
         let after = self.walk_after(now_ms());
         (before, after)
     }
-
 }
 
 fn describe(s: &Stats) -> String {
@@ -158,7 +163,12 @@ fn check_given_back(which: &str, p0: &Pools, p1: &Pools, s0: &Stats, s1: &Stats)
     assert!(released as f64 >= 0.70 * p0.unused as f64, "{which}: released {} of {} in unused pools (< 70 %)", mib(released), mib(p0.unused));
     assert!(fell as f64 >= 0.8 * released as f64, "{which}: RSS fell by {} only, released {}", mib(fell), mib(released));
     let predicted = s0.py_empty_bytes as f64;
-    assert!((released as f64 - predicted).abs() <= 0.2 * released as f64, "{which}: predicted {} (py_empty_bytes), released {}", mib(s0.py_empty_bytes), mib(released));
+    assert!(
+        (released as f64 - predicted).abs() <= 0.2 * released as f64,
+        "{which}: predicted {} (py_empty_bytes), released {}",
+        mib(s0.py_empty_bytes),
+        mib(released)
+    );
     assert!(s1.py_empty_bytes <= released / 10, "{which}: the release left {} in empty pools: {}", mib(s1.py_empty_bytes), describe(s1));
     assert!(p1.unused >= p0.unused * 9 / 10, "{which}: CPython lost its empty pools: unused {} -> {}", mib(p0.unused), mib(p1.unused));
     // a step stops at 1.5 ms between two pools; the rest is room for a busy machine preempting
@@ -184,12 +194,18 @@ fn empty_pools_are_given_back() {
     check_given_back("python3", &p0, &p1, &s0, &s1);
     let j = stat_json(&host.dir.0, host.pid).unwrap_or_else(|e| panic!("memtrim stat: {e}"));
     assert_eq!(j.str("py_state"), "active");
-    assert!(j.int("py_released_bytes") as u64 >= s1.py_released_bytes, "stat --json py_released_bytes {} < page {}", j.int("py_released_bytes"), s1.py_released_bytes);
+    assert!(
+        j.int("py_released_bytes") as u64 >= s1.py_released_bytes,
+        "stat --json py_released_bytes {} < page {}",
+        j.int("py_released_bytes"),
+        s1.py_released_bytes
+    );
     assert!(j.int("py_arenas") > 0 && j.int("py_steps") > 0, "stat --json: {j:?}");
     let m = memtrim(&host.dir.0, &["serve", "--once", "-", "--dir", host.dir.0.to_str().unwrap()]);
     let metric = |name: &str| -> u64 {
         let t = common::text(&m.stdout);
-        let line = t.lines().find(|l| l.starts_with(&format!("{name}{{pid=\"{}\"", host.pid))).unwrap_or_else(|| panic!("no {name} for pid {} in:\n{t}", host.pid));
+        let line =
+            t.lines().find(|l| l.starts_with(&format!("{name}{{pid=\"{}\"", host.pid))).unwrap_or_else(|| panic!("no {name} for pid {} in:\n{t}", host.pid));
         line.rsplit(' ').next().unwrap().parse().unwrap_or_else(|_| panic!("bad sample {line}"))
     };
     assert!(metric("memtrim_python_released_bytes_total") >= s1.py_released_bytes && metric("memtrim_python_released_pools_total") >= s1.py_released_pools);
@@ -279,7 +295,11 @@ fn check_stress(seconds: u64, out: &str, err: &str, page: Option<&Stats>) {
     let s = page.expect("the script's page was never seen");
     eprintln!("page: {}", describe(s));
     assert_eq!(s.py_state, ACTIVE, "{}", describe(s));
-    assert!(s.py_released_pools >= 40 * seconds && s.py_steps >= 10 * seconds, "pools were not given back while the script ran for {seconds} s: {}", describe(s));
+    assert!(
+        s.py_released_pools >= 40 * seconds && s.py_steps >= 10 * seconds,
+        "pools were not given back while the script ran for {seconds} s: {}",
+        describe(s)
+    );
 }
 
 /// Threads make, keep, check and drop objects of every size class while the library gives back
@@ -323,7 +343,12 @@ fn interpreters() -> Vec<(String, u8, PathBuf)> {
     let mut found = Vec::new();
     for minor in 8..=13u8 {
         let prefix = format!("3.{minor}.");
-        let mut versions: Vec<String> = std::fs::read_dir(&pyenv).into_iter().flatten().filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|v| v.starts_with(&prefix) && v[prefix.len()..].chars().all(|c| c.is_ascii_digit())).collect();
+        let mut versions: Vec<String> = std::fs::read_dir(&pyenv)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|v| v.starts_with(&prefix) && v[prefix.len()..].chars().all(|c| c.is_ascii_digit()))
+            .collect();
         versions.sort();
         match versions.last() {
             Some(v) => found.push((format!("pyenv {v}"), minor, pyenv.join(v).join("bin/python3"))),
@@ -371,11 +396,23 @@ fn other_pythons() {
             9 => {
                 assert!(wrapped, "{label}: the arena allocator is not the library's");
                 let (p0, _, s0, s1) = fragment_and_trim(&mut host, 200_000);
-                eprintln!("{label}: unused pools {} ({} B each, {} arenas); before: {}\n{label}: after:  {}", mib(p0.unused), p0.pool_bytes, p0.arenas, describe(&s0), describe(&s1));
+                eprintln!(
+                    "{label}: unused pools {} ({} B each, {} arenas); before: {}\n{label}: after:  {}",
+                    mib(p0.unused),
+                    p0.pool_bytes,
+                    p0.arenas,
+                    describe(&s0),
+                    describe(&s1)
+                );
                 assert_eq!(p0.pool_bytes, 4096, "{label}: CPython 3.9's pools are one page");
                 assert_eq!(s1.py_state, ACTIVE, "{label}: {}", describe(&s1));
                 assert!(s0.py_arenas.abs_diff(p0.arenas) <= 2, "{label}: the walk saw {} arenas, CPython has {}", s0.py_arenas, p0.arenas);
-                assert!(s0.py_empty_pools * 4096 >= p0.unused / 2, "{label}: the walk saw {} empty pools, CPython {} unused", s0.py_empty_pools, p0.unused / 4096);
+                assert!(
+                    s0.py_empty_pools * 4096 >= p0.unused / 2,
+                    "{label}: the walk saw {} empty pools, CPython {} unused",
+                    s0.py_empty_pools,
+                    p0.unused / 4096
+                );
                 assert_eq!((s1.py_released_bytes, s1.py_released_pools, s0.py_empty_bytes), (0, 0, 0), "{label}: {}", describe(&s1));
             }
             _ => {
@@ -400,7 +437,10 @@ fn other_pythons_survive_continuous_pool_release() {
         eprintln!("{label}: {}", s.as_ref().map(describe).unwrap_or_default());
         match minor {
             8 => assert!(out.contains("PASS ") && !err.contains("memtrim:") && s.is_some_and(|s| s.py_state == UNKNOWN_LAYOUT), "{label}: {out}\n{err}"),
-            9 => assert!(out.contains("PASS ") && !err.contains("memtrim:") && s.is_some_and(|s| s.py_state == ACTIVE && s.py_steps > 0 && s.py_released_pools == 0), "{label}: {out}\n{err}"),
+            9 => assert!(
+                out.contains("PASS ") && !err.contains("memtrim:") && s.is_some_and(|s| s.py_state == ACTIVE && s.py_steps > 0 && s.py_released_pools == 0),
+                "{label}: {out}\n{err}"
+            ),
             _ => check_stress(5, &out, &err, s.as_ref()),
         }
     }

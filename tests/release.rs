@@ -15,7 +15,7 @@
 
 mod common;
 
-use common::{memtrim, preloaded, python, stat_json, text, wait_for, without_env, Json, JsonExt, PyHost, TempDir, TUNING};
+use common::{Json, JsonExt, PyHost, TUNING, TempDir, memtrim, preloaded, python, stat_json, text, wait_for, without_env};
 use memtrim_common::page::{Reason, Stats};
 use std::io::Write;
 use std::path::Path;
@@ -237,7 +237,12 @@ fn cli_request_is_honoured() {
     // The policy's figure of new retained memory (jemalloc: its purgeable pages; glibc before
     // the first release: its retained bytes) is what the release returned.
     let (said, got) = (before.new_retained as f64, s.released_bytes as f64);
-    assert!(got >= 0.8 * said && got <= 1.1 * said + 4.0 * MIB as f64, "the page said {:.1} MiB new retained, the release returned {:.1}", said / MIB as f64, got / MIB as f64);
+    assert!(
+        got >= 0.8 * said && got <= 1.1 * said + 4.0 * MIB as f64,
+        "the page said {:.1} MiB new retained, the release returned {:.1}",
+        said / MIB as f64,
+        got / MIB as f64
+    );
     let lines = h.release_lines(1);
     assert_eq!(lines.len(), 1, "stderr:\n{}", h.stderr());
     assert_eq!(lines[0].0, "request");
@@ -307,9 +312,7 @@ fn kernel_arms_psi() -> Option<String> {
         candidates.push(format!("/sys/fs/cgroup{}/memory.pressure", p.trim_end_matches('/')));
     }
     candidates.push("/proc/pressure/memory".into());
-    candidates.into_iter().find(|p| {
-        std::fs::OpenOptions::new().read(true).write(true).open(p).and_then(|mut f| f.write_all(b"some 150000 2000000\0")).is_ok()
-    })
+    candidates.into_iter().find(|p| std::fs::OpenOptions::new().read(true).write(true).open(p).and_then(|mut f| f.write_all(b"some 150000 2000000\0")).is_ok())
 }
 
 /// Where the kernel lets the process arm a PSI trigger, the library arms one (psi_armed on the
@@ -376,7 +379,9 @@ fn huge_page_heaps_turn_the_arena_top_release_off() {
     let bin = common::compile("arena_tops.c", &[]);
     let dir = TempDir::new("arena-tops-hugetlb");
     let mut c = Command::new(&bin);
-    let o = common::run(preloaded(without_env(&mut c, TUNING).env("MEMTRIM_SHM_DIR", dir.path()).env("MEMTRIM_LOG", "info").env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=2")));
+    let o = common::run(preloaded(
+        without_env(&mut c, TUNING).env("MEMTRIM_SHM_DIR", dir.path()).env("MEMTRIM_LOG", "info").env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=2"),
+    ));
     let (out, err) = (text(&o.stdout), text(&o.stderr));
     assert!(o.status.success() && out.ends_with("ok\n"), "arena_tops: {out}\n{err}");
     let minor: u32 = text(&Command::new("getconf").arg("GNU_LIBC_VERSION").output().unwrap().stdout).trim().rsplit('.').next().unwrap().parse().unwrap();

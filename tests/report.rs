@@ -17,9 +17,9 @@
 
 mod common;
 
-use common::{allocator, compile, memtrim, page_path, preloaded, python, text, wait_for, without_env, Driven, Json, JsonExt, Proc, TempDir, TUNING};
+use common::{Driven, Json, JsonExt, Proc, TUNING, TempDir, allocator, compile, memtrim, page_path, preloaded, python, text, wait_for, without_env};
 use memtrim_common::futex;
-use memtrim_common::page::{Page, FILE_BYTES};
+use memtrim_common::page::{FILE_BYTES, Page};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -165,7 +165,11 @@ fn report_matches_the_layout_the_program_built() {
         assert!(in_use >= main_live_c && in_use <= main_live_c + 512 * 1024, "main arena in use {in_use} B, the program holds {main_live_c} B");
         let main_free = main["free_bin_bytes"].u64() + main["top_bytes"].u64() + main["free_fast_bytes"].u64();
         let freed_n = f.main[0] * 7; // one kept in 8
-        assert!(within(main_free, chunks(main_freed, freed_n), 512 * 1024, 0.0), "main arena free {main_free} B, the program freed {} B", chunks(main_freed, freed_n));
+        assert!(
+            within(main_free, chunks(main_freed, freed_n), 512 * 1024, 0.0),
+            "main arena free {main_free} B, the program freed {} B",
+            chunks(main_freed, freed_n)
+        );
         // Every thread's arena, found through a live block of it: its own (no two threads
         // share one), its heaps matched exactly; in use within 64 KiB (the arena's header,
         // the thread's tcache) and free within 64 KiB + 1 % of what the thread holds and freed.
@@ -207,9 +211,19 @@ fn report_matches_the_layout_the_program_built() {
         let mm = cat(&r, "mmapped_blocks");
         assert!(within(mm, big, 0, 0.01), "mmapped blocks RSS {} MiB, the program wrote {} MiB\n{summary}", mib(mm), mib(big));
         let heap = cat(&r, "main_heap");
-        assert!(within(heap, main_live + main_freed, MIB, 0.0), "main heap RSS {} MiB, the program wrote {} MiB\n{summary}", mib(heap), mib(main_live + main_freed));
+        assert!(
+            within(heap, main_live + main_freed, MIB, 0.0),
+            "main heap RSS {} MiB, the program wrote {} MiB\n{summary}",
+            mib(heap),
+            mib(main_live + main_freed)
+        );
         let ta = cat(&r, "thread_arenas");
-        assert!(ta + 256 * 1024 >= threads_live + threads_freed && ta <= threads_live + threads_freed + 2 * MIB, "thread arenas RSS {} MiB, the threads wrote {} MiB\n{summary}", mib(ta), mib(threads_live + threads_freed));
+        assert!(
+            ta + 256 * 1024 >= threads_live + threads_freed && ta <= threads_live + threads_freed + 2 * MIB,
+            "thread arenas RSS {} MiB, the threads wrote {} MiB\n{summary}",
+            mib(ta),
+            mib(threads_live + threads_freed)
+        );
         // What the report itself cost: bounded, and reported.
         let cost = &view["cost"];
         assert!(cost["total_us"].u64() > 0 && cost["total_us"].u64() < 1_000_000, "cost {:?}", cost);
@@ -237,7 +251,13 @@ fn report_matches_the_layout_the_program_built() {
         // never touched) moves out of "other anonymous", of which the program has next to none
         // left; what it holds is all resident.
         let ja = cat(&r, "jemalloc_arenas");
-        assert!(ja >= held && ja <= je["resident"].u64() + MIB, "jemalloc arenas RSS {} MiB, held {} MiB, jemalloc resident {} MiB\n{summary}", mib(ja), mib(held), mib(je["resident"].u64()));
+        assert!(
+            ja >= held && ja <= je["resident"].u64() + MIB,
+            "jemalloc arenas RSS {} MiB, held {} MiB, jemalloc resident {} MiB\n{summary}",
+            mib(ja),
+            mib(held),
+            mib(je["resident"].u64())
+        );
         assert!(cat(&r, "other_anonymous") < 2 * MIB, "{summary}");
     }
     let named = r["named_rss_bytes"].u64();
@@ -327,7 +347,13 @@ fn python_server_rss_is_in_named_categories() {
         Json::Object(v) => v.iter().map(|(k, c)| (k.clone(), c["rss_bytes"].u64())).collect(),
         _ => panic!("no categories"),
     };
-    eprintln!("{}: RSS {:.1} MiB, named {:.1} MiB: {:?}", allocator(), mib(rss), mib(named), cats.iter().map(|(k, b)| (k.as_str(), mib(*b))).collect::<Vec<_>>());
+    eprintln!(
+        "{}: RSS {:.1} MiB, named {:.1} MiB: {:?}",
+        allocator(),
+        mib(rss),
+        mib(named),
+        cats.iter().map(|(k, b)| (k.as_str(), mib(*b))).collect::<Vec<_>>()
+    );
     assert!(rss > 0 && named as f64 >= 0.95 * rss as f64, "named categories hold {:.1} of {:.1} MiB: {cats:?}", mib(named), mib(rss));
     // The kernel's view is all there: the mappings' RSS adds up to VmRSS within 5 %.
     let smaps = r["smaps_rss_bytes"].u64();
@@ -373,7 +399,10 @@ fn report_file_is_private_and_removed_once_read() {
     assert_eq!(md.uid(), unsafe { libc::geteuid() });
     let j = Json::parse(&std::fs::read_to_string(&report_path).unwrap()).expect("the report file is JSON");
     assert_eq!(j["request"].u64() as u32, want);
-    assert!(!std::fs::read_dir(page.parent().unwrap()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp")), "a temporary file was left");
+    assert!(
+        !std::fs::read_dir(page.parent().unwrap()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp")),
+        "a temporary file was left"
+    );
     // The CLI reads it (a newer one) and removes it.
     let r = report(&l.dir.0, l.pid);
     assert!(r["release_bytes"].u64() > 0);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{cli, lib, run_for, show, text, TempDir};
+use common::{TempDir, cli, lib, run_for, show, text};
 use std::process::Command;
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Which processes get a worker thread and a page: MEMTRIM_ONLY and MEMTRIM_STATS=0. Every other
 //! process that inherits LD_PRELOAD must stay a plain pass-through that leaves no file behind.
 mod common;
-use common::{preloaded, Proc, TempDir};
+use common::{Proc, TempDir, preloaded};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

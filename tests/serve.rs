@@ -10,7 +10,10 @@
 
 mod common;
 
-use common::{free_port, memtrim, now_ms, plant_page, python, require_tool, root, show, sleeper, start_ticks, stat_json, text, under_library, wait_for, JsonExt, Proc, TempDir};
+use common::{
+    JsonExt, Proc, TempDir, free_port, memtrim, now_ms, plant_page, python, require_tool, root, show, sleeper, start_ticks, stat_json, text, under_library,
+    wait_for,
+};
 use memtrim_common::page::Stats;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -80,7 +83,13 @@ struct Serve {
 impl Serve {
     fn start(dir: &Path, extra: &[&str]) -> Serve {
         let mut c = Command::new(common::cli());
-        c.args(["serve", "--listen", "127.0.0.1:0", "--dir"]).arg(dir).args(extra).env_remove("LD_PRELOAD").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        c.args(["serve", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(dir)
+            .args(extra)
+            .env_remove("LD_PRELOAD")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = c.spawn().expect("memtrim serve starts");
         let err = child.stderr.take().unwrap();
         let proc = Proc(child);
@@ -324,7 +333,8 @@ fn sample_line(line: &str) -> Result<Sample, String> {
 
 /// `promtool check metrics` on `t`: it must pass with nothing to say.
 fn promtool_check_metrics(t: &str) {
-    let mut c = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("promtool runs");
+    let mut c =
+        Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("promtool runs");
     c.stdin.take().unwrap().write_all(t.as_bytes()).unwrap();
     let o = c.wait_with_output().unwrap();
     assert!(o.status.success() && o.stdout.is_empty() && o.stderr.is_empty(), "promtool check metrics:\n{}\n--- input\n{t}", show(&o));
@@ -452,7 +462,13 @@ fn exposition_passes_promtool_and_carries_the_pages() {
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert_eq!(std::fs::read_to_string(&prom).unwrap(), written);
     // Bad arguments.
-    for args in [&["serve", "--bogus"][..], &["serve", "--listen"], &["serve", "--listen", "not-an-address"], &["serve", "--timeout", "0"], &["serve", "--max-connections", "0"]] {
+    for args in [
+        &["serve", "--bogus"][..],
+        &["serve", "--listen"],
+        &["serve", "--listen", "not-an-address"],
+        &["serve", "--timeout", "0"],
+        &["serve", "--max-connections", "0"],
+    ] {
         let o = memtrim(dir.path(), args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", show(&o));
     }
@@ -571,7 +587,12 @@ fn prometheus_scrapes_serve_and_promql_returns_live_bytes() {
     eprintln!("PromQL {q} = {value}; the page says {page}");
     assert!(value >= 50.0 * MIB, "live bytes through Prometheus {value}, the process holds 50 MiB");
     assert!((value - page).abs() <= 1.0 * MIB, "Prometheus says {value}, the page {page}");
-    assert!(metric.contains(&format!("\"pid\":\"{pid}\"")) && metric.contains("\"comm\":\"python") && metric.contains(&format!("\"allocator\":\"{}\"", common::allocator())), "{metric}");
+    assert!(
+        metric.contains(&format!("\"pid\":\"{pid}\""))
+            && metric.contains("\"comm\":\"python")
+            && metric.contains(&format!("\"allocator\":\"{}\"", common::allocator())),
+        "{metric}"
+    );
     assert!(metric.contains("\"job\":\"memtrim\""), "{metric}");
     let up = prom.query("up{job=\"memtrim\"}").unwrap();
     assert_eq!(up.first().map(|r| r.0), Some(1.0), "scrape not healthy: {up:?}");
@@ -731,7 +752,10 @@ fn skipped_pages_are_counted_by_reason() {
     let ex2 = serve.metrics();
     assert_eq!(ex2.value("memtrim_exporter_scrapes_total", &[]), n0 + 1.0);
     assert_eq!(ex2.value("memtrim_exporter_pages_skipped_total", &[("reason", "other_layout")]), before + 1.0, "the counter counts every scrape's skip");
-    assert_eq!(ex2.value("memtrim_exporter_pages_skipped_total", &[("reason", "torn")]), ex.value("memtrim_exporter_pages_skipped_total", &[("reason", "torn")]) + 1.0);
+    assert_eq!(
+        ex2.value("memtrim_exporter_pages_skipped_total", &[("reason", "torn")]),
+        ex.value("memtrim_exporter_pages_skipped_total", &[("reason", "torn")]) + 1.0
+    );
     assert_eq!(ex2.value("memtrim_exporter_pages_scanned_total", &[]), ex.value("memtrim_exporter_pages_scanned_total", &[]) + 5.0);
     let b = ex2.find("memtrim_exporter_build_info", &[]);
     assert_eq!(b[0].labels["layout_version"], memtrim_common::page::LAYOUT_VERSION.to_string());
@@ -823,8 +847,8 @@ fn silent_slow_and_vanishing_clients_do_not_block_scrapes() {
 /// same address, one about every 0.7 s: at least 13 are answered 200 within 3 s.
 #[test]
 fn trickling_clients_do_not_starve_scrapes() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     let dir = TempDir::new("slowloris");
     let serve = Serve::start(dir.path(), &[]);
     let port = serve.port;
@@ -901,8 +925,8 @@ fn connection_limit_makes_room_for_a_complete_request() {
 /// connection already answered gives way to a new one.
 #[test]
 fn clients_trickling_after_their_request_do_not_starve_scrapes() {
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     let dir = TempDir::new("trickle-after");
     let mut serve = Serve::start(dir.path(), &["--max-connections", "4"]);
     let port = serve.port;
@@ -1019,13 +1043,18 @@ fn deploy_files_are_valid() {
     }
     let dash = std::fs::read_to_string(deploy.join("grafana-memtrim.json")).unwrap();
     if let Some(py) = python() {
-        let o = Command::new(py).args(["-c", "import json, sys; d = json.load(open(sys.argv[1])); assert d['panels'] and d['title'], d"]).arg(deploy.join("grafana-memtrim.json")).output().unwrap();
+        let o = Command::new(py)
+            .args(["-c", "import json, sys; d = json.load(open(sys.argv[1])); assert d['panels'] and d['title'], d"])
+            .arg(deploy.join("grafana-memtrim.json"))
+            .output()
+            .unwrap();
         assert!(o.status.success(), "the dashboard is not valid JSON:\n{}", show(&o));
     }
     // every memtrim_* name in a query is one the exporter writes
     let dir = TempDir::new("deploy");
     let o = memtrim(dir.path(), &["serve", "--once", "-"]);
-    let families: HashSet<String> = text(&o.stdout).lines().filter_map(|l| l.strip_prefix("# TYPE ")).map(|l| l.split(' ').next().unwrap().to_string()).collect();
+    let families: HashSet<String> =
+        text(&o.stdout).lines().filter_map(|l| l.strip_prefix("# TYPE ")).map(|l| l.split(' ').next().unwrap().to_string()).collect();
     let rules = std::fs::read_to_string(deploy.join("prometheus/memtrim-rules.yml")).unwrap();
     for e in dashboard_exprs(&dash).iter().chain([rules].iter()) {
         for word in e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
@@ -1042,7 +1071,11 @@ fn deploy_files_are_valid() {
             let t = std::fs::read_to_string(&f).unwrap().replace("/usr/local/bin/memtrim", common::cli().to_str().unwrap());
             std::fs::write(units.join(f.file_name().unwrap().to_str().unwrap()), t).unwrap();
         }
-        let files: Vec<PathBuf> = std::fs::read_dir(units.path()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "service" || e == "timer")).collect();
+        let files: Vec<PathBuf> = std::fs::read_dir(units.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "service" || e == "timer"))
+            .collect();
         assert!(files.len() >= 3, "{files:?}");
         let o = Command::new("systemd-analyze").arg("verify").args(&files).output().unwrap();
         // an unknown key is only a warning on stderr: nothing at all is expected

@@ -16,12 +16,12 @@
 
 mod common;
 
-use common::servers::{puma_command, get, python_with_django, Server, Tally, WORKERS};
+use common::servers::{Server, Tally, WORKERS, get, puma_command, python_with_django};
 use common::{by, free_port, read_page, serial};
 use memtrim_common::page::{Reason, Stats};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 const BURSTS: usize = 4;
@@ -53,17 +53,19 @@ fn burst(port: u16, seed: usize, tally: &Mutex<Tally>) {
     let next = AtomicUsize::new(0);
     std::thread::scope(|sc| {
         for _ in 0..CONCURRENCY {
-            sc.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= PER_BURST {
-                    return;
+            sc.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= PER_BURST {
+                        return;
+                    }
+                    let k = (seed * PER_BURST + i) as u64;
+                    let limit = 300 + (k * 7919 % 1201);
+                    let offset = k * 104_729 % (3000 - limit);
+                    let path = format!("/rows?offset={offset}&limit={limit}");
+                    let r = get(port, &path);
+                    tally.lock().unwrap().count(&path, limit, r);
                 }
-                let k = (seed * PER_BURST + i) as u64;
-                let limit = 300 + (k * 7919 % 1201);
-                let offset = k * 104_729 % (3000 - limit);
-                let path = format!("/rows?offset={offset}&limit={limit}");
-                let r = get(port, &path);
-                tally.lock().unwrap().count(&path, limit, r);
             });
         }
     });
@@ -90,7 +92,14 @@ fn serve_and_check(server: &Server) {
         .collect::<Vec<_>>()
         .join("\n");
     eprintln!("{} ok, {} failed; releases before the last burst: {trims_before_last}\n{report}", t.ok, t.failed.len());
-    assert!(t.failed.is_empty(), "{} of {} requests failed, first: {:?}\n{}", t.failed.len(), BURSTS * PER_BURST, &t.failed[..t.failed.len().min(5)], server.logs());
+    assert!(
+        t.failed.is_empty(),
+        "{} of {} requests failed, first: {:?}\n{}",
+        t.failed.len(),
+        BURSTS * PER_BURST,
+        &t.failed[..t.failed.len().min(5)],
+        server.logs()
+    );
     assert_eq!(t.ok, BURSTS * PER_BURST);
     assert_eq!(server.workers(), workers, "workers died or were replaced during the load:\n{}", server.logs());
     let served: Vec<u32> = t.per_worker.keys().copied().collect();

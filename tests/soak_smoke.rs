@@ -25,10 +25,7 @@ fn soak_smoke_serves_every_request_and_leaves_nothing_running() {
     assert!(o.status.success(), "scripts/bench-soak --smoke failed: {}", show(&o));
     let out = text(&o.stdout);
     for config in ["glibc", "memtrim"] {
-        let row = out
-            .lines()
-            .find(|l| l.starts_with(&format!("| {config} |")))
-            .unwrap_or_else(|| panic!("no table row for {config}: {}", show(&o)));
+        let row = out.lines().find(|l| l.starts_with(&format!("| {config} |"))).unwrap_or_else(|| panic!("no table row for {config}: {}", show(&o)));
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         let done: u64 = cells[2].parse().unwrap_or_else(|_| panic!("requests done of {config} not a number: {row}"));
         assert!(done > 0, "{config} answered no request: {row}");

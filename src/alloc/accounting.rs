@@ -7,7 +7,7 @@
 //! checked against the limit: slower, and opt-in.
 //! On the jemalloc backend a slot's bytes come from jemalloc's own per-thread counters, which it
 //! keeps on every call anyway: the hot path then counts blocks only, and never asks a block's size.
-use crate::alloc::lifecycle::{state, State};
+use crate::alloc::lifecycle::{State, state};
 use crate::alloc::tls::{self, OFF, SHARED_WORD, UNCLAIMED};
 use crate::sys::{glibc, jemalloc_ctl};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
@@ -140,7 +140,6 @@ impl Slot {
         bump!(self, frees += 1);
     }
 }
-
 
 /// Counts an allocation; false when the hard limit refuses it (the caller frees the block).
 #[inline(always)]
@@ -300,11 +299,7 @@ impl Slot {
     }
 
     fn live_bytes(&self) -> u64 {
-        if BORROW.load(Relaxed) {
-            self.locked(|| self.bytes.load(Relaxed).wrapping_add(self.net_borrowed()))
-        } else {
-            self.bytes.load(Relaxed)
-        }
+        if BORROW.load(Relaxed) { self.locked(|| self.bytes.load(Relaxed).wrapping_add(self.net_borrowed())) } else { self.bytes.load(Relaxed) }
     }
 }
 

@@ -179,4 +179,3 @@ pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, siz
     unsafe { *out = p };
     0
 }
-

@@ -7,9 +7,9 @@
 //! cost of their own; side-pool blocks and own mappings look like mmapped chunks, so they cost
 //! nothing until that branch.
 use crate::alloc::accounting::{self, on_alloc, on_move};
-use crate::sys::glibc::{self, counted_size};
 use crate::alloc::{divert, own_mapping, side_pool};
 use crate::sys::errno::set_errno;
+use crate::sys::glibc::{self, counted_size};
 use core::ffi::c_void;
 
 /// Counts a block the host is about to get, or gives it back if a hard limit refuses it.

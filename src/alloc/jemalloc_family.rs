@@ -7,7 +7,7 @@
 //! least [`MIN_SIZE`].
 use crate::alloc::accounting::{self, on_alloc, on_move};
 use crate::sys::errno::set_errno;
-use crate::sys::glibc::{memalign_alignment, Alignment};
+use crate::sys::glibc::{Alignment, memalign_alignment};
 use core::ffi::c_void;
 use tikv_jemalloc_sys as je;
 

@@ -15,7 +15,7 @@
 //! servers' event loops mostly allocate as they wake, and every request does. Until the start,
 //! calls cost a wrapper and a clock read more.
 use crate::alloc::accounting;
-use crate::alloc::backend::{self, CallocFn, FreeFn, MallocFn, ReallocFn, CALLOC, FREE, MALLOC, REALLOC};
+use crate::alloc::backend::{self, CALLOC, CallocFn, FREE, FreeFn, MALLOC, MallocFn, REALLOC, ReallocFn};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, Ordering::*};
 use std::time::Duration;

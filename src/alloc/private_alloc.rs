@@ -13,13 +13,7 @@ pub struct Private;
 unsafe impl GlobalAlloc for Private {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         // SAFETY: glibc's malloc and memalign have no precondition.
-        unsafe {
-            if l.align() <= MALLOC_ALIGN {
-                glibc::__libc_malloc(l.size()).cast()
-            } else {
-                glibc::__libc_memalign(l.align(), l.size()).cast()
-            }
-        }
+        unsafe { if l.align() <= MALLOC_ALIGN { glibc::__libc_malloc(l.size()).cast() } else { glibc::__libc_memalign(l.align(), l.size()).cast() } }
     }
 
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {

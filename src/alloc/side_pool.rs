@@ -59,9 +59,7 @@ pub fn reserve() -> bool {
             break;
         }
         // SAFETY: a fresh anonymous mapping.
-        let p = unsafe {
-            libc::mmap(core::ptr::null_mut(), len, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0)
-        };
+        let p = unsafe { libc::mmap(core::ptr::null_mut(), len, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0) };
         if p != libc::MAP_FAILED {
             LEN.store(len, Relaxed);
             BASE.store(p as usize, Release);

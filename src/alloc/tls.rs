@@ -10,13 +10,7 @@ pub const SHARED_WORD: usize = 1;
 pub const OFF: usize = 2;
 
 #[cfg(target_arch = "x86_64")]
-core::arch::global_asm!(
-    ".pushsection .tbss,\"awT\",@nobits",
-    ".p2align 3",
-    "memtrim_tls_word:",
-    ".zero 8",
-    ".popsection",
-);
+core::arch::global_asm!(".pushsection .tbss,\"awT\",@nobits", ".p2align 3", "memtrim_tls_word:", ".zero 8", ".popsection",);
 
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]

@@ -1,6 +1,6 @@
 //! The CPython entry points memtrim uses, found at run time in the process (the interpreter is
 //! the host, not a dependency): nothing here exists in a process that is not Python.
-use core::ffi::{c_char, c_int, c_void, CStr};
+use core::ffi::{CStr, c_char, c_int, c_void};
 
 /// `PyObjectArenaAllocator` (Include/cpython/objimpl.h, unchanged since 3.4).
 #[repr(C)]

@@ -13,13 +13,13 @@
 //! runs when the main thread next takes the interpreter's lock or (3.13, or with other Python
 //! threads) between bytecodes: a main thread blocked in C for good, or one that runs Python
 //! code without ever giving the lock up (3.9-3.12, alone), runs none, and nothing happens.
+use crate::python::api::{self as python_api, Api};
 use crate::python::layout::{self as layout, Layout};
 use crate::python::pools::{self as pools, Tally, Verdict};
-use crate::python::api::{self as python_api, Api};
-use crate::python::{arenas as arenas, fence as fence};
+use crate::python::{arenas, fence};
 use crate::sys::{clock, stderr};
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::*};
 use memtrim_common::page::{PyState as State, Stats};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -50,7 +50,25 @@ struct Walk {
     tally: Tally,
     started_ms: u64,
 }
-static mut WALK: Walk = Walk { next: 0, pool: 0, mode: 0, tally: Tally { arenas: 0, resident: 0, used_pools: 0, empty_pools: 0, empty_bytes: 0, returned_pools: 0, fresh_pools: 0, allocated: 0, free_in_used: 0, released_pools: 0, released_bytes: 0 }, started_ms: 0 };
+static mut WALK: Walk = Walk {
+    next: 0,
+    pool: 0,
+    mode: 0,
+    tally: Tally {
+        arenas: 0,
+        resident: 0,
+        used_pools: 0,
+        empty_pools: 0,
+        empty_bytes: 0,
+        returned_pools: 0,
+        fresh_pools: 0,
+        allocated: 0,
+        free_in_used: 0,
+        released_pools: 0,
+        released_bytes: 0,
+    },
+    started_ms: 0,
+};
 
 /// The last complete walk, and the totals of every release.
 static LAST: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
@@ -215,7 +233,18 @@ fn stop(why: &str) {
 }
 
 fn publish(t: &Tally, started_ms: u64) {
-    let values = [t.arenas, t.resident, t.used_pools, t.empty_pools, t.empty_bytes, t.returned_pools, t.fresh_pools, t.allocated, t.free_in_used, arenas::unlisted() as u64];
+    let values = [
+        t.arenas,
+        t.resident,
+        t.used_pools,
+        t.empty_pools,
+        t.empty_bytes,
+        t.returned_pools,
+        t.fresh_pools,
+        t.allocated,
+        t.free_in_used,
+        arenas::unlisted() as u64,
+    ];
     for (slot, v) in LAST.iter().zip(values) {
         slot.store(v, Relaxed);
     }

@@ -1,6 +1,6 @@
 //! The process environment read by walking `environ`: no allocation, usable before any
 //! constructor has run (docs/DESIGN.md, trap 5).
-use core::ffi::{c_char, CStr};
+use core::ffi::{CStr, c_char};
 
 unsafe extern "C" {
     static environ: *const *const c_char;

@@ -14,7 +14,10 @@ pub fn read<T: Copy + Default>(name: &[u8]) -> Option<T> {
 
 fn write<T: Copy>(name: &[u8], mut v: T) -> bool {
     // SAFETY: as in read, the new value is a T.
-    unsafe { je::mallctl(name.as_ptr() as *const c_char, core::ptr::null_mut(), core::ptr::null_mut(), &mut v as *mut T as *mut c_void, core::mem::size_of::<T>()) == 0 }
+    unsafe {
+        je::mallctl(name.as_ptr() as *const c_char, core::ptr::null_mut(), core::ptr::null_mut(), &mut v as *mut T as *mut c_void, core::mem::size_of::<T>())
+            == 0
+    }
 }
 
 /// Where jemalloc counts the calling thread's allocated and deallocated bytes (usable sizes, on

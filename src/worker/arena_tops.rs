@@ -33,9 +33,9 @@
 //! are not HEAP_MAX-aligned), the release of arena tops turns itself off (one line at
 //! MEMTRIM_LOG=info) and releases are malloc_trim(0) alone. Every read is one that cannot fault
 //! (peek), and an arena that does not check out is left alone.
-use crate::sys::glibc_heaps::{find_heaps, peek_words, read_maps, Vma, HEAP_MAX};
-use crate::sys::procfs::page_size;
+use crate::sys::glibc_heaps::{HEAP_MAX, Vma, find_heaps, peek_words, read_maps};
 use crate::sys::glibc_layout::{self, MINSIZE, NEXT_OFFSET, TOP_OFFSET};
+use crate::sys::procfs::page_size;
 use crate::sys::stderr;
 use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering::*};
 use memtrim_common::config::{Config, LogLevel};
@@ -47,11 +47,7 @@ const LIST_SLACK: usize = 64;
 pub fn find(cfg: &Config) -> Vec<usize> {
     let Some(heap_info) = heap_info_size(cfg) else { return Vec::new() };
     let maps = read_maps();
-    let mut heads: Vec<usize> = find_heaps(&maps, page_size())
-        .iter()
-        .filter(|h| h.ar_ptr.wrapping_sub(h.base) == heap_info)
-        .map(|h| h.ar_ptr)
-        .collect();
+    let mut heads: Vec<usize> = find_heaps(&maps, page_size()).iter().filter(|h| h.ar_ptr.wrapping_sub(h.base) == heap_info).map(|h| h.ar_ptr).collect();
     heads.sort_unstable();
     heads.dedup();
     match main_arena(&maps, &heads) {
@@ -169,12 +165,7 @@ fn top_pages(arena: usize, page: usize) -> Option<(usize, usize)> {
     let [ar_ptr, _prev, heap_size, _mprotect] = peek_words::<4>(heap)?;
     let [_prev_size, size] = peek_words::<2>(top)?;
     let end = heap + heap_size;
-    let ok = (lock as u32) <= 2
-        && ar_ptr == arena
-        && heap_size <= HEAP_MAX
-        && top > heap
-        && size & 1 == 1
-        && top.checked_add(size & !7) == Some(end);
+    let ok = (lock as u32) <= 2 && ar_ptr == arena && heap_size <= HEAP_MAX && top > heap && size & 1 == 1 && top.checked_add(size & !7) == Some(end);
     let start = (top + MINSIZE).next_multiple_of(page);
     (ok && end / page * page > start).then_some((start, end / page * page))
 }

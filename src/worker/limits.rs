@@ -12,7 +12,7 @@ use crate::sys::{cgroup, stderr};
 use crate::worker::siblings;
 use crate::worker::stagger::{self, Turn};
 use memtrim_common::config::{Config, LimitAction};
-use memtrim_common::limit::{signal_name, Bound, Limit, Metric};
+use memtrim_common::limit::{Bound, Limit, Metric, signal_name};
 use memtrim_common::page::Stats;
 use memtrim_common::units::format_size;
 use std::time::{Duration, Instant};
@@ -165,13 +165,8 @@ impl LimitWatch {
         if budget && (!self.budget.largest || self.budget.over < self.budget.members + self.cfg.limit_strikes) {
             return Action::None;
         }
-        let what = format!(
-            "{} {} > {} for {} samples after a release",
-            limit.metric.name(),
-            format_size(self.last_value),
-            format_size(self.bytes),
-            self.strikes
-        );
+        let what =
+            format!("{} {} > {} for {} samples after a release", limit.metric.name(), format_size(self.last_value), format_size(self.bytes), self.strikes);
         let pid = std::process::id();
         let signal = signal_name(self.cfg.limit_signal);
         if self.cfg.limit_action == LimitAction::Log {

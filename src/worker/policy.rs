@@ -11,8 +11,8 @@
 //! the host faults them in again.) jemalloc says exactly what a purge would return: its unused
 //! dirty and muzzy pages.
 use crate::sys::pressure::Pressure;
-use crate::worker::release::Outcome;
 use crate::sys::stderr;
+use crate::worker::release::Outcome;
 use memtrim_common::config::{Config, LogLevel};
 use memtrim_common::page::{HeldBack, Reason, Stats};
 use std::time::{Duration, Instant};
@@ -101,8 +101,7 @@ impl Policy {
         let pressure = self.pressure.as_ref().is_some_and(|p| p.fired());
         // Quiet for long enough; again later in the same quiet spell only if new retained memory
         // (below) came since, as a trickle of requests leaves.
-        let idle = self.cfg.idle_ms > 0
-            && self.quiet_since.is_some_and(|q| now.duration_since(q) >= Duration::from_millis(self.cfg.idle_ms));
+        let idle = self.cfg.idle_ms > 0 && self.quiet_since.is_some_and(|q| now.duration_since(q) >= Duration::from_millis(self.cfg.idle_ms));
         let fragmented = self.cfg.frag_threshold.is_some_and(|t| s.frag_ratio() >= t);
         let reason = match (pressure, idle, fragmented) {
             (true, _, _) => Reason::Pressure,
@@ -130,11 +129,7 @@ impl Policy {
     /// Books a release that ran; `after` is a sample taken just after it.
     pub fn released(&mut self, out: &Outcome, after: &Stats, now: Instant) {
         let interval = Duration::from_millis(self.cfg.interval_ms);
-        self.backoff = if out.released < self.cfg.min_retained / 2 {
-            (self.backoff * 2).clamp(interval * 2, MAX_BACKOFF)
-        } else {
-            Duration::ZERO
-        };
+        self.backoff = if out.released < self.cfg.min_retained / 2 { (self.backoff * 2).clamp(interval * 2, MAX_BACKOFF) } else { Duration::ZERO };
         let spacing = interval.max(Duration::from_micros(out.us) * 100);
         self.next_allowed = now + spacing;
         self.backoff_until = now + self.backoff;

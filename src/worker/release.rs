@@ -4,10 +4,10 @@ use crate::alloc::{backend, divert};
 use crate::python::pymalloc;
 use crate::sys::{clock, jemalloc_ctl, procfs, stderr};
 use crate::worker::arena_tops;
-use memtrim_common::config::{Allocator, Config, LogLevel};
-use memtrim_common::units::format_size;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
-use memtrim_common::page::{Reason, REASONS};
+use memtrim_common::config::{Allocator, Config, LogLevel};
+use memtrim_common::page::{REASONS, Reason};
+use memtrim_common::units::format_size;
 use std::time::Instant;
 
 /// How long a release waits for the interpreter to run its step.

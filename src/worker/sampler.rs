@@ -1,10 +1,10 @@
 //! One sample of everything the page shows, taken on the worker thread.
-use crate::worker::heap_stats::HeapStats;
 use crate::alloc::{accounting, backend};
 use crate::sys::{clock, procfs};
+use crate::worker::heap_stats::HeapStats;
 use crate::worker::release;
 use memtrim_common::config::{Allocator, Config};
-use memtrim_common::page::{Stats, ALLOCATOR_GLIBC, ALLOCATOR_JEMALLOC};
+use memtrim_common::page::{ALLOCATOR_GLIBC, ALLOCATOR_JEMALLOC, Stats};
 use std::time::{Duration, Instant};
 
 pub struct Sampler {

@@ -3,7 +3,7 @@
 //! this process's. Each page is checked as the CLI checks one (a private regular file of ours,
 //! opened without following links, read whole with pread into a buffer, then `Page::read`).
 use crate::sys::{cgroup, procfs};
-use crate::worker::page_file::{euid, open_user_dir, user_dir, Fd};
+use crate::worker::page_file::{Fd, euid, open_user_dir, user_dir};
 use memtrim_common::page::{self, Page};
 use std::ffi::CString;
 
@@ -44,7 +44,11 @@ fn read_page(dfd: &Fd, name: &str) -> Option<page::Stats> {
     // SAFETY: stat is plain data, valid all-zero; fd is open.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
     // SAFETY: fd is open and st a valid stat to fill.
-    if unsafe { libc::fstat(fd.0, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_uid != euid() || (st.st_size as usize) < core::mem::size_of::<Page>() {
+    if unsafe { libc::fstat(fd.0, &mut st) } != 0
+        || st.st_mode & libc::S_IFMT != libc::S_IFREG
+        || st.st_uid != euid()
+        || (st.st_size as usize) < core::mem::size_of::<Page>()
+    {
         return None;
     }
     // SAFETY: Page is plain data (integers and atomics), valid all-zero.

@@ -9,7 +9,7 @@
 //! turns the same way in `budget.HASH`, named for the cgroup. `memtrim clean` removes the files
 //! of masters that are gone, and budget files untouched for longer than any window.
 use crate::sys::{cgroup, procfs};
-use crate::worker::page_file::{errno, euid, open_user_dir, user_dir, Fd};
+use crate::worker::page_file::{Fd, errno, euid, open_user_dir, user_dir};
 use memtrim_common::page;
 use std::ffi::CString;
 use std::time::Duration;
@@ -17,7 +17,9 @@ use std::time::Duration;
 pub enum Turn {
     Go,
     /// A sibling went less than the window ago: this one may go from `until_ms` (unix ms).
-    Defer { until_ms: u64 },
+    Defer {
+        until_ms: u64,
+    },
 }
 
 /// How long a worker waits for a sibling that holds the lock (only to read and write a number).

@@ -2,19 +2,19 @@
 //! release policy and the limits, publishes the page and answers trim requests; without a
 //! shared page (it could not be created) it does the same on a private one. Created with every signal blocked (signals belong to the
 //! host); holds nothing the allocation path needs (docs/DESIGN.md, trap 8).
-use crate::worker::page_file::{self, PageFile};
-use crate::worker::policy::Policy;
-use crate::worker::sampler::Sampler;
-use crate::worker::limits::{self, LimitWatch};
 use crate::alloc::{accounting, backend, divert, lazy_start};
 use crate::python::pymalloc;
 use crate::sys::{jemalloc_ctl, procfs, stderr};
+use crate::worker::limits::{self, LimitWatch};
+use crate::worker::page_file::{self, PageFile};
+use crate::worker::policy::Policy;
 use crate::worker::release;
-use memtrim_common::config::{Allocator, Config};
+use crate::worker::sampler::Sampler;
 use core::sync::atomic::{AtomicBool, Ordering::*};
-use std::sync::OnceLock;
+use memtrim_common::config::{Allocator, Config};
 use memtrim_common::futex;
 use memtrim_common::page::{Page, Reason, Stats};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The configuration, once it has selected this process for a worker.
@@ -69,7 +69,10 @@ unsafe fn set_own_stack(attr: &mut libc::pthread_attr_t) {
         let guard = libc::getauxval(libc::AT_PAGESZ) as usize;
         let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK;
         let p = libc::mmap(core::ptr::null_mut(), STACK + guard, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0);
-        if p == libc::MAP_FAILED || libc::mprotect(p, guard, libc::PROT_NONE) != 0 || libc::pthread_attr_setstack(attr, p.cast::<u8>().add(guard).cast(), STACK) != 0 {
+        if p == libc::MAP_FAILED
+            || libc::mprotect(p, guard, libc::PROT_NONE) != 0
+            || libc::pthread_attr_setstack(attr, p.cast::<u8>().add(guard).cast(), STACK) != 0
+        {
             libc::pthread_attr_setstacksize(attr, STACK);
         }
     }

@@ -8,13 +8,13 @@ mod json;
 pub mod servers;
 
 pub use json::{Json, JsonExt};
-use memtrim_common::page::{dir_name, file_name, parse_dir_name, parse_file_name, Page, ReadError, Reason, Stats, FILE_BYTES};
+use memtrim_common::page::{FILE_BYTES, Page, ReadError, Reason, Stats, dir_name, file_name, parse_dir_name, parse_file_name};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -182,12 +182,7 @@ pub fn run(cmd: &mut Command) -> Output {
 /// Runs `cmd` with stdout and stderr captured; kills it and fails the test after `limit`.
 pub fn run_for(cmd: &mut Command, limit: Duration) -> Output {
     let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
     let read_all = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut v = Vec::new();
@@ -632,7 +627,9 @@ impl PyHost {
 
     /// The page once the worker has published it.
     pub fn page(&self) -> Stats {
-        wait_for(&format!("a page for pid {} in {}", self.pid, self.dir.0.display()), Duration::from_secs(10), || read_page(&self.dir.0, self.pid).ok_or_else(|| "none yet".to_string()))
+        wait_for(&format!("a page for pid {} in {}", self.pid, self.dir.0.display()), Duration::from_secs(10), || {
+            read_page(&self.dir.0, self.pid).ok_or_else(|| "none yet".to_string())
+        })
     }
 }
 

@@ -3,7 +3,7 @@
 //! under the library in their own process group on a loopback port, with a private page
 //! directory; HTTP/1.0 requests to them; their workers in /proc.
 
-use super::{preloaded, python, read_page, require_tool, root, target_dir, text, without_env, on_ci, TempDir, TUNING};
+use super::{TUNING, TempDir, on_ci, preloaded, python, read_page, require_tool, root, target_dir, text, without_env};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -3,7 +3,7 @@
 //! all generated (generate.rs). Each command's own options are defined beside it (`Opts` in its
 //! file); what several share is here: `--dir DIR`, a PID, a sort key, seconds.
 use crate::pages;
-use crate::view::{SortKey, SORT_KEYS};
+use crate::view::{SORT_KEYS, SortKey};
 use crate::{clean, fields_cmd, generate, ls, report, run, serve, stat, top, trim};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::error::ErrorKind;

@@ -3,10 +3,10 @@
 //! adds. Field names are a contract (docs/DESIGN.md): add fields freely, never rename.
 use crate::pages::{Entry, State};
 use memtrim_common::fields::{Field, Kind, Type, Unit};
-use memtrim_common::page::{Stats, FIELDS};
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use memtrim_common::json::escaped;
-use serde_json::{json, Value};
+use memtrim_common::page::{FIELDS, Stats};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Value, json};
 
 /// serde_json's output with the characters the library's JSON escapes escaped too
 /// (memtrim_common::json::escaped: DEL and the line and paragraph separators).
@@ -144,7 +144,10 @@ mod tests {
         assert_eq!(o["frag_threshold"], 0.25);
         assert_eq!(o["idle"], true);
         assert_eq!(o["releases_by_reason"]["idle"], 1);
-        assert!(object(&Entry { path: PathBuf::new(), state: State::Live, stats: s }, 0).contains(r#""releases_by_reason":{"request":0,"api":0,"retained":0,"idle":1,"#));
+        assert!(
+            object(&Entry { path: PathBuf::new(), state: State::Live, stats: s }, 0)
+                .contains(r#""releases_by_reason":{"request":0,"api":0,"retained":0,"idle":1,"#)
+        );
         assert_eq!(o["last_reason"], "idle");
         assert_eq!(o["limit_metric"], Value::Null);
         assert_eq!(o["py_state"], "none");

@@ -11,7 +11,7 @@
 use crate::pages::{self, Entry, Skip, State};
 use memtrim_common::fields::{Field, Kind, Metric as Family, Unit};
 use memtrim_common::limit::Metric;
-use memtrim_common::page::{Stats, FIELDS, LAYOUT_VERSION};
+use memtrim_common::page::{FIELDS, LAYOUT_VERSION, Stats};
 use std::fmt::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -19,15 +19,15 @@ use std::time::Instant;
 
 /// The `reason` label of `memtrim_exporter_pages_skipped_total`, indexed by [`skip_index`].
 pub const SKIP_REASONS: [&str; 9] = [
-    "gone",              // the process exited (or exits during the scrape) without removing its page
-    "abandoned",         // the process exec'd a program without the library
-    "other_user",        // another user's page (only root reads everyone's)
-    "not_regular",       // a symlink or other non-regular file with a page's name
-    "other_layout",      // written by a memtrim with another page layout version
-    "starting",          // created, not yet published
-    "torn",              // no consistent snapshot (seqlock never settled, or check word wrong)
-    "corrupt",           // wrong size, magic, or a pid/start that disagrees with the name
-    "io",                // any other error reading it
+    "gone",         // the process exited (or exits during the scrape) without removing its page
+    "abandoned",    // the process exec'd a program without the library
+    "other_user",   // another user's page (only root reads everyone's)
+    "not_regular",  // a symlink or other non-regular file with a page's name
+    "other_layout", // written by a memtrim with another page layout version
+    "starting",     // created, not yet published
+    "torn",         // no consistent snapshot (seqlock never settled, or check word wrong)
+    "corrupt",      // wrong size, magic, or a pid/start that disagrees with the name
+    "io",           // any other error reading it
 ];
 
 pub fn skip_index(s: &Skip) -> usize {
@@ -307,7 +307,12 @@ pub fn render(scan: &Scan, counters: &Counters, started: Instant, serving: bool)
     sample(&mut out, "memtrim_exporter_scrapes_total", "", "", V::U(c.scrapes.load(Relaxed)));
     header(&mut out, "memtrim_exporter_pages_scanned_total", "counter", "Page files looked at, over all scrapes.");
     sample(&mut out, "memtrim_exporter_pages_scanned_total", "", "", V::U(c.scanned.load(Relaxed)));
-    header(&mut out, "memtrim_exporter_pages_skipped_total", "counter", "Page files not exported, over all scrapes, by reason (gone, abandoned, other_user, not_regular, other_layout, starting, torn, corrupt, io).");
+    header(
+        &mut out,
+        "memtrim_exporter_pages_skipped_total",
+        "counter",
+        "Page files not exported, over all scrapes, by reason (gone, abandoned, other_user, not_regular, other_layout, starting, torn, corrupt, io).",
+    );
     for (i, r) in SKIP_REASONS.iter().enumerate() {
         sample(&mut out, "memtrim_exporter_pages_skipped_total", "", &format!("reason=\"{r}\""), V::U(c.skipped[i].load(Relaxed)));
     }
@@ -359,14 +364,37 @@ mod tests {
 
     /// The families of the metrics memtrim has exported so far: a contract.
     const CONTRACT: &[&str] = &[
-        "memtrim_info", "memtrim_live_bytes", "memtrim_peak_live_bytes", "memtrim_heap_bytes", "memtrim_retained_bytes", "memtrim_rss_bytes",
-        "memtrim_pss_bytes", "memtrim_uss_bytes", "memtrim_swap_bytes", "memtrim_allocations_total", "memtrim_frees_total",
-        "memtrim_released_bytes_total", "memtrim_release_duration_seconds", "memtrim_release_max_duration_seconds",
-        "memtrim_last_release_timestamp_seconds", "memtrim_limit_violations_total", "memtrim_limit_signals_total", "memtrim_hard_limit_bytes",
-        "memtrim_refused_allocations_total", "memtrim_python_arena_bytes", "memtrim_python_allocated_bytes", "memtrim_python_empty_pool_bytes",
-        "memtrim_python_released_bytes_total", "memtrim_python_released_pools_total", "memtrim_python_lock_hold_max_seconds",
-        "memtrim_cgroup_limit_bytes", "memtrim_worker_cpu_seconds_total", "memtrim_last_update_timestamp_seconds", "memtrim_releases_total",
-        "memtrim_limit_bytes", "memtrim_process_start_time_seconds",
+        "memtrim_info",
+        "memtrim_live_bytes",
+        "memtrim_peak_live_bytes",
+        "memtrim_heap_bytes",
+        "memtrim_retained_bytes",
+        "memtrim_rss_bytes",
+        "memtrim_pss_bytes",
+        "memtrim_uss_bytes",
+        "memtrim_swap_bytes",
+        "memtrim_allocations_total",
+        "memtrim_frees_total",
+        "memtrim_released_bytes_total",
+        "memtrim_release_duration_seconds",
+        "memtrim_release_max_duration_seconds",
+        "memtrim_last_release_timestamp_seconds",
+        "memtrim_limit_violations_total",
+        "memtrim_limit_signals_total",
+        "memtrim_hard_limit_bytes",
+        "memtrim_refused_allocations_total",
+        "memtrim_python_arena_bytes",
+        "memtrim_python_allocated_bytes",
+        "memtrim_python_empty_pool_bytes",
+        "memtrim_python_released_bytes_total",
+        "memtrim_python_released_pools_total",
+        "memtrim_python_lock_hold_max_seconds",
+        "memtrim_cgroup_limit_bytes",
+        "memtrim_worker_cpu_seconds_total",
+        "memtrim_last_update_timestamp_seconds",
+        "memtrim_releases_total",
+        "memtrim_limit_bytes",
+        "memtrim_process_start_time_seconds",
     ];
 
     #[test]
@@ -387,7 +415,17 @@ mod tests {
     fn samples_follow_kind_unit_and_when() {
         let mut s = Stats { limit_metric: Metric::Uss as u64, limit_bytes: 10, py_state: 1, frag_threshold_permille: 250, ..Default::default() };
         let f = |n: &str| FIELDS.iter().find(|f| f.name == n).unwrap();
-        let one = |n: &str, s: &Stats| samples(f(n), s).into_iter().map(|(l, v)| { let mut o = l; o.push(' '); v.write(&mut o); o }).collect::<Vec<_>>();
+        let one = |n: &str, s: &Stats| {
+            samples(f(n), s)
+                .into_iter()
+                .map(|(l, v)| {
+                    let mut o = l;
+                    o.push(' ');
+                    v.write(&mut o);
+                    o
+                })
+                .collect::<Vec<_>>()
+        };
         assert_eq!(one("limit_bytes", &s), vec!["metric=\"uss\" 10"]);
         assert_eq!(one("py_state", &s), vec!["py_state=\"active\" 1"]);
         assert_eq!(one("frag_threshold_permille", &s), vec![" 0.25"]);

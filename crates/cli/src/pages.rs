@@ -151,10 +151,7 @@ pub fn proc_info(pid: u32) -> Option<ProcInfo> {
     // The command is in parentheses and may itself hold spaces and parentheses.
     let rest = s.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(ProcInfo {
-        state: f.first()?.chars().next()?,
-        start_ticks: f.get(19)?.parse().ok()?,
-    })
+    Some(ProcInfo { state: f.first()?.chars().next()?, start_ticks: f.get(19)?.parse().ok()? })
 }
 
 /// Whether the process named by (pid, start) still runs (a zombie has finished).

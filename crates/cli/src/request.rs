@@ -73,10 +73,9 @@ impl Target {
         let me = pages::euid();
         let what = ask.what();
         let map = pages::open(path, true).map_err(|s| match s {
-            Skip::OtherUser(uid) => format!(
-                "permission denied: the page {} belongs to uid {uid} and you are uid {me}; only its owner or root can {what}",
-                path.display()
-            ),
+            Skip::OtherUser(uid) => {
+                format!("permission denied: the page {} belongs to uid {uid} and you are uid {me}; only its owner or root can {what}", path.display())
+            }
             Skip::PermissionDenied => format!("permission denied opening {}: only the page's owner or root can {what}", path.display()),
             other => format!("{}: {}", path.display(), other.describe()),
         })?;

@@ -17,11 +17,11 @@
 //! `--once FILE` writes the same text to FILE atomically (memtrim_common::atomic_file: a temporary file in
 //! FILE's directory, then rename; a FILE that is not a regular file is refused) for
 //! node_exporter's textfile collector, and exits; `--once -` prints it.
-use memtrim_common::atomic_file;
 use crate::cli::{self, PageDir};
 use crate::metrics::{self, Counters};
-use std::io::{ErrorKind, Read, Write};
+use memtrim_common::atomic_file;
 use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering::*};
@@ -343,7 +343,10 @@ fn reason_phrase(code: u16) -> &'static str {
 }
 
 fn response_head(code: u16, content_type: &str, len: usize, extra: &[(&str, &str)]) -> String {
-    let mut h = format!("HTTP/1.1 {code} {}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\nConnection: close\r\nCache-Control: no-store\r\n", reason_phrase(code));
+    let mut h = format!(
+        "HTTP/1.1 {code} {}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\nConnection: close\r\nCache-Control: no-store\r\n",
+        reason_phrase(code)
+    );
     for (k, v) in extra {
         h.push_str(k);
         h.push_str(": ");

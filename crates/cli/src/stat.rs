@@ -4,7 +4,7 @@ use crate::cli::{self, PageDir};
 use crate::pages::{self, Entry};
 use crate::{json, ls::print_or_quiet, view};
 use memtrim_common::fields::{Field, Kind, Type, Unit};
-use memtrim_common::page::{Stats, FIELDS};
+use memtrim_common::page::{FIELDS, Stats};
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -107,19 +107,11 @@ pub fn human_ms(ms: u64) -> String {
 }
 
 fn us(v: u64) -> String {
-    if v < 1000 {
-        format!("{v} µs")
-    } else {
-        format!("{} ms", json::ms_from_us(v))
-    }
+    if v < 1000 { format!("{v} µs") } else { format!("{} ms", json::ms_from_us(v)) }
 }
 
 fn bytes(v: u64) -> String {
-    if v < 1024 {
-        format!("{v} B")
-    } else {
-        format!("{} ({v} B)", view::size(v))
-    }
+    if v < 1024 { format!("{v} B") } else { format!("{} ({v} B)", view::size(v)) }
 }
 
 fn ago(now: u64, at: u64) -> String {

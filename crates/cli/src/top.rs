@@ -120,11 +120,7 @@ fn term_size() -> (usize, usize) {
     let mut ws: libc::winsize = unsafe { core::mem::zeroed() };
     // SAFETY: ws is a valid out-pointer.
     let ok = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0;
-    if ok && ws.ws_col > 0 && ws.ws_row > 0 {
-        (ws.ws_col as usize, ws.ws_row as usize)
-    } else {
-        (80, 24)
-    }
+    if ok && ws.ws_col > 0 && ws.ws_row > 0 { (ws.ws_col as usize, ws.ws_row as usize) } else { (80, 24) }
 }
 
 struct View {
@@ -324,8 +320,13 @@ fn draw(v: &mut View, scan: &pages::Scan) -> String {
     lines.push(format!("Live {}  Heap {}  Retained {} ({frag})", view::size(l), view::size(h), view::size(r)));
     lines.push(format!("RSS {}  PSS {}  Releases {trims}  Released {}", view::size(rss), view::size(pss), view::size(released)));
     let skipped = scan.skipped.len();
-    lines.push(if skipped > 0 { format!("{skipped} page{} skipped in {}  (memtrim ls says why)", if skipped == 1 { "" } else { "s" }, scan.dir.display()) } else { format!("pages in {}", scan.dir.display()) });
-    let ordered: Vec<(&Entry, String)> = if v.tree { view::tree(&live, v.key) } else { view::sorted(&live, v.key).into_iter().map(|e| (e, String::new())).collect() };
+    lines.push(if skipped > 0 {
+        format!("{skipped} page{} skipped in {}  (memtrim ls says why)", if skipped == 1 { "" } else { "s" }, scan.dir.display())
+    } else {
+        format!("pages in {}", scan.dir.display())
+    });
+    let ordered: Vec<(&Entry, String)> =
+        if v.tree { view::tree(&live, v.key) } else { view::sorted(&live, v.key).into_iter().map(|e| (e, String::new())).collect() };
     let (header, body) = view::render(&ordered, Some(cols));
     let room = rows.saturating_sub(lines.len() + 2).max(1);
     v.scroll = v.scroll.min(body.len().saturating_sub(room));

@@ -88,7 +88,12 @@ pub fn main(o: Opts) -> i32 {
         }
     }
     if all {
-        println!("{served} process{} released {} ({total} B){}", if served == 1 { "" } else { "es" }, view::size(total), if failed > 0 { format!("; {failed} failed") } else { String::new() });
+        println!(
+            "{served} process{} released {} ({total} B){}",
+            if served == 1 { "" } else { "es" },
+            view::size(total),
+            if failed > 0 { format!("; {failed} failed") } else { String::new() }
+        );
     }
     if failed > 0 { 1 } else { 0 }
 }

@@ -1,8 +1,8 @@
 //! What `ls` and `top` share: sort keys, the process tree order, the columns and a table
 //! renderer that fits a width.
-use crate::pages::{printable, Entry};
+use crate::pages::{Entry, printable};
 use memtrim_common::fields::{Kind, Unit};
-use memtrim_common::page::{Stats, FIELDS};
+use memtrim_common::page::{FIELDS, Stats};
 use memtrim_common::units::format_size;
 use std::cmp::Ordering;
 
@@ -107,11 +107,7 @@ pub fn size(v: u64) -> String {
 }
 
 pub fn frag(s: &Stats) -> String {
-    if s.heap_bytes == 0 {
-        "-".into()
-    } else {
-        format!("{:.1}", s.frag_ratio() * 100.0)
-    }
+    if s.heap_bytes == 0 { "-".into() } else { format!("{:.1}", s.frag_ratio() * 100.0) }
 }
 
 /// What a column shows.
@@ -171,11 +167,7 @@ fn width(s: &str) -> usize {
 }
 
 fn cut(s: &str, w: usize) -> String {
-    if width(s) <= w {
-        s.to_string()
-    } else {
-        s.chars().take(w.saturating_sub(1)).chain(std::iter::once('…')).collect()
-    }
+    if width(s) <= w { s.to_string() } else { s.chars().take(w.saturating_sub(1)).chain(std::iter::once('…')).collect() }
 }
 
 /// The table's header line and rows, padded. With `max_width`, columns are dropped (highest
@@ -251,10 +243,7 @@ mod tests {
         let es = [entry(10, 1, 5), entry(11, 10, 7), entry(12, 10, 9), entry(20, 1, 100), entry(13, 12, 1)];
         let refs: Vec<&Entry> = es.iter().collect();
         let t: Vec<(u32, String)> = tree(&refs, SortKey::Pid).into_iter().map(|(e, p)| (e.stats.pid, p)).collect();
-        assert_eq!(
-            t,
-            vec![(10, "".into()), (11, "├─ ".into()), (12, "└─ ".into()), (13, "   └─ ".into()), (20, "".into())]
-        );
+        assert_eq!(t, vec![(10, "".into()), (11, "├─ ".into()), (12, "└─ ".into()), (13, "   └─ ".into()), (20, "".into())]);
         let t: Vec<u32> = tree(&refs, SortKey::Live).into_iter().map(|(e, _)| e.stats.pid).collect();
         assert_eq!(t, vec![20, 10, 12, 13, 11]);
     }

@@ -27,9 +27,10 @@ pub fn replace(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
     drop(f);
     // Checked again just before the rename, which replaces whatever entry is there by then
     // (never writing through it), so a node planted meanwhile is refused rather than removed.
-    let result = written.map_err(|e| format!("cannot write {}: {e}", tmp.display())).and_then(|()| refuse_unless_regular(path)).and_then(|()| {
-        std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
-    });
+    let result = written
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))
+        .and_then(|()| refuse_unless_regular(path))
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display())));
     match result {
         Ok(()) => {
             // the rename itself survives a crash only once the directory is synced

@@ -209,7 +209,9 @@ mod tests {
 
     #[test]
     fn a_positive_duration_that_rounds_to_zero_warns() {
-        for (name, value) in [("MEMTRIM_IDLE_MS", "0.0000000001s"), ("MEMTRIM_IDLE_MS", "0.4"), ("MEMTRIM_DIRTY_DECAY_MS", "0.0001s"), ("MEMTRIM_PSI_STALL_MS", "0.2ms")] {
+        for (name, value) in
+            [("MEMTRIM_IDLE_MS", "0.0000000001s"), ("MEMTRIM_IDLE_MS", "0.4"), ("MEMTRIM_DIRTY_DECAY_MS", "0.0001s"), ("MEMTRIM_PSI_STALL_MS", "0.2ms")]
+        {
             let (cfg, w) = parse(&[(name, value)]);
             assert_eq!(w.len(), 1, "{name}={value}: {w:?}");
             assert!(w[0].contains(name) && w[0].contains("default"), "{}", w[0]);

@@ -154,7 +154,19 @@ mod tests {
     #[test]
     fn commas_and_nesting() {
         let mut w = Writer::with_capacity(64);
-        w.begin_object().field("a", 1u64).key("b").begin_array().numbers(&[1, 2]).begin_object().end_object().end_array().field("c", true).key("d").begin_object().field("e", -1i64).end_object();
+        w.begin_object()
+            .field("a", 1u64)
+            .key("b")
+            .begin_array()
+            .numbers(&[1, 2])
+            .begin_object()
+            .end_object()
+            .end_array()
+            .field("c", true)
+            .key("d")
+            .begin_object()
+            .field("e", -1i64)
+            .end_object();
         w.end_object();
         assert_eq!(w.finish(), r#"{"a":1,"b":[[1,2],{}],"c":true,"d":{"e":-1}}"#);
     }

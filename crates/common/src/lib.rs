@@ -11,6 +11,6 @@ pub mod json;
 pub mod limit;
 pub mod option_kinds;
 pub mod page;
-pub mod stats;
 pub mod report;
+pub mod stats;
 pub mod units;

@@ -1,6 +1,6 @@
 //! The kinds of value a `MEMTRIM_` variable takes: how each is read and how its range is said.
 //! Reading allocates nothing for the kinds the allocator's first call reads (flags and choices).
-use crate::limit::{parse_limit, parse_signal, Limit};
+use crate::limit::{Limit, parse_limit, parse_signal};
 use crate::units::{parse_bool, parse_duration_ms, parse_fraction, parse_size};
 
 /// A kind of value: `read` parses it (None: not a value of this kind), `range` says which

@@ -9,7 +9,7 @@
 //! outside, at fixed offsets) grows into its reserved words; once they are used up, a writer
 //! moves the stats further (`stats_offset`), which readers of this version follow. Only a
 //! change that readers cannot follow (a field reordered or resized) takes a new version.
-use core::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::*, fence};
 
 pub use crate::stats::*;
 
@@ -120,7 +120,10 @@ pub enum ReadError {
     NotAPage,
     OtherLayout(u32),
     /// The header places the stats outside the file, or makes them shorter than this reader's.
-    BadSize { offset: u32, size: u32 },
+    BadSize {
+        offset: u32,
+        size: u32,
+    },
     /// The seqlock never settled, or the check word disagrees.
     Torn,
 }
@@ -263,7 +266,9 @@ mod tests {
     #[test]
     fn bad_sizes_are_refused() {
         let known = core::mem::size_of::<Stats>() as u32;
-        for (offset, size) in [(96, known - 8), (96, known + 4), (100, known), (0, known), (8, known), (FILE_BYTES as u32 - 8, known), (96, u32::MAX), (u32::MAX - 7, 16)] {
+        for (offset, size) in
+            [(96, known - 8), (96, known + 4), (100, known), (0, known), (8, known), (FILE_BYTES as u32 - 8, known), (96, u32::MAX), (u32::MAX - 7, 16)]
+        {
             let mut p = page(Stats { pid: 7, ..Default::default() });
             (p.stats_offset, p.stats_size) = (offset, size);
             assert_eq!(p.read(), Err(ReadError::BadSize { offset, size }), "offset {offset}, size {size}");
@@ -279,4 +284,3 @@ mod tests {
         assert_eq!(moved.read().map(|s| s.pid), Ok(7));
     }
 }
-

@@ -4,10 +4,10 @@
 //! equal the one publication of its counter, field for field. A plain copy without the seqlock
 //! is taken alongside, to show that the race is real (informational: how often it tears depends
 //! on the scheduling).
-use memtrim_common::page::{Page, ReadError, Stats, FILE_BYTES};
+use memtrim_common::page::{FILE_BYTES, Page, ReadError, Stats};
 use std::ffi::CString;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 
 const WORDS: usize = core::mem::size_of::<Stats>() / 8;

@@ -8,7 +8,7 @@ use super::heaps::{self, Placed};
 use super::malloc_info::{self, MallocInfo};
 use super::mmapped_probe::{self, Found, PROBE_BUDGET, PROBE_LIMIT};
 use super::residency::Residency;
-use crate::sys::glibc_heaps::{find_heaps, read_maps, Heap, HEAP_MAX};
+use crate::sys::glibc_heaps::{HEAP_MAX, Heap, find_heaps, read_maps};
 use memtrim_common::json::Writer;
 use std::time::Instant;
 
@@ -60,7 +60,11 @@ pub fn gather(res: &mut Residency, page: usize, own: &[(usize, usize)], notes: &
     let mut skip: Vec<(usize, usize)> = heaps.iter().map(|h| (h.base, h.base + HEAP_MAX)).collect();
     skip.extend_from_slice(own);
     let t_probe = Instant::now();
-    let mmapped = if info.mmap_count > 0 { mmapped_probe::find(&maps, &skip, info.mmap_count, page, res) } else { Found { blocks: Vec::new(), probes: 0, complete: true } };
+    let mmapped = if info.mmap_count > 0 {
+        mmapped_probe::find(&maps, &skip, info.mmap_count, page, res)
+    } else {
+        Found { blocks: Vec::new(), probes: 0, complete: true }
+    };
     let probe_us = t_probe.elapsed().as_micros() as u64;
     if !mmapped.complete {
         notes.push(format!(
@@ -86,7 +90,11 @@ impl Glibc {
         for (a, p) in self.info.arenas.iter().zip(&self.placed) {
             let (binned, binned_n) = a.binned();
             w.begin_object();
-            w.field("nr", a.nr).field("main", a.nr == 0).field("system_bytes", a.system).field("max_system_bytes", a.max_system).field("aspace_bytes", a.aspace);
+            w.field("nr", a.nr)
+                .field("main", a.nr == 0)
+                .field("system_bytes", a.system)
+                .field("max_system_bytes", a.max_system)
+                .field("aspace_bytes", a.aspace);
             w.field("in_use_bytes", a.in_use).field("free_fast_bytes", a.fast_bytes).field("free_fast_count", a.fast_count);
             w.field("free_bin_bytes", binned).field("free_bin_count", binned_n).field("top_bytes", a.top);
             w.field("resident_bytes", p.resident).field("top_resident_bytes", p.top_resident);
@@ -98,7 +106,13 @@ impl Glibc {
             w.field("heaps", p.heaps.len());
             w.key("sizes").begin_array();
             for b in &a.bins {
-                let kind = if b.fast { "fast" } else if b.unsorted { "unsorted" } else { "bin" };
+                let kind = if b.fast {
+                    "fast"
+                } else if b.unsorted {
+                    "unsorted"
+                } else {
+                    "bin"
+                };
                 w.begin_array().value(b.from).value(b.to).value(b.total).value(b.count).value(kind).end_array();
             }
             w.end_array().end_object();

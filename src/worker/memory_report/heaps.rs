@@ -79,11 +79,7 @@ pub fn match_heaps(arenas: &[Arena], heaps: &[Heap]) -> Vec<Placed> {
                 .filter(|&g| !taken[g])
                 .filter(|&g| pass == 1 || (groups[g].1 == a.aspace && groups[g].2.len() as u64 == a.subheaps.max(1)))
                 .collect();
-            let pick = if pass == 0 {
-                cands.first().copied()
-            } else {
-                cands.iter().copied().min_by_key(|&g| groups[g].1.abs_diff(a.aspace))
-            };
+            let pick = if pass == 0 { cands.first().copied() } else { cands.iter().copied().min_by_key(|&g| groups[g].1.abs_diff(a.aspace)) };
             let Some(g) = pick else { continue };
             if pass == 1 && groups[g].1.abs_diff(a.aspace) > (a.aspace / 4).max(1 << 20) {
                 continue;

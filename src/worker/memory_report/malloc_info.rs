@@ -220,7 +220,10 @@ mod tests {
             assert_eq!(thread.nr, 1);
             assert_eq!(thread.subheaps, 1, "glibc {glibc}");
             assert_eq!((thread.fast_count, thread.fast_bytes), (8, 256));
-            assert!(thread.bins[0].fast && thread.bins[0] == Bin { fast: true, ..bin(17, 32, 256, 8) }, "glibc {glibc}: the leading entry that makes up the fast total is the fast bin");
+            assert!(
+                thread.bins[0].fast && thread.bins[0] == Bin { fast: true, ..bin(17, 32, 256, 8) },
+                "glibc {glibc}: the leading entry that makes up the fast total is the fast bin"
+            );
             assert!(thread.bins[1..].iter().all(|b| !b.fast));
             assert_eq!(thread.binned(), (thread.bins[1..].iter().map(|b| b.total).sum(), 25));
             assert_eq!(thread.top, thread.rest_bytes - thread.binned().0);

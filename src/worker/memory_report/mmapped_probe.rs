@@ -8,7 +8,7 @@
 //! glibc's count is found, or at [`PROBE_LIMIT`] probes or [`PROBE_BUDGET`].
 use super::residency::Residency;
 use crate::sys::glibc::{FLAGS, IS_MMAPPED};
-use crate::sys::glibc_heaps::{peek_words, Vma};
+use crate::sys::glibc_heaps::{Vma, peek_words};
 use core::ffi::{c_int, c_void};
 use std::time::{Duration, Instant};
 
@@ -179,7 +179,11 @@ mod tests {
         assert_eq!(mmapped_chunk(Some([0, 5000 | IS_MMAPPED]), at, end, PAGE), None, "not whole pages");
         assert_eq!(mmapped_chunk(Some([0, IS_MMAPPED]), at, end, PAGE), None, "empty");
         assert_eq!(mmapped_chunk(None, at, end, PAGE), None, "unreadable");
-        assert_eq!(mmapped_chunk(Some([0, (usize::MAX & !FLAGS) | IS_MMAPPED]), usize::MAX - PAGE, usize::MAX, PAGE), None, "past the end of the address space");
+        assert_eq!(
+            mmapped_chunk(Some([0, (usize::MAX & !FLAGS) | IS_MMAPPED]), usize::MAX - PAGE, usize::MAX, PAGE),
+            None,
+            "past the end of the address space"
+        );
     }
 
     #[test]

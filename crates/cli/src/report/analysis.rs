@@ -3,7 +3,7 @@
 //! be told apart by), and the allocator's view: heap, live and retained bytes, the free bytes of
 //! each arena, what a release would return, the free chunk histogram.
 use super::allocator_view::{Jemalloc, Report};
-use super::classify::{classify, ranges, scale, Cat, Usage};
+use super::classify::{Cat, Usage, classify, ranges, scale};
 use super::verdict::verdict;
 use crate::smaps::Mapping;
 
@@ -40,21 +40,13 @@ impl Analysis {
 
     /// The process's RSS: VmRSS, or the sum over smaps if that could not be read.
     pub fn rss(&self) -> u64 {
-        if self.vm_rss > 0 {
-            self.vm_rss
-        } else {
-            self.smaps.rss
-        }
+        if self.vm_rss > 0 { self.vm_rss } else { self.smaps.rss }
     }
 }
 
 /// `part` as a percentage of `whole` (0 of nothing).
 pub fn pct(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 * 100.0 / whole as f64
-    }
+    if whole == 0 { 0.0 } else { part as f64 * 100.0 / whole as f64 }
 }
 
 /// What a free chunk of about `size` bytes is called in the histogram.

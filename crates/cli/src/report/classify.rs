@@ -150,11 +150,7 @@ fn by_shape(m: &Mapping, prev: Option<&Mapping>, known: &[Known], shm: &str) -> 
 }
 
 pub fn scale(v: u64, num: u64, den: u64) -> u64 {
-    if den == 0 {
-        0
-    } else {
-        (v as u128 * num as u128 / den as u128) as u64
-    }
+    if den == 0 { 0 } else { (v as u128 * num as u128 / den as u128) as u64 }
 }
 
 pub fn classify(maps: &[Mapping], known: &[Known], shm: &str) -> Vec<(Cat, Usage)> {

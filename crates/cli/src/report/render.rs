@@ -1,11 +1,11 @@
 //! The report's output: text for people, or one JSON object (the kernel's view by category,
 //! the figures and the verdict, and the allocator's view as the library wrote it).
 use super::allocator_view::Report;
-use super::analysis::{pct, Analysis};
+use super::analysis::{Analysis, pct};
 use super::classify::Cat;
 use crate::{json, pages, view};
-use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 use serde_json::value::RawValue;
 use std::fmt::Write as _;
 
@@ -97,7 +97,11 @@ pub fn to_text(a: &Analysis, r: &Report, pid: u32, comm: &str) -> String {
             je.dirty_decay_ms,
             je.muzzy_decay_ms
         );
-        let _ = writeln!(o, "  {:>9} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}", "arena", "threads", "active", "allocated", "dirty", "muzzy", "resident", "release");
+        let _ = writeln!(
+            o,
+            "  {:>9} {:>7} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "arena", "threads", "active", "allocated", "dirty", "muzzy", "resident", "release"
+        );
         for x in &je.arenas {
             let label = if x.huge { format!("{} huge", x.index) } else { x.index.to_string() };
             let _ = writeln!(
@@ -206,7 +210,9 @@ pub fn to_json(a: &Analysis, r: &Report, raw: &RawValue, pid: u32, comm: &str) -
         categories: a
             .usage
             .iter()
-            .map(|(c, u): &(Cat, _)| (c.key(), Category { title: c.title(a.jemalloc), rss_bytes: u.rss, pss_bytes: u.pss, swap_bytes: u.swap, mappings: u.mappings }))
+            .map(|(c, u): &(Cat, _)| {
+                (c.key(), Category { title: c.title(a.jemalloc), rss_bytes: u.rss, pss_bytes: u.pss, swap_bytes: u.swap, mappings: u.mappings })
+            })
             .collect(),
         thread_top_resident_bytes: a.thread_tops,
         free_resident_bytes: a.free_resident,

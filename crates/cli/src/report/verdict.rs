@@ -1,6 +1,6 @@
 //! The verdict: what the figures say, in sentences.
 use super::allocator_view::Report;
-use super::analysis::{pct, Analysis};
+use super::analysis::{Analysis, pct};
 use super::classify::Cat;
 use crate::{json, view};
 
@@ -64,12 +64,7 @@ pub fn verdict(a: &Analysis, r: &Report) -> Vec<String> {
             if a.jemalloc { "" } else { " or was already given back" }
         ));
     } else {
-        v.push(format!(
-            "a release now would return about {} ({:.0} % of RSS): `memtrim trim {}`",
-            view::size(a.release),
-            pct(a.release, rss),
-            r.pid
-        ));
+        v.push(format!("a release now would return about {} ({:.0} % of RSS): `memtrim trim {}`", view::size(a.release), pct(a.release, rss), r.pid));
     }
     if !a.jemalloc && a.thread_tops > (1 << 20).max(rss / 50) {
         v.push(format!(
@@ -97,7 +92,11 @@ pub fn verdict(a: &Analysis, r: &Report) -> Vec<String> {
     let files = a.get(Cat::Code).rss + a.get(Cat::FileData).rss;
     let files_pss = a.get(Cat::Code).pss + a.get(Cat::FileData).pss;
     if files > rss / 4 {
-        v.push(format!("{} of RSS is file-backed (code, libraries, mapped files; PSS {}): shared with other processes, not the heap", view::size(files), view::size(files_pss)));
+        v.push(format!(
+            "{} of RSS is file-backed (code, libraries, mapped files; PSS {}): shared with other processes, not the heap",
+            view::size(files),
+            view::size(files_pss)
+        ));
     }
     let c = &r.cost;
     if a.jemalloc {
@@ -144,7 +143,7 @@ fn python_verdict(a: &Analysis, r: &Report, rss: u64) -> Option<String> {
 mod tests {
     use super::*;
     use crate::report::allocator_view::Python;
-    use crate::report::classify::{Usage, CATS};
+    use crate::report::classify::{CATS, Usage};
 
     const MIB: u64 = 1 << 20;
 
@@ -175,7 +174,10 @@ mod tests {
     #[test]
     fn retained_and_where() {
         let v = verdict(&analysis(&[("0 (main)", 40 * MIB)], 30 * MIB), &report());
-        assert_eq!(v[0], "retained 67 % of the heap (40.0 MiB held by the allocator beyond the 20.0 MiB live, of 60.0 MiB); 30.0 MiB of its free bytes are resident");
+        assert_eq!(
+            v[0],
+            "retained 67 % of the heap (40.0 MiB held by the allocator beyond the 20.0 MiB live, of 60.0 MiB); 30.0 MiB of its free bytes are resident"
+        );
         assert_eq!(v[1], "arena 0 (main) holds all 40.0 MiB free");
         let v = verdict(&analysis(&[("3", 20 * MIB), ("1", 15 * MIB), ("0 (main)", 5 * MIB)], 30 * MIB), &report());
         assert_eq!(v[1], "arenas 3 and 1 hold 88 % of the 40.0 MiB free", "the fewest arenas that make 80 %");
@@ -211,7 +213,12 @@ mod tests {
         r.ruby = true;
         let v = verdict(&a, &r);
         assert!(v.iter().any(|l| l.starts_with("Ruby's object heap is in other anonymous memory")), "{v:#?}");
-        assert!(v.iter().any(|l| l == "50.0 MiB (50 % of RSS) is other anonymous memory: Ruby's object heap and the program's own mmaps; no allocator release returns it"), "{v:#?}");
+        assert!(
+            v.iter()
+                .any(|l| l
+                    == "50.0 MiB (50 % of RSS) is other anonymous memory: Ruby's object heap and the program's own mmaps; no allocator release returns it"),
+            "{v:#?}"
+        );
         assert!(v.iter().any(|l| l.starts_with("30.0 MiB of RSS is file-backed")), "{v:#?}");
         assert!(v.last().unwrap().starts_with("the report cost the process 0.000 ms"));
     }
@@ -222,9 +229,20 @@ mod tests {
         let mut r = report();
         assert!(python_verdict(&a, &r, 100 * MIB).is_none(), "no Python, no line");
         r.python = Some(Default::default());
-        assert_eq!(python_verdict(&a, &r, 100 * MIB).unwrap(), format!("CPython's pools: {}; memtrim neither measures nor releases them", memtrim_common::page::py_state_name(0)));
+        assert_eq!(
+            python_verdict(&a, &r, 100 * MIB).unwrap(),
+            format!("CPython's pools: {}; memtrim neither measures nor releases them", memtrim_common::page::py_state_name(0))
+        );
         let active = (0..8).find(|&s| memtrim_common::page::py_state_name(s) == "active").expect("an active state");
-        r.python = Some(Python { state: active, fresh_walk: true, allocated_bytes: 8 * MIB, free_bytes: MIB, empty_bytes: 2 * MIB, empty_pools: 128, ranges: Vec::new() });
+        r.python = Some(Python {
+            state: active,
+            fresh_walk: true,
+            allocated_bytes: 8 * MIB,
+            free_bytes: MIB,
+            empty_bytes: 2 * MIB,
+            empty_pools: 128,
+            ranges: Vec::new(),
+        });
         a.usage.iter_mut().find(|x| x.0 == Cat::PyArenas).unwrap().1.rss = 12 * MIB;
         assert_eq!(
             python_verdict(&a, &r, 100 * MIB).unwrap(),
