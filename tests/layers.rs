@@ -557,3 +557,73 @@ fn reads_imports_as_the_compiler_would() {
         ["alloc::accounting", "alloc::backend", "sys::glibc", "sys::clock", "worker::sibling", "worker::cousin"].iter().map(|s| s.to_string()).collect();
     assert_eq!(found, expected);
 }
+
+/// The problems of a small library whose files are `files` (path under src, text).
+fn problems_of(name: &str, files: &[(&str, &str)]) -> Vec<String> {
+    let src = std::env::temp_dir().join(format!("layers-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&src);
+    for (path, text) in files {
+        let p = src.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let found = problems(graph(&src));
+    let _ = std::fs::remove_dir_all(&src);
+    found
+}
+
+const ROOT: (&str, &str) = ("lib.rs", "mod init;\nmod sys;\nmod worker;\n");
+const INIT: (&str, &str) = ("init.rs", "pub(crate) fn config() -> u32 { 1 }\n");
+const WORKER: (&str, &str) = ("worker/mod.rs", "mod report_gather;\nmod policy;\npub(crate) mod release;\n");
+const GATHER: (&str, &str) = ("worker/report_gather.rs", "pub(crate) fn level() -> u32 { crate::init::config() }\n");
+const POLICY: (&str, &str) = ("worker/policy.rs", "");
+const RELEASE: (&str, &str) = ("worker/release.rs", "pub(crate) fn release() {}\n");
+
+fn up_from(problems: &[String], from: &str) -> bool {
+    problems.iter().any(|p| p.starts_with(&format!("import up a layer: {from} ")))
+}
+
+/// An upward import written through the crate's own extern name (`extern crate self as m`).
+#[test]
+fn an_upward_import_through_the_crates_own_name_is_seen() {
+    let lib = ("lib.rs", "extern crate self as m;\nmod init;\nmod sys;\nmod worker;\n");
+    let p = problems_of("extern-self", &[lib, INIT, WORKER, GATHER, POLICY, RELEASE, ("sys/mod.rs", "pub(crate) fn up() -> u32 { m::init::config() }\n")]);
+    assert!(up_from(&p, "sys"), "sys -> init written m::init::config() (extern crate self as m) is not seen:\n{}", p.join("\n"));
+}
+
+/// An upward import in a file that `#[path]` makes a module of a lower layer than its place.
+#[test]
+fn an_upward_import_in_a_path_attribute_module_is_seen() {
+    let sys = ("sys/mod.rs", "#[path = \"../worker/up.rs\"]\npub(crate) mod up;\n");
+    let up = ("worker/up.rs", "pub(crate) fn up() { crate::worker::release::release() }\n");
+    let p = problems_of("path-attr", &[ROOT, INIT, WORKER, GATHER, POLICY, RELEASE, sys, up]);
+    assert!(up_from(&p, "sys::up") || up_from(&p, "sys"), "sys::up (src/worker/up.rs by #[path]) -> worker::release is not seen:\n{}", p.join("\n"));
+}
+
+/// An upward import in a macro defined at the top and expanded in a lower layer.
+#[test]
+fn an_upward_import_in_a_macro_from_the_top_is_seen() {
+    let lib = ("lib.rs", "macro_rules! top_config { () => { crate::init::config() } }\nmod init;\nmod sys;\nmod worker;\n");
+    let p = problems_of("macro", &[lib, INIT, WORKER, GATHER, POLICY, RELEASE, ("sys/mod.rs", "pub(crate) fn up() -> u32 { top_config!() }\n")]);
+    assert!(up_from(&p, "sys"), "sys -> init through the macro top_config!() from lib.rs is not seen:\n{}", p.join("\n"));
+}
+
+/// An upward import laundered through the module an exception allows: the exception is one
+/// edge, not a door for its layer.
+#[test]
+fn an_upward_import_through_the_exceptions_re_export_is_seen() {
+    let gather = ("worker/report_gather.rs", "pub(crate) use crate::init::config as top_config;\npub(crate) fn level() -> u32 { crate::init::config() }\n");
+    let policy = ("worker/policy.rs", "pub(crate) fn up() -> u32 { super::report_gather::top_config() }\n");
+    let p = problems_of("launder", &[ROOT, INIT, WORKER, gather, policy, RELEASE, ("sys/mod.rs", "")]);
+    assert!(up_from(&p, "worker::policy"), "worker::policy -> init through report_gather's re-export is not seen:\n{}", p.join("\n"));
+}
+
+/// The check on these small libraries sees a plain upward import (so that the tests above
+/// fail for what they test, not for the small library).
+#[test]
+fn a_plain_upward_import_in_a_small_library_is_seen() {
+    let p = problems_of("plain", &[ROOT, INIT, WORKER, GATHER, POLICY, RELEASE, ("sys/mod.rs", "pub(crate) fn up() -> u32 { crate::init::config() }\n")]);
+    assert!(up_from(&p, "sys"), "{}", p.join("\n"));
+    let clean = problems_of("clean", &[ROOT, INIT, WORKER, GATHER, POLICY, RELEASE, ("sys/mod.rs", "")]);
+    assert!(clean.is_empty(), "{}", clean.join("\n"));
+}
