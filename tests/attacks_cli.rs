@@ -47,3 +47,12 @@ fn config_says_what_start_ms_zero_means() {
     let line = text(&o.stdout).lines().find(|l| l.starts_with("MEMTRIM_START_MS")).map(str::to_owned).unwrap_or_default();
     assert!(!line.contains("0 (off)"), "memtrim config calls MEMTRIM_START_MS=0 off, which starts the worker at the first allocation: {line}");
 }
+
+/// `stat --watch=SECS`: a value attached with `=` is --watch's own, not the PID (only a
+/// separate number after --watch is ambiguous).
+#[test]
+fn stat_watch_with_an_attached_value_is_not_the_pid() {
+    let tmp = TempDir::new("watch-eq");
+    let o = run(Command::new(cli()).args(["stat", "--watch=2", "--dir", tmp.path().to_str().unwrap()]).stdin(Stdio::null()));
+    assert_eq!(o.status.code(), Some(2), "memtrim stat --watch=2 (no PID) looked up pid 2 instead of asking which PID: {}", show(&o));
+}
