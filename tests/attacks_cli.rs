@@ -56,3 +56,12 @@ fn stat_watch_with_an_attached_value_is_not_the_pid() {
     let o = run(Command::new(cli()).args(["stat", "--watch=2", "--dir", tmp.path().to_str().unwrap()]).stdin(Stdio::null()));
     assert_eq!(o.status.code(), Some(2), "memtrim stat --watch=2 (no PID) looked up pid 2 instead of asking which PID: {}", show(&o));
 }
+
+/// `memtrim config` lists every value a variable takes: MEMTRIM_LIMIT takes live:SIZE (the
+/// reader and the page's limit_metric know it).
+#[test]
+fn config_lists_every_limit_metric_the_reader_takes() {
+    let o = run(Command::new(cli()).arg("config").stdin(Stdio::null()));
+    let line = text(&o.stdout).lines().find(|l| l.starts_with("MEMTRIM_LIMIT ")).map(str::to_owned).unwrap_or_default();
+    assert!(line.contains("live"), "memtrim config does not list live for MEMTRIM_LIMIT, which takes live:1G: {line}");
+}
