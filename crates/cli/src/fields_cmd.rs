@@ -1,6 +1,7 @@
 //! `memtrim fields [--json]`: the stats page's fields as the table declares them (name, JSON
 //! name, offset in the stats, type, unit, kind, help), so that a reader in another language
 //! (a C program has include/memtrim.h) takes the layout from here, not from a copy of it.
+use crate::output::print_or_quiet;
 use memtrim_common::fields::{Kind, Type};
 use memtrim_common::page::{FIELDS, LAYOUT_VERSION};
 use serde_json::json;
@@ -47,11 +48,8 @@ pub fn main(o: Opts) -> i32 {
                         "counters": labels, "help": f.help })
             })
             .collect();
-        println!("{}", json!({ "layout_version": LAYOUT_VERSION, "fields": fields }));
-        return 0;
+        return print_or_quiet(&json!({ "layout_version": LAYOUT_VERSION, "fields": fields }).to_string());
     }
-    for f in FIELDS {
-        println!("{:5} {:9} {:<24} {}", f.offset, type_name(f.ty), f.json, f.help);
-    }
-    0
+    let rows: Vec<String> = FIELDS.iter().map(|f| format!("{:5} {:9} {:<24} {}", f.offset, type_name(f.ty), f.json, f.help)).collect();
+    print_or_quiet(&rows.join("\n"))
 }
