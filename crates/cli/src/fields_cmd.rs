@@ -2,7 +2,7 @@
 //! name, offset in the stats, type, unit, kind, help), so that a reader in another language
 //! (a C program has include/memtrim.h) takes the layout from here, not from a copy of it.
 use crate::output::print_or_quiet;
-use memtrim_common::fields::{Kind, Type};
+use memtrim_common::fields::{Kind, Type, Unit};
 use memtrim_common::page::{FIELDS, LAYOUT_VERSION};
 use serde_json::json;
 
@@ -19,6 +19,20 @@ fn type_name(t: Type) -> String {
         Type::U64 => "u64".into(),
         Type::Text(n) => format!("text[{n}]"),
         Type::U64s(n) => format!("u64[{n}]"),
+    }
+}
+
+/// The unit's name in `fields --json`, spelled out: readers in other languages match on it.
+fn unit_name(u: Unit) -> &'static str {
+    match u {
+        Unit::None => "none",
+        Unit::Count => "count",
+        Unit::Bytes => "bytes",
+        Unit::Us => "us",
+        Unit::Ms => "ms",
+        Unit::UnixMs => "unixms",
+        Unit::PerSec => "persec",
+        Unit::Permille => "permille",
     }
 }
 
@@ -44,7 +58,7 @@ pub fn main(o: Opts) -> i32 {
                     _ => serde_json::Value::Null,
                 };
                 json!({ "name": f.name, "json": f.json, "section": f.section, "offset": f.offset, "size": f.ty.size(),
-                        "type": type_name(f.ty), "unit": format!("{:?}", f.unit).to_lowercase(), "kind": kind_name(f.kind),
+                        "type": type_name(f.ty), "unit": unit_name(f.unit), "kind": kind_name(f.kind),
                         "counters": labels, "help": f.help })
             })
             .collect();

@@ -203,7 +203,7 @@ mod tests {
     fn a_name_given_twice_means_its_first_value() {
         let (cfg, w) = parse(&[("MEMTRIM_REPORT", "1"), ("MEMTRIM_REPORT", "0"), ("MEMTRIM_LOG", "info"), ("MEMTRIM_LOG", "nonsense")]);
         assert!(w.is_empty(), "{w:?}");
-        assert!(cfg.report, "the last MEMTRIM_REPORT was used");
+        assert!(cfg.report, "MEMTRIM_REPORT given 1 then 0 was read as 0: the last value was used, not the first");
         assert_eq!(cfg.log, LogLevel::Info);
     }
 
