@@ -1,7 +1,10 @@
 //! The library's layers, enforced: every module's imports of `crate::…` (use declarations,
 //! groups included, paths in code, `super::` and `self::`) point down the layers or stay in
 //! their own, and no chain of them comes back to where it started. Comments, string literals
-//! and `#[cfg(test)]` items are left out: a unit test may reach anywhere.
+//! and `#[cfg(test)]` items are left out: a unit test may reach anywhere. The crate's own extern
+//! names (`extern crate self as m`) read as `crate`; a macro_rules! body's `crate::` paths are
+//! imports of every module that invokes the macro; `#[path]` is refused (a file's folder is its
+//! layer).
 //!   sys     bindings to glibc, the kernel and jemalloc: nothing of the crate outside sys
 //!   alloc   runs inside the host's malloc: sys
 //!   python  runs in CPython's threads: sys, alloc
@@ -250,9 +253,10 @@ fn use_tree(lx: &Lexed, mut i: usize, prefix: &[String], out: &mut Vec<Written>)
 }
 
 /// Every path of `src` that may name a module of this crate: use declarations and paths in
-/// code starting with `crate`, `super` or `self` (with the inline modules around them, for
-/// `super` to resolve), and in the crate root paths starting with a root module.
-fn paths(src: &str, root_modules: &BTreeSet<String>, is_root: bool) -> Vec<Found> {
+/// code starting with `crate`, `super`, `self` or one of the crate's own extern names `own`
+/// (`extern crate self as m`, read as `crate`), with the inline modules around them for
+/// `super` to resolve, and in the crate root paths starting with a root module.
+fn paths(src: &str, root_modules: &BTreeSet<String>, own: &BTreeSet<String>, is_root: bool) -> Vec<Found> {
     let lx = lex(src);
     let mut out = Vec::new();
     let mut inline: Vec<(String, usize)> = Vec::new(); // inline module and its closing brace
@@ -270,7 +274,10 @@ fn paths(src: &str, root_modules: &BTreeSet<String>, is_root: bool) -> Vec<Found
             Some("use") => {
                 let mut found = Vec::new();
                 i = use_tree(&lx, i + 1, &[], &mut found);
-                for (p, line) in found {
+                for (mut p, line) in found {
+                    if p.first().is_some_and(|s| own.contains(s)) {
+                        p[0] = "crate".to_owned();
+                    }
                     if p.first().is_some_and(|s| matches!(s.as_str(), "crate" | "super" | "self") || (is_root && root_modules.contains(s))) {
                         out.push((scope.clone(), p, line));
                     }
@@ -293,10 +300,10 @@ fn paths(src: &str, root_modules: &BTreeSet<String>, is_root: bool) -> Vec<Found
             Some(w)
                 if lx.is(i + 1, Tok::Path)
                     && !lx.is(i.wrapping_sub(1), Tok::Path)
-                    && (matches!(w, "crate" | "super" | "self") || (is_root && root_modules.contains(w))) =>
+                    && (matches!(w, "crate" | "super" | "self") || own.contains(w) || (is_root && root_modules.contains(w))) =>
             {
                 let line = lx.toks[i].1;
-                let mut p = vec![w.to_owned()];
+                let mut p = vec![if own.contains(w) { "crate" } else { w }.to_owned()];
                 i += 1;
                 while lx.is(i, Tok::Path) && lx.ident(i + 1).is_some() {
                     p.push(lx.ident(i + 1).unwrap_or_default().to_owned());
@@ -386,26 +393,96 @@ struct Edge {
 
 type Graph = BTreeMap<String, BTreeMap<String, Edge>>;
 
-fn graph(src: &Path) -> Graph {
+fn graph(src: &Path) -> (Graph, Vec<String>) {
     let mut files = Vec::new();
     rs_files(src, &mut files);
     files.sort();
     let modules: BTreeSet<String> = files.iter().map(|f| module_of(src, f)).collect();
     let root_modules: BTreeSet<String> = modules.iter().filter(|m| !m.contains("::") && *m != "crate").cloned().collect();
-    let mut g = Graph::new();
-    for f in &files {
-        let from = module_of(src, f);
-        let text = std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        let edges = g.entry(from.clone()).or_default();
-        for (scope, p, line) in paths(&text, &root_modules, from == "crate") {
-            let to = resolve(&from, &scope, &p, &modules);
-            if to != from && !edges.contains_key(&to) {
-                let at = format!("{}:{line} ({})", f.strip_prefix(src.parent().unwrap_or(src)).unwrap_or(f).display(), p.join("::"));
-                edges.insert(to.clone(), Edge { to, at });
+    let place = |f: &Path, line: usize| format!("{}:{line}", f.strip_prefix(src.parent().unwrap_or(src)).unwrap_or(f).display());
+    let texts: Vec<(PathBuf, String)> =
+        files.iter().map(|f| (f.clone(), std::fs::read_to_string(f).unwrap_or_else(|e| panic!("{}: {e}", f.display())))).collect();
+    let lexed: Vec<Lexed> = texts.iter().map(|(_, t)| lex(t)).collect();
+    // What the crate-wide reading needs first: the crate's own extern names, the macros' paths.
+    let (mut own, mut macros, mut refused) = (BTreeSet::new(), BTreeMap::<String, Vec<(Vec<String>, String)>>::new(), Vec::new());
+    for ((f, _), lx) in texts.iter().zip(&lexed) {
+        for k in 0..lx.toks.len() {
+            if [lx.ident(k), lx.ident(k + 1), lx.ident(k + 2), lx.ident(k + 3)] == [Some("extern"), Some("crate"), Some("self"), Some("as")]
+                && let Some(name) = lx.ident(k + 4)
+            {
+                own.insert(name.to_owned());
+            }
+            // A file's folder is its layer: #[path] would compile a file as a module of another.
+            if lx.is(k, Tok::Punct('#')) && lx.is(k + 1, Tok::Punct('[')) && lx.ident(k + 2) == Some("path") {
+                refused.push(format!("#[path] at {}: a module's file must be where its name puts it (its folder is its layer)", place(f, lx.toks[k].1)));
             }
         }
     }
-    g
+    for ((f, _), lx) in texts.iter().zip(&lexed) {
+        for (name, p, line) in macro_paths(lx, &own) {
+            macros.entry(name).or_default().push((p, place(f, line)));
+        }
+    }
+    let mut g = Graph::new();
+    for (((f, text), lx), from) in texts.iter().zip(&lexed).zip(files.iter().map(|f| module_of(src, f))) {
+        let edges = g.entry(from.clone()).or_default();
+        let mut add = |to: String, at: String| {
+            if to != from && !edges.contains_key(&to) {
+                edges.insert(to.clone(), Edge { to, at });
+            }
+        };
+        for (scope, p, line) in paths(text, &root_modules, &own, from == "crate") {
+            add(resolve(&from, &scope, &p, &modules), format!("{} ({})", place(f, line), p.join("::")));
+        }
+        // A macro's body is expanded where it is invoked: its paths are the invoker's imports.
+        for k in 0..lx.toks.len() {
+            if let Some(name) = lx.ident(k).filter(|_| lx.is(k + 1, Tok::Punct('!')))
+                && let Some(body) = macros.get(name)
+            {
+                for (p, defined) in body {
+                    add(resolve(&from, &[], p, &modules), format!("{} ({name}!, defined at {defined}: {})", place(f, lx.toks[k].1), p.join("::")));
+                }
+            }
+        }
+    }
+    (g, refused)
+}
+
+/// The `crate::` paths (or through the crate's own extern names) in the bodies of the
+/// macro_rules! of a file: (macro, path, line).
+fn macro_paths(lx: &Lexed, own: &BTreeSet<String>) -> Vec<(String, Vec<String>, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lx.toks.len() {
+        if lx.ident(i) == Some("macro_rules")
+            && lx.is(i + 1, Tok::Punct('!'))
+            && let Some(name) = lx.ident(i + 2)
+        {
+            let end = skip_item(lx, i + 3);
+            for k in i + 3..end {
+                if lx.ident(k).is_some_and(|w| w == "crate" || own.contains(w)) && lx.is(k + 1, Tok::Path) && !lx.is(k.wrapping_sub(1), Tok::Path) {
+                    let mut p = vec!["crate".to_owned()];
+                    let mut j = k + 1;
+                    while lx.is(j, Tok::Path) && lx.ident(j + 1).is_some() {
+                        p.push(lx.ident(j + 1).unwrap_or_default().to_owned());
+                        j += 2;
+                    }
+                    out.push((name.to_owned(), p, lx.toks[k].1));
+                }
+            }
+            i = end;
+            continue;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Every problem of the library under `src`.
+fn check(src: &Path) -> Vec<String> {
+    let (g, mut refused) = graph(src);
+    refused.extend(problems(g));
+    refused
 }
 
 /// What breaks the rules: imports up a layer, modules in no layer, and one cycle per strongly
@@ -508,7 +585,7 @@ fn shortest_cycle(g: &Graph, start: &str) -> Vec<String> {
 #[test]
 fn imports_go_down_the_layers_without_cycles() {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
-    let problems = problems(graph(&src));
+    let problems = check(&src);
     assert!(problems.is_empty(), "the library's layers are broken:\n{}", problems.join("\n"));
 }
 
@@ -552,8 +629,80 @@ fn reads_imports_as_the_compiler_would() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let found: BTreeSet<String> = paths(src, &BTreeSet::new(), false).iter().map(|(scope, p, _)| resolve("worker::me", scope, p, &modules)).collect();
+    let found: BTreeSet<String> =
+        paths(src, &BTreeSet::new(), &BTreeSet::new(), false).iter().map(|(scope, p, _)| resolve("worker::me", scope, p, &modules)).collect();
     let expected: BTreeSet<String> =
         ["alloc::accounting", "alloc::backend", "sys::glibc", "sys::clock", "worker::sibling", "worker::cousin"].iter().map(|s| s.to_string()).collect();
     assert_eq!(found, expected);
+}
+
+/// The problems of a small library whose files are `files` (path under src, text).
+fn problems_of(name: &str, files: &[(&str, &str)]) -> Vec<String> {
+    let src = std::env::temp_dir().join(format!("layers-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&src);
+    for (path, text) in files {
+        let p = src.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let found = check(&src);
+    let _ = std::fs::remove_dir_all(&src);
+    found
+}
+
+const ROOT: (&str, &str) = ("lib.rs", "mod init;\nmod sys;\nmod worker;\n");
+const INIT: (&str, &str) = ("init.rs", "pub(crate) fn config() -> u32 { 1 }\n");
+const WORKER: (&str, &str) = ("worker/mod.rs", "mod report_gather;\nmod policy;\npub(crate) mod release;\n");
+const GATHER: (&str, &str) = ("worker/report_gather.rs", "pub(crate) fn level() -> u32 { 2 }\n");
+const POLICY: (&str, &str) = ("worker/policy.rs", "");
+const RELEASE: (&str, &str) = ("worker/release.rs", "pub(crate) fn release() {}\n");
+
+fn up_from(problems: &[String], from: &str) -> bool {
+    problems.iter().any(|p| p.starts_with(&format!("import up a layer: {from} ")))
+}
+
+/// An upward import written through the crate's own extern name (`extern crate self as m`).
+#[test]
+fn an_upward_import_through_the_crates_own_name_is_seen() {
+    let lib = ("lib.rs", "extern crate self as m;\nmod init;\nmod sys;\nmod worker;\n");
+    let p = problems_of("extern-self", &[lib, INIT, WORKER, GATHER, POLICY, RELEASE, ("sys/mod.rs", "pub(crate) fn up() -> u32 { m::init::config() }\n")]);
+    assert!(up_from(&p, "sys"), "sys -> init written m::init::config() (extern crate self as m) is not seen:\n{}", p.join("\n"));
+}
+
+/// An upward import in a file that `#[path]` makes a module of a lower layer than its place.
+#[test]
+fn an_upward_import_in_a_path_attribute_module_is_seen() {
+    let sys = ("sys/mod.rs", "#[path = \"../worker/up.rs\"]\npub(crate) mod up;\n");
+    let up = ("worker/up.rs", "pub(crate) fn up() { crate::worker::release::release() }\n");
+    let p = problems_of("path-attr", &[ROOT, INIT, WORKER, GATHER, POLICY, RELEASE, sys, up]);
+    let refused = p.iter().any(|l| l.starts_with("#[path] at "));
+    assert!(refused || up_from(&p, "sys::up") || up_from(&p, "sys"), "sys::up (src/worker/up.rs by #[path]) -> worker::release is not seen:\n{}", p.join("\n"));
+}
+
+/// An upward import in a macro defined at the top and expanded in a lower layer.
+#[test]
+fn an_upward_import_in_a_macro_from_the_top_is_seen() {
+    let lib = ("lib.rs", "macro_rules! top_config { () => { crate::init::config() } }\nmod init;\nmod sys;\nmod worker;\n");
+    let p = problems_of("macro", &[lib, INIT, WORKER, GATHER, POLICY, RELEASE, ("sys/mod.rs", "pub(crate) fn up() -> u32 { top_config!() }\n")]);
+    assert!(up_from(&p, "sys"), "sys -> init through the macro top_config!() from lib.rs is not seen:\n{}", p.join("\n"));
+}
+
+/// An upward import re-exported by a module of a lower layer (for its neighbours to reach the
+/// top through it) is seen where it is re-exported: the re-export is an upward import itself.
+#[test]
+fn an_upward_re_export_is_seen_where_it_is_made() {
+    let gather = ("worker/report_gather.rs", "pub(crate) use crate::init::config as top_config;\n");
+    let policy = ("worker/policy.rs", "pub(crate) fn up() -> u32 { super::report_gather::top_config() }\n");
+    let p = problems_of("re-export", &[ROOT, INIT, WORKER, gather, policy, RELEASE, ("sys/mod.rs", "")]);
+    assert!(up_from(&p, "worker::report_gather"), "worker::report_gather's re-export of init::config is not seen:\n{}", p.join("\n"));
+}
+
+/// The check on these small libraries sees a plain upward import (so that the tests above
+/// fail for what they test, not for the small library).
+#[test]
+fn a_plain_upward_import_in_a_small_library_is_seen() {
+    let p = problems_of("plain", &[ROOT, INIT, WORKER, GATHER, POLICY, RELEASE, ("sys/mod.rs", "pub(crate) fn up() -> u32 { crate::init::config() }\n")]);
+    assert!(up_from(&p, "sys"), "{}", p.join("\n"));
+    let clean = problems_of("clean", &[ROOT, INIT, WORKER, GATHER, POLICY, RELEASE, ("sys/mod.rs", "")]);
+    assert!(clean.is_empty(), "{}", clean.join("\n"));
 }

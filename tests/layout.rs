@@ -1,11 +1,14 @@
 //! include/memtrim.h mirrors the page of the Rust code: its stats struct is generated from the
 //! table of fields (crates/common/src/stats.rs), and a C program compiled against the header
 //! prints the offset and size of every field of the table and of every header word, which must
-//! equal Rust's.
+//! equal Rust's. The benchmarks' Python reader of the page (scripts/bench_servers/page.py)
+//! refuses what the CLI's reader refuses.
+//! Tools: gcc, python3 (each required on CI, skipped with a message elsewhere).
 mod common;
+use common::{TempDir, cli, require_tool, root, run, show, text};
 use core::mem::{offset_of, size_of};
 use memtrim_common::fields::{Field, Type};
-use memtrim_common::page::{Control, FIELDS, Page, STATS_OFFSET};
+use memtrim_common::page::{Control, FIELDS, MAGIC, Page, STATS_OFFSET, WORDS, checksum};
 use std::process::Command;
 
 const BEGIN: &str = "/* BEGIN generated */\n";
@@ -124,5 +127,43 @@ fn fields_json_is_the_table() {
             "{}",
             f.name
         );
+    }
+}
+
+/// A page file whose header puts `words` (sealed here) at `offset`.
+fn write_page(path: &std::path::Path, offset: usize, mut words: Vec<u64>) {
+    words[0] = checksum(&words);
+    let mut b = vec![0u8; 4096];
+    b[0..8].copy_from_slice(&MAGIC.to_le_bytes());
+    b[8..12].copy_from_slice(&2u32.to_le_bytes());
+    b[12..16].copy_from_slice(&((offset + words.len() * 8) as u32).to_le_bytes());
+    b[16..24].copy_from_slice(&2u64.to_le_bytes());
+    b[24..28].copy_from_slice(&(offset as u32).to_le_bytes());
+    b[28..32].copy_from_slice(&((words.len() * 8) as u32).to_le_bytes());
+    for (i, w) in words.iter().enumerate() {
+        b[offset + i * 8..offset + i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn page_py_refuses_what_the_cli_refuses() {
+    if !require_tool("python3") {
+        return;
+    }
+    let tmp = TempDir::new("page-py");
+    let pid_word = 4242 | (1 << 32);
+    write_page(&tmp.join("short"), STATS_OFFSET, vec![0, pid_word]);
+    let mut full = vec![0u64; WORDS];
+    full[1] = pid_word;
+    write_page(&tmp.join("over"), 32, full);
+    for name in ["short", "over"] {
+        let script = format!(
+            "import sys; sys.path.insert(0, {:?}); import page; print(page.read({:?}) is None)",
+            root().join("scripts/bench_servers").display().to_string(),
+            tmp.join(name).display().to_string()
+        );
+        let o = run(Command::new("python3").args(["-c", &script]).env("MEMTRIM_CLI", cli()));
+        assert_eq!(text(&o.stdout).trim(), "True", "page.py read the page {name} (stats the CLI refuses): {}", show(&o));
     }
 }

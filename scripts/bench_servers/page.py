@@ -15,6 +15,7 @@ MAGIC = int.from_bytes(b"MEMTRIM\0", "little")
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLI = os.environ.get("MEMTRIM_CLI") or os.path.join(_ROOT, "target", "release", "memtrim")
 M64 = (1 << 64) - 1
+STATS_OFFSET = 96  # the header and the control block come first (page.rs)
 _LAYOUT = None
 
 
@@ -24,7 +25,8 @@ def _layout():
     global _LAYOUT
     if _LAYOUT is None:
         d = json.loads(subprocess.run([CLI, "fields", "--json"], check=True, capture_output=True, text=True).stdout)
-        _LAYOUT = (d["layout_version"], {f["name"]: f for f in d["fields"]})
+        table = max(f["offset"] + f["size"] for f in d["fields"])
+        _LAYOUT = (d["layout_version"], {f["name"]: f for f in d["fields"]}, table)
     return _LAYOUT
 
 
@@ -68,7 +70,7 @@ def _value(f, stats):
 def _stats(path):
     """The writer's stats as bytes, consistent and checked, or None (gone, not a page of this
     layout, or never settled)."""
-    version, _ = _layout()
+    version, _, table = _layout()
     for _ in range(200):
         try:
             with open(path, "rb") as f:
@@ -80,7 +82,9 @@ def _stats(path):
         if len(raw) < 32:
             return None
         magic, layout, _, seq1, off, size = struct.unpack_from("<QIIQII", raw, 0)
-        if magic != MAGIC or layout != version or off % 8 or size % 8 or off + size > len(raw) or size < 8:
+        # As the CLI's reader (page.rs): past the header and the control block, whole words,
+        # at least the table's stats, within the file.
+        if magic != MAGIC or layout != version or off < STATS_OFFSET or off % 8 or size % 8 or size < table or off + size > len(raw):
             return None
         stats = raw[off:off + size]
         words = struct.unpack(f"<{size // 8}Q", stats)

@@ -6,6 +6,7 @@
 //! root only your own pages go. The limit's claim files (`stagger.PID.START`) of masters that
 //! are gone go too, and the claim files of cgroup budgets (`budget.HASH`) untouched for a day.
 use crate::cli::PageDir;
+use crate::output::print_or_quiet;
 use crate::pages;
 use std::os::unix::fs::MetadataExt;
 
@@ -28,7 +29,7 @@ pub fn main(o: Opts) -> i32 {
         }
     };
     let me = pages::euid();
-    let (mut removed, mut live, mut failed) = (0usize, 0usize, 0usize);
+    let (mut removed, mut live, mut failed, mut shown) = (0usize, 0usize, 0usize, 0);
     let mut left = Vec::new();
     for (path, pid, start) in cands {
         let (why, judged) = if !pages::is_live(pid, start) {
@@ -67,7 +68,7 @@ pub fn main(o: Opts) -> i32 {
             continue;
         }
         if dry {
-            println!("would remove {} (process {pid} {why})", path.display());
+            shown = shown.max(print_or_quiet(&format!("would remove {} (process {pid} {why})", path.display())));
             removed += 1;
             continue;
         }
@@ -76,7 +77,7 @@ pub fn main(o: Opts) -> i32 {
         match page.remove("") {
             Ok(()) => {
                 let _ = page.remove(memtrim_common::report::SUFFIX);
-                println!("removed {} (process {pid} {why})", path.display());
+                shown = shown.max(print_or_quiet(&format!("removed {} (process {pid} {why})", path.display())));
                 removed += 1;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -99,7 +100,7 @@ pub fn main(o: Opts) -> i32 {
             continue;
         }
         if dry {
-            println!("would remove {} (master {pid} is gone)", path.display());
+            shown = shown.max(print_or_quiet(&format!("would remove {} (master {pid} is gone)", path.display())));
         } else if let Err(e) = std::fs::remove_file(&path) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 eprintln!("memtrim clean: cannot remove {}: {e}", path.display());
@@ -107,7 +108,7 @@ pub fn main(o: Opts) -> i32 {
             }
             continue;
         } else {
-            println!("removed {} (master {pid} is gone)", path.display());
+            shown = shown.max(print_or_quiet(&format!("removed {} (master {pid} is gone)", path.display())));
         }
         claims += 1;
     }
@@ -124,7 +125,7 @@ pub fn main(o: Opts) -> i32 {
             continue;
         }
         if dry {
-            println!("would remove {} (untouched for a day)", path.display());
+            shown = shown.max(print_or_quiet(&format!("would remove {} (untouched for a day)", path.display())));
         } else if let Err(e) = std::fs::remove_file(&path) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 eprintln!("memtrim clean: cannot remove {}: {e}", path.display());
@@ -132,7 +133,7 @@ pub fn main(o: Opts) -> i32 {
             }
             continue;
         } else {
-            println!("removed {} (untouched for a day)", path.display());
+            shown = shown.max(print_or_quiet(&format!("removed {} (untouched for a day)", path.display())));
         }
         claims += 1;
     }
@@ -140,9 +141,9 @@ pub fn main(o: Opts) -> i32 {
         eprintln!("memtrim clean: {l}");
     }
     let verb = if dry { "would remove" } else { "removed" };
-    println!("{verb} {removed} stale page{} from {} ({live} live kept)", if removed == 1 { "" } else { "s" }, dir.display());
+    shown = shown.max(print_or_quiet(&format!("{verb} {removed} stale page{} from {} ({live} live kept)", if removed == 1 { "" } else { "s" }, dir.display())));
     if claims > 0 {
-        println!("{verb} {claims} claim file{} of gone masters or old budgets", if claims == 1 { "" } else { "s" });
+        shown = shown.max(print_or_quiet(&format!("{verb} {claims} claim file{} of gone masters or old budgets", if claims == 1 { "" } else { "s" })));
     }
-    if failed > 0 { 1 } else { 0 }
+    if failed > 0 { 1 } else { shown }
 }

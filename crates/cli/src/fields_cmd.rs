@@ -1,7 +1,8 @@
 //! `memtrim fields [--json]`: the stats page's fields as the table declares them (name, JSON
 //! name, offset in the stats, type, unit, kind, help), so that a reader in another language
 //! (a C program has include/memtrim.h) takes the layout from here, not from a copy of it.
-use memtrim_common::fields::{Kind, Type};
+use crate::output::print_or_quiet;
+use memtrim_common::fields::{Kind, Type, Unit};
 use memtrim_common::page::{FIELDS, LAYOUT_VERSION};
 use serde_json::json;
 
@@ -18,6 +19,20 @@ fn type_name(t: Type) -> String {
         Type::U64 => "u64".into(),
         Type::Text(n) => format!("text[{n}]"),
         Type::U64s(n) => format!("u64[{n}]"),
+    }
+}
+
+/// The unit's name in `fields --json`, spelled out: readers in other languages match on it.
+fn unit_name(u: Unit) -> &'static str {
+    match u {
+        Unit::None => "none",
+        Unit::Count => "count",
+        Unit::Bytes => "bytes",
+        Unit::Us => "us",
+        Unit::Ms => "ms",
+        Unit::UnixMs => "unixms",
+        Unit::PerSec => "persec",
+        Unit::Permille => "permille",
     }
 }
 
@@ -43,15 +58,12 @@ pub fn main(o: Opts) -> i32 {
                     _ => serde_json::Value::Null,
                 };
                 json!({ "name": f.name, "json": f.json, "section": f.section, "offset": f.offset, "size": f.ty.size(),
-                        "type": type_name(f.ty), "unit": format!("{:?}", f.unit).to_lowercase(), "kind": kind_name(f.kind),
+                        "type": type_name(f.ty), "unit": unit_name(f.unit), "kind": kind_name(f.kind),
                         "counters": labels, "help": f.help })
             })
             .collect();
-        println!("{}", json!({ "layout_version": LAYOUT_VERSION, "fields": fields }));
-        return 0;
+        return print_or_quiet(&json!({ "layout_version": LAYOUT_VERSION, "fields": fields }).to_string());
     }
-    for f in FIELDS {
-        println!("{:5} {:9} {:<24} {}", f.offset, type_name(f.ty), f.json, f.help);
-    }
-    0
+    let rows: Vec<String> = FIELDS.iter().map(|f| format!("{:5} {:9} {:<24} {}", f.offset, type_name(f.ty), f.json, f.help)).collect();
+    print_or_quiet(&rows.join("\n"))
 }

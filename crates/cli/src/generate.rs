@@ -1,9 +1,10 @@
 //! What is generated from the command line's definition (cli.rs): the shell completion scripts
 //! and the man pages, so that neither is kept by hand.
 use crate::cli::Cli;
-use crate::ls::print_or_quiet;
+use crate::output::print_or_quiet;
 use clap::CommandFactory;
 use clap_mangen::Man;
+use memtrim_common::atomic_file;
 use std::path::Path;
 
 /// The shells whose completions the .deb installs.
@@ -44,8 +45,15 @@ pub fn man(out: Option<&Path>) -> i32 {
     };
     let pages = std::iter::once(cmd.clone()).chain(cmd.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
     for page in pages {
-        if let Err(e) = Man::new(page).source(source.clone()).generate_to(dir) {
-            eprintln!("memtrim man: cannot write into {}: {e}", dir.display());
+        // Rendered in memory and replaced whole: DIR may hold a symlink planted where a page goes.
+        let man = Man::new(page).source(source.clone());
+        let mut text = Vec::new();
+        let written = man
+            .render(&mut text)
+            .map_err(|e| format!("cannot render {}: {e}", man.get_filename()))
+            .and_then(|()| atomic_file::replace(&dir.join(man.get_filename()), &text, 0o644));
+        if let Err(e) = written {
+            eprintln!("memtrim man: {e}");
             return 1;
         }
     }

@@ -1,5 +1,6 @@
 //! `memtrim ls [--json] [--sort KEY] [--all] [--dir DIR]`: one row per live process.
 use crate::cli::{self, PageDir};
+use crate::output::print_or_quiet;
 use crate::pages::{self, Entry, State};
 use crate::{json, view};
 use view::SortKey;
@@ -40,18 +41,4 @@ pub fn main(o: Opts) -> i32 {
         s
     };
     print_or_quiet(&out)
-}
-
-/// Prints `s` and a newline; a closed pipe (`memtrim ls | head`) is not an error.
-pub fn print_or_quiet(s: &str) -> i32 {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match writeln!(out, "{s}").and_then(|_| out.flush()) {
-        Ok(()) => 0,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
-        Err(e) => {
-            eprintln!("memtrim: cannot write the output: {e}");
-            1
-        }
-    }
 }

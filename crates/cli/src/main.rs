@@ -8,6 +8,7 @@ mod generate;
 mod json;
 mod ls;
 mod metrics;
+mod output;
 mod pages;
 mod report;
 mod request;

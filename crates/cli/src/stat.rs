@@ -1,8 +1,9 @@
 //! `memtrim stat PID [--json] [--watch [SECS]] [--dir DIR]`: every field of one process's page,
 //! with its unit and meaning.
 use crate::cli::{self, PageDir};
+use crate::output::print_or_quiet;
 use crate::pages::{self, Entry};
-use crate::{json, ls::print_or_quiet, view};
+use crate::{json, view};
 use memtrim_common::fields::{Field, Kind, Type, Unit};
 use memtrim_common::page::{FIELDS, Stats};
 use std::time::Duration;
@@ -27,9 +28,11 @@ pub struct Opts {
 pub fn main(o: Opts) -> i32 {
     let (as_json, dir) = (o.json, o.dir.path());
     // `stat --watch 1234` means pid 1234: a number after --watch is SECS only if the pid is
-    // given elsewhere.
+    // given elsewhere. A value attached to it (`--watch=2`, `-w2`) is always SECS.
     let (pid, watch) = match (o.pid, o.watch) {
-        (None, Some(Some(p))) => (p.parse().ok().filter(|&p| p > 0).unwrap_or_else(|| cli::usage_error("stat", format!("{p:?} is not a pid"))), Some(None)),
+        (None, Some(Some(p))) if !watch_value_attached(std::env::args_os().map(|a| a.to_string_lossy().into_owned())) => {
+            (p.parse().ok().filter(|&p| p > 0).unwrap_or_else(|| cli::usage_error("stat", format!("{p:?} is not a pid"))), Some(None))
+        }
         (pid, watch) => (pid.unwrap_or_else(|| cli::usage_error("stat", "which PID?")), watch),
     };
     let watch = match watch {
@@ -76,6 +79,12 @@ pub fn main(o: Opts) -> i32 {
         }
         std::thread::sleep(Duration::from_secs_f64(every));
     }
+}
+
+/// Whether the command line attaches a value to --watch (`--watch=SECS`, `-wSECS`, `-w=SECS`),
+/// which clap does not tell apart from `--watch SECS`.
+fn watch_value_attached(args: impl Iterator<Item = String>) -> bool {
+    args.skip(1).take_while(|a| a != "--").any(|a| a.starts_with("--watch=") || (a.starts_with("-w") && a.len() > 2))
 }
 
 fn clock_ticks() -> u64 {

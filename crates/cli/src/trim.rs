@@ -4,6 +4,7 @@
 //! Only the page's owner (or root) can ask: the page is 0600, and a page owned by another user
 //! is refused even to root-like callers that could open it (unless root).
 use crate::cli::{self, PageDir};
+use crate::output::print_or_quiet;
 use crate::pages;
 use crate::request::{Ask, Target};
 use crate::{json, view};
@@ -65,7 +66,7 @@ pub fn main(o: Opts) -> i32 {
         }
     }
     let deadline = Instant::now() + timeout;
-    let (mut total, mut served) = (0u64, 0usize);
+    let (mut total, mut served, mut shown) = (0u64, 0usize, 0);
     for p in pending {
         match wait(&p, deadline) {
             Ok(after) => {
@@ -79,7 +80,12 @@ pub fn main(o: Opts) -> i32 {
                 } else {
                     format!("in {} ms", json::ms_from_us(after.last_trim_us))
                 };
-                println!("pid {} ({}): released {} ({released} B) {how}", p.target.pid, pages::printable(&p.comm), view::size(released));
+                shown = shown.max(print_or_quiet(&format!(
+                    "pid {} ({}): released {} ({released} B) {how}",
+                    p.target.pid,
+                    pages::printable(&p.comm),
+                    view::size(released)
+                )));
             }
             Err(why) => {
                 eprintln!("memtrim trim: pid {} ({}): {why}", p.target.pid, pages::printable(&p.comm));
@@ -88,14 +94,14 @@ pub fn main(o: Opts) -> i32 {
         }
     }
     if all {
-        println!(
+        shown = shown.max(print_or_quiet(&format!(
             "{served} process{} released {} ({total} B){}",
             if served == 1 { "" } else { "es" },
             view::size(total),
             if failed > 0 { format!("; {failed} failed") } else { String::new() }
-        );
+        )));
     }
-    if failed > 0 { 1 } else { 0 }
+    if failed > 0 { 1 } else { shown }
 }
 
 /// Opens the page for writing, checks it, and posts one request.

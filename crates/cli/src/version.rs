@@ -1,19 +1,19 @@
 //! `memtrim --version`: this program's version, the libmemtrim.so `memtrim run` would preload,
 //! and the oldest glibc that library loads on, read from the versions its ELF file needs
 //! (.gnu.version_r): what the loader checks before it loads it.
+use crate::output::print_or_quiet;
 use crate::run;
 use std::path::Path;
 
 pub fn main() -> i32 {
-    println!("memtrim {}", env!("CARGO_PKG_VERSION"));
-    match run::find_lib() {
+    let library = match run::find_lib() {
         Some(lib) => match glibc_floor(&lib) {
-            Some((a, b)) => println!("library: {} (needs glibc >= {a}.{b}, x86_64)", lib.display()),
-            None => println!("library: {} (its glibc versions could not be read)", lib.display()),
+            Some((a, b)) => format!("library: {} (needs glibc >= {a}.{b}, x86_64)", lib.display()),
+            None => format!("library: {} (its glibc versions could not be read)", lib.display()),
         },
-        None => println!("library: not found ({})", run::SEARCHED),
-    }
-    0
+        None => format!("library: not found ({})", run::SEARCHED),
+    };
+    print_or_quiet(&format!("memtrim {}\n{library}", env!("CARGO_PKG_VERSION")))
 }
 
 /// The highest GLIBC_x.y among the versions an ELF64 little-endian file needs.

@@ -65,22 +65,22 @@ options! {
     MEMTRIM_LOG log: Choice<LogLevel> = Choice(&[("off", LogLevel::Off), ("error", LogLevel::Error), ("warn", LogLevel::Warn), ("info", LogLevel::Info), ("debug", LogLevel::Debug)]), "warn", "stderr log level";
     MEMTRIM_STATS stats: Flag = Flag, "1", "0: no worker thread and no stats page (counting and the C API remain)";
     MEMTRIM_SHM_DIR shm_dir: AbsoluteDir = AbsoluteDir, "/dev/shm", "directory of the per-process stats pages";
-    MEMTRIM_INTERVAL_MS interval_ms: Millis = Millis { min: 10, max: HOUR, off: false }, "1000", "how often the worker samples and publishes";
-    MEMTRIM_START_MS start_ms: Millis = Millis { min: 10, max: HOUR, off: true }, "1000", "the worker thread starts on the first allocation this long after the process (or a fork child) starts; one that execs, unshares or exits sooner never has a second thread (0: the first allocation)";
-    MEMTRIM_SMAPS_INTERVAL_MS smaps_interval_ms: Millis = Millis { min: 100, max: HOUR, off: false }, "5000", "how often PSS, USS and swap are read from smaps_rollup (costs ms on big processes)";
+    MEMTRIM_INTERVAL_MS interval_ms: Millis = Millis { min: 10, max: HOUR, zero: None }, "1000", "how often the worker samples and publishes";
+    MEMTRIM_START_MS start_ms: Millis = Millis { min: 10, max: HOUR, zero: Some("at the first allocation") }, "1000", "the worker thread starts on the first allocation this long after the process (or a fork child) starts; one that execs, unshares or exits sooner never has a second thread (0: the first allocation)";
+    MEMTRIM_SMAPS_INTERVAL_MS smaps_interval_ms: Millis = Millis { min: 100, max: HOUR, zero: None }, "5000", "how often PSS, USS and swap are read from smaps_rollup (costs ms on big processes)";
     MEMTRIM_MIN_RETAINED min_retained: Size = Size, "1MiB", "no automatic release unless this much memory was retained since the last one";
     MEMTRIM_FRAG_THRESHOLD frag_threshold: FractionOrOff = FractionOrOff, "0.5", "while busy, release when retained/heap reaches this fraction (off: only when idle)";
-    MEMTRIM_IDLE_MS idle_ms: Millis = Millis { min: 10, max: HOUR, off: true }, "1000", "release once the allocation rate has stayed low this long (0: never on idle)";
+    MEMTRIM_IDLE_MS idle_ms: Millis = Millis { min: 10, max: HOUR, zero: Some("off") }, "1000", "release once the allocation rate has stayed low this long (0: never on idle)";
     MEMTRIM_ARENA_TOPS arena_tops: Flag = Flag, "1", "glibc: a release also gives back the top chunks of thread arenas, which malloc_trim(0) leaves resident (0: malloc_trim(0) alone)";
     MEMTRIM_PYMALLOC pymalloc: Flag = Flag, "1", "CPython: a release also gives back the pages of empty pymalloc pools, at the interpreter's next safe point (0: the interpreter is left alone: nothing wrapped, measured or given back)";
-    MEMTRIM_PYMALLOC_EVERY_MS pymalloc_every_ms: Millis = Millis { min: 10, max: HOUR, off: true }, "0", "for tests: give back empty pymalloc pools this often as well, whatever the policy says (0: only with releases)";
-    MEMTRIM_PSI_STALL_MS psi_stall_ms: Millis = Millis { min: 0, max: 1000, off: false }, "100", "release when memory pressure stalls tasks this long per second (PSI; 0: off)";
+    MEMTRIM_PYMALLOC_EVERY_MS pymalloc_every_ms: Millis = Millis { min: 10, max: HOUR, zero: Some("off") }, "0", "for tests: give back empty pymalloc pools this often as well, whatever the policy says (0: only with releases)";
+    MEMTRIM_PSI_STALL_MS psi_stall_ms: Millis = Millis { min: 0, max: 1000, zero: None }, "100", "release when memory pressure stalls tasks this long per second (PSI; 0: off)";
     MEMTRIM_LIMIT limit: LimitSpec = LimitSpec, "", "memory limit: pss:600MiB, rss:1GiB, uss:70% (of the cgroup limit), a bare size is PSS; cgroup:90%: a budget on the cgroup's usage, met by its memtrim processes' releases (largest retained first), then by recycling the one with the largest USS, one at a time (empty: none)";
     MEMTRIM_LIMIT_STRIKES limit_strikes: Count = Count { min: 1, max: 1000 }, "3", "consecutive samples over the limit, after a release, before the signal";
     MEMTRIM_LIMIT_SIGNAL limit_signal: Signal = Signal, "TERM", "signal the process sends itself over the limit (TERM: gunicorn and puma workers finish their requests and exit)";
-    MEMTRIM_LIMIT_COOLDOWN_MS limit_cooldown_ms: Millis = Millis { min: 10, max: 24 * HOUR, off: false }, "60s", "after a signal, none again for this long";
+    MEMTRIM_LIMIT_COOLDOWN_MS limit_cooldown_ms: Millis = Millis { min: 10, max: 24 * HOUR, zero: None }, "60s", "after a signal, none again for this long";
     MEMTRIM_LIMIT_ACTION limit_action: Choice<LimitAction> = Choice(&[("signal", LimitAction::Signal), ("log", LimitAction::Log)]), "signal", "what staying over the limit does: signal (MEMTRIM_LIMIT_SIGNAL), or log (a dry run: releases and strikes as for signal, then one \"would send\" line per cool-down and no signal)";
-    MEMTRIM_LIMIT_STAGGER_MS limit_stagger_ms: Millis = Millis { min: 10, max: 24 * HOUR, off: true }, "30s", "workers of one master (same parent, same user) are not signalled within this long of each other: the later one defers (0: off)";
+    MEMTRIM_LIMIT_STAGGER_MS limit_stagger_ms: Millis = Millis { min: 10, max: 24 * HOUR, zero: Some("off") }, "30s", "workers of one master (same parent, same user) are not signalled within this long of each other: the later one defers (0: off)";
     MEMTRIM_HARD_LIMIT hard_limit: OptionalSize = OptionalSize, "", "allocations that would take live bytes over this size fail with ENOMEM (empty: none)";
     MEMTRIM_ONLY only: Names = Names, "", "process names that get a thread and a page; others get neither (empty: all)";
 }
@@ -203,7 +203,7 @@ mod tests {
     fn a_name_given_twice_means_its_first_value() {
         let (cfg, w) = parse(&[("MEMTRIM_REPORT", "1"), ("MEMTRIM_REPORT", "0"), ("MEMTRIM_LOG", "info"), ("MEMTRIM_LOG", "nonsense")]);
         assert!(w.is_empty(), "{w:?}");
-        assert!(cfg.report, "the last MEMTRIM_REPORT was used");
+        assert!(cfg.report, "MEMTRIM_REPORT given 1 then 0 was read as 0: the last value was used, not the first");
         assert_eq!(cfg.log, LogLevel::Info);
     }
 

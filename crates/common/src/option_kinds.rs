@@ -11,7 +11,7 @@ pub trait Kind {
     fn range(&self) -> String;
 }
 
-/// `1/0`, `true/false`, `yes/no`, `on/off`.
+/// `1/0`, `true/false`, `yes/no`, `on/off` in any case; empty is 0.
 pub struct Flag;
 
 impl Kind for Flag {
@@ -20,7 +20,7 @@ impl Kind for Flag {
         parse_bool(value)
     }
     fn range(&self) -> String {
-        "0 or 1".into()
+        "1/0, true/false, yes/no, on/off (any case; empty: 0)".into()
     }
 }
 
@@ -38,21 +38,25 @@ impl<T: Copy> Kind for Choice<T> {
     }
 }
 
-/// Milliseconds from `250ms`, `2s`, `5m`, within [min, max]; with `off`, 0 is taken too.
+/// Milliseconds from `250ms`, `2s`, `5m`, within [min, max]; with `zero`, 0 is taken too and
+/// means what `zero` says (off, the first allocation...).
 pub struct Millis {
     pub min: u64,
     pub max: u64,
-    pub off: bool,
+    pub zero: Option<&'static str>,
 }
 
 impl Kind for Millis {
     type Out = u64;
     fn read(&self, value: &str) -> Option<u64> {
-        parse_duration_ms(value).filter(|ms| (self.off && *ms == 0) || (self.min..=self.max).contains(ms))
+        parse_duration_ms(value).filter(|ms| (self.zero.is_some() && *ms == 0) || (self.min..=self.max).contains(ms))
     }
     fn range(&self) -> String {
         let span = format!("a duration from {} to {}", say_ms(self.min), say_ms(self.max));
-        if self.off { format!("0 (off) or {span}") } else { span }
+        match self.zero {
+            Some(means) => format!("0 ({means}) or {span}"),
+            None => span,
+        }
     }
 }
 
@@ -135,12 +139,13 @@ impl Kind for Count {
     }
 }
 
-/// An absolute directory; a trailing slash is dropped.
+/// An absolute directory; surrounding spaces and a trailing slash are dropped.
 pub struct AbsoluteDir;
 
 impl Kind for AbsoluteDir {
     type Out = String;
     fn read(&self, value: &str) -> Option<String> {
+        let value = value.trim();
         value.starts_with('/').then(|| value.trim_end_matches('/').to_string())
     }
     fn range(&self) -> String {
@@ -173,7 +178,7 @@ impl Kind for LimitSpec {
         }
     }
     fn range(&self) -> String {
-        "empty, or a limit: pss|rss|uss:SIZE or :PERCENT of the cgroup limit (pss:600MiB, uss:70%), or cgroup:PERCENT, a budget on the cgroup's usage shared by its processes (cgroup: 100%)".into()
+        "empty, or a limit: pss|rss|uss|live:SIZE or :PERCENT of the cgroup limit (pss:600MiB, live:1G, uss:70%; a bare SIZE or PERCENT is pss), or cgroup:PERCENT or cgroup:SIZE, a budget on the cgroup's usage shared by its processes (cgroup alone: 100%)".into()
     }
 }
 
@@ -206,8 +211,9 @@ mod tests {
 
     #[test]
     fn ranges_say_the_bounds_that_reading_enforces() {
-        let m = Millis { min: 10, max: 3_600_000, off: true };
+        let m = Millis { min: 10, max: 3_600_000, zero: Some("off") };
         assert_eq!(m.range(), "0 (off) or a duration from 10ms to 1h");
+        assert_eq!(Millis { min: 10, max: 1000, zero: None }.read("0"), None);
         assert_eq!((m.read("0"), m.read("9ms"), m.read("10ms"), m.read("1h"), m.read("61m")), (Some(0), None, Some(10), Some(3_600_000), None));
         let c = Count { min: 1, max: 1000 };
         assert_eq!((c.read("0"), c.read(" 7 "), c.read("1001"), c.range().as_str()), (None, Some(7), None, "a count from 1 to 1000"));
@@ -221,5 +227,7 @@ mod tests {
         assert_eq!((OptionalSize.read(""), OptionalSize.read("0"), OptionalSize.read("1K")), (Some(None), None, Some(Some(1024))));
         assert_eq!((FractionOrOff.read("off"), FractionOrOff.read("50%"), FractionOrOff.read("2")), (Some(None), Some(Some(0.5)), None));
         assert_eq!((AbsoluteDir.read("/x//"), AbsoluteDir.read("x")), (Some("/x".to_string()), None));
+        assert_eq!((AbsoluteDir.read(" /dev/shm "), AbsoluteDir.read("/dev/shm/ ")), (Some("/dev/shm".to_string()), Some("/dev/shm".to_string())));
+        assert_eq!((Flag.read(" YES "), Flag.read(""), Flag.read("2")), (Some(true), Some(false), None));
     }
 }

@@ -40,6 +40,7 @@ mod render;
 mod verdict;
 
 use crate::cli::{self, PageDir};
+use crate::output::print_or_quiet;
 use crate::request::{Ask, Target};
 use crate::{pages, smaps, view};
 use memtrim_common::report::SUFFIX as REPORT_SUFFIX;
@@ -68,10 +69,7 @@ pub struct Opts {
 pub fn main(o: Opts) -> i32 {
     let (pid, as_json, timeout, dir) = (o.pid, o.json, o.timeout, o.dir.path());
     match run(&dir, pid, timeout, as_json) {
-        Ok(text) => {
-            println!("{text}");
-            0
-        }
+        Ok(text) => print_or_quiet(&text),
         Err(why) => {
             eprintln!("memtrim report: pid {pid}: {why}");
             1
