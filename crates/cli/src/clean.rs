@@ -99,18 +99,7 @@ pub fn main(o: Opts) -> i32 {
             left.push(format!("{}: not a regular file of yours, left alone", path.display()));
             continue;
         }
-        if dry {
-            shown = shown.max(print_or_quiet(&format!("would remove {} (master {pid} is gone)", path.display())));
-        } else if let Err(e) = std::fs::remove_file(&path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                eprintln!("memtrim clean: cannot remove {}: {e}", path.display());
-                failed += 1;
-            }
-            continue;
-        } else {
-            shown = shown.max(print_or_quiet(&format!("removed {} (master {pid} is gone)", path.display())));
-        }
-        claims += 1;
+        claims += remove_claim(&path, &format!("master {pid} is gone"), dry, &mut shown, &mut failed);
     }
     // A budget's claim file (`budget.HASH`) names a cgroup, not a process: one untouched for
     // longer than the longest stagger window holds no turn any more.
@@ -124,18 +113,7 @@ pub fn main(o: Opts) -> i32 {
             left.push(format!("{}: not a regular file of yours, left alone", path.display()));
             continue;
         }
-        if dry {
-            shown = shown.max(print_or_quiet(&format!("would remove {} (untouched for a day)", path.display())));
-        } else if let Err(e) = std::fs::remove_file(&path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                eprintln!("memtrim clean: cannot remove {}: {e}", path.display());
-                failed += 1;
-            }
-            continue;
-        } else {
-            shown = shown.max(print_or_quiet(&format!("removed {} (untouched for a day)", path.display())));
-        }
-        claims += 1;
+        claims += remove_claim(&path, "untouched for a day", dry, &mut shown, &mut failed);
     }
     for l in &left {
         eprintln!("memtrim clean: {l}");
@@ -146,4 +124,24 @@ pub fn main(o: Opts) -> i32 {
         shown = shown.max(print_or_quiet(&format!("{verb} {claims} claim file{} of gone masters or old budgets", if claims == 1 { "" } else { "s" })));
     }
     if failed > 0 { 1 } else { shown }
+}
+
+/// Removes (or, dry, names) one claim file; 1 if it was (or would be) removed.
+fn remove_claim(path: &std::path::Path, why: &str, dry: bool, shown: &mut i32, failed: &mut usize) -> usize {
+    if dry {
+        *shown = (*shown).max(print_or_quiet(&format!("would remove {} ({why})", path.display())));
+        return 1;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            *shown = (*shown).max(print_or_quiet(&format!("removed {} ({why})", path.display())));
+            1
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => {
+            eprintln!("memtrim clean: cannot remove {}: {e}", path.display());
+            *failed += 1;
+            0
+        }
+    }
 }
