@@ -146,7 +146,7 @@ struct memtrim_page_stats {
   uint64_t py_last_hold_us;        /* Time the last such step held CPython's interpreter lock. */
   uint64_t py_max_hold_us;         /* Longest time one of memtrim's steps held CPython's interpreter lock. */
   /* policy */
-  uint64_t release_skip_reason;    /* Why the last sample did not release: none (it released, or nothing was decided yet), no_trigger (no trigger held), min_retained (too little new retained memory), backoff (the spacing after the last release, or the back-off). */
+  uint64_t release_skip_reason;    /* Why the last sample did not release: none (it released, or nothing was decided yet), no_trigger (no trigger held), min_retained (too little new retained memory), backoff (the spacing after the last release, or the back-off), budget (a busy-time release would overrun MEMTRIM_BUSY_BUDGET), refaults (the pages of busy-time releases came straight back: tried again later), pending (the last release's pages are not looked at again yet). */
   /* limits */
   uint64_t limit_dry_runs;         /* Signals the soft limit would have sent under MEMTRIM_LIMIT_ACTION=log (a dry run: none was sent). */
   uint64_t limit_deferred;         /* Samples in which the process would have signalled itself for its soft limit but deferred: a sibling worker of the same master was signalled less than MEMTRIM_LIMIT_STAGGER_MS before. */
@@ -154,8 +154,23 @@ struct memtrim_page_stats {
   uint64_t budget_rank;            /* Under a cgroup budget (MEMTRIM_LIMIT=cgroup:…, limit_bytes the budget, limit_value the cgroup's usage): this process's place among the cgroup's memtrim processes by retained memory (1: the most, which releases first). */
   uint64_t budget_members;         /* Under a cgroup budget: the cgroup's memtrim processes that share it (this one included). */
   uint64_t budget_largest;         /* Under a cgroup budget: 1 when this process has the largest USS of them, the only one that may be recycled for the budget. */
+  /* cost */
+  uint64_t process_cpu_us;         /* CPU time of the process (getrusage), memtrim's worker thread excluded: what MEMTRIM_BUSY_BUDGET is a share of. */
+  uint64_t minor_faults;           /* Minor page faults of the process (ru_minflt). */
+  uint64_t heap_resident_bytes;    /* Resident bytes of the allocator's own heaps (glibc: mincore over the main heap and the thread heaps; jemalloc: stats.resident), which neither interpreter arenas nor file pages move. */
+  uint64_t busy_budget_permille;   /* Share of the process's CPU that busy-time releases, and the faults of the pages that come back, may take (MEMTRIM_BUSY_BUDGET); absent when off. */
+  uint64_t budget_used_permille;   /* What releases and the faults of their pages took of the process's CPU over the last MEMTRIM_BUDGET_WINDOW_MS. */
+  uint64_t release_cpu_us;         /* CPU time memtrim's releases took (worker thread). */
+  uint64_t last_release_kind;      /* What the last release did: trim (malloc_trim and the thread arenas' tops), tops (the tops alone), je_decay (jemalloc's due pages), je_purge (all of jemalloc's unused pages). */
+  uint64_t last_release_pages;     /* Heap pages the last release made non-resident (mincore before and after; glibc). */
+  uint64_t last_refault_pages;     /* Of those, pages resident again MEMTRIM_REFAULT_CHECK_MS later; absent until looked at. */
+  uint64_t released_pages;         /* Heap pages made non-resident by every release (glibc). */
+  uint64_t refault_pages;          /* Released pages found resident again at their check, all releases. */
+  uint64_t fault_cost_ns;          /* CPU cost of one page fault in ns, charged per page that comes back (MEMTRIM_FAULT_COST_NS, or measured at the worker's start). */
+  uint64_t survival_trim_permille; /* Share of the pages busy-time trims released that stayed released until their check (moving average); absent until measured. */
+  uint64_t survival_tops_permille; /* The same for busy-time releases of the thread arenas' tops alone. */
 };
-MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page_stats) == 632, "memtrim_page_stats size");
+MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page_stats) == 744, "memtrim_page_stats size");
 /* END generated */
 
 struct memtrim_page {

@@ -1,9 +1,10 @@
 //! The in-process C API of include/memtrim.h.
-use crate::alloc::accounting;
 use crate::alloc::lifecycle::{State, state};
+use crate::alloc::{accounting, backend};
 use crate::init;
 use crate::worker::release;
 use core::ffi::c_int;
+use memtrim_common::config::Allocator;
 use memtrim_common::page::Reason;
 
 /// Mirrors `struct memtrim_stats`; fields are only ever appended.
@@ -43,7 +44,10 @@ pub unsafe extern "C" fn memtrim_get_stats(out: *mut MemtrimStats, out_size: usi
 #[unsafe(no_mangle)]
 pub extern "C" fn memtrim_trim() -> usize {
     match init::config().filter(|_| state() != State::Off) {
-        Some(cfg) => release::release(cfg, Reason::Api).map_or(0, |o| o.released as usize),
+        Some(cfg) => {
+            let kind = release::full(backend::active() == Allocator::Glibc);
+            release::release(cfg, Reason::Api, kind, None).map_or(0, |o| o.released as usize)
+        }
         None => 0,
     }
 }

@@ -7,11 +7,11 @@ use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 /// mallinfo2 (glibc 2.33): 0 not looked up yet, 1 missing, else the function.
 static MALLINFO2: AtomicUsize = AtomicUsize::new(0);
 
-/// What glibc holds from the system: its arenas plus its mmapped blocks. Before glibc 2.33,
-/// from mallinfo, whose int fields keep each figure modulo 4 GiB: the heap is then taken as
-/// the least value of that residue that holds the `live` bytes (exact unless more than 4 GiB is
-/// retained).
-pub fn heap_bytes(live: u64) -> u64 {
+/// What glibc holds from the system: its arenas plus its mmapped blocks, and the mmapped blocks
+/// alone. Before glibc 2.33, from mallinfo, whose int fields keep each figure modulo 4 GiB: the
+/// heap is then taken as the least value of that residue that holds the `live` bytes (exact
+/// unless more than 4 GiB is retained).
+pub fn heap_bytes(live: u64) -> (u64, u64) {
     let f = match MALLINFO2.load(Relaxed) {
         0 => {
             // SAFETY: a NUL-terminated name; RTLD_DEFAULT searches the global scope.
@@ -25,12 +25,13 @@ pub fn heap_bytes(live: u64) -> u64 {
     if f != 1 {
         // SAFETY: glibc's mallinfo2, which has this type and no preconditions.
         let m = unsafe { core::mem::transmute::<usize, unsafe extern "C" fn() -> libc::mallinfo2>(f)() };
-        return (m.arena + m.hblkhd) as u64;
+        return ((m.arena + m.hblkhd) as u64, m.hblkhd as u64);
     }
     #[allow(deprecated)]
     // SAFETY: mallinfo has no preconditions.
     let m = unsafe { libc::mallinfo() };
-    least_holding(u64::from(m.arena as u32) + u64::from(m.hblkhd as u32), live)
+    let mmapped = u64::from(m.hblkhd as u32);
+    (least_holding(u64::from(m.arena as u32) + mmapped, live), mmapped)
 }
 
 /// The least value at or above `live` that equals `residue` modulo 4 GiB.

@@ -10,4 +10,5 @@ pub(crate) mod jemalloc_ctl;
 pub(crate) mod panic_hook;
 pub(crate) mod pressure;
 pub(crate) mod procfs;
+pub(crate) mod rusage;
 pub(crate) mod stderr;

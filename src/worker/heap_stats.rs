@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 pub struct HeapStats {
     bytes: u64,
+    /// glibc's mmapped blocks, at the same refresh: live bytes outside its heaps.
+    mmapped: u64,
     next: Instant,
     /// Live bytes at the last refresh: a big move since makes the figure stale.
     live_then: u64,
@@ -15,7 +17,7 @@ pub struct HeapStats {
 
 impl HeapStats {
     pub fn new() -> HeapStats {
-        HeapStats { bytes: 0, next: Instant::now(), live_then: 0 }
+        HeapStats { bytes: 0, mmapped: 0, next: Instant::now(), live_then: 0 }
     }
 
     /// glibc: arena bytes plus mmapped blocks; jemalloc: resident bytes. Refreshed when due,
@@ -25,12 +27,17 @@ impl HeapStats {
         let now = Instant::now();
         if fresh || now >= self.next || live.abs_diff(self.live_then) > (self.live_then / 8).max(1 << 20) {
             self.live_then = live;
-            self.bytes = match backend::active() {
+            (self.bytes, self.mmapped) = match backend::active() {
                 Allocator::Glibc => glibc_late::heap_bytes(live),
-                Allocator::Jemalloc => jemalloc_ctl::resident(),
+                Allocator::Jemalloc => (jemalloc_ctl::resident(), 0),
             };
             self.next = now + interval.max(now.elapsed() * 1000);
         }
         self.bytes
+    }
+
+    /// glibc's mmapped blocks at the last refresh.
+    pub fn mmapped(&self) -> u64 {
+        self.mmapped
     }
 }

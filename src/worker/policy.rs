@@ -1,37 +1,47 @@
 //! When to release, decided on the worker thread from each sample: memory pressure; the process
 //! going idle (its allocation rate falls, as when a worker finishes its requests); or, while
-//! busy, fragmentation over MEMTRIM_FRAG_THRESHOLD. Each needs MEMTRIM_MIN_RETAINED of new
-//! retained memory (pressure excepted), and a cost model spaces releases: one that took long
-//! waits a hundredfold; one that yielded little doubles a back-off on the busy-time trigger
-//! (only: the one release of an idle spell must not wait minutes behind busy-time ones).
+//! busy, fragmentation over MEMTRIM_FRAG_THRESHOLD, within the cost model's budget and for a kind
+//! of release whose pages stay returned (cost_model.rs). Each needs MEMTRIM_MIN_RETAINED of new
+//! retained memory (pressure excepted), and a release that took long waits a hundredfold before
+//! the next.
 //!
-//! New retained memory, on glibc, is counted in resident bytes: before the first release, the
-//! allocator's retained bytes; after it, the growth of RSS since the release that live growth
-//! does not explain. (glibc's own figures do not move when a release returns pages, nor when
-//! the host faults them in again.) jemalloc says exactly what a purge would return: its unused
-//! dirty and muzzy pages.
+//! New retained memory, on glibc, is counted in the heaps' resident bytes that live blocks do not
+//! use (heap_residency.rs): their growth since the last release. glibc's own figures do not move
+//! when a release returns pages, nor when the host faults them in again; the process's resident
+//! set moves with CPython's arenas and file pages too. jemalloc says exactly what a purge would
+//! return: its unused dirty and muzzy pages.
 use crate::sys::pressure::Pressure;
 use crate::sys::stderr;
-use crate::worker::release::Outcome;
+use crate::worker::cost_model::{Booked, CostModel};
+use crate::worker::release;
 use memtrim_common::config::{Config, LogLevel};
-use memtrim_common::page::{HeldBack, Reason, Stats};
+use memtrim_common::page::{HeldBack, Reason, ReleaseKind, Stats};
 use std::time::{Duration, Instant};
 
 /// Below this many allocations and frees per second a process is quiet whatever its past.
 const QUIET_OPS: f64 = 50.0;
 /// A process is quiet when its rate falls under this fraction of its recent busy rate.
 const QUIET_FRACTION: f64 = 0.05;
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// What the allocator's retained memory is measured by.
+#[derive(Clone, Copy)]
+pub enum Heap {
+    /// jemalloc: what a purge would return (its unused dirty and muzzy pages).
+    Purgeable(u64),
+    /// glibc: its heaps' resident bytes, and the live bytes in them (mmapped blocks excluded).
+    Resident { resident: u64, live: u64 },
+    /// glibc with no heap found: its own figures (the sample's heap and retained bytes).
+    Mallinfo,
+}
 
 pub struct Policy {
     cfg: &'static Config,
     pressure: Option<Pressure>,
-    /// RSS and live bytes just after the last release.
-    floor: Option<(u64, u64)>,
+    cost: CostModel,
+    /// Retained bytes just after the last release: what it could not give back.
+    floor: u64,
     fresh: u64,
     next_allowed: Instant,
-    backoff: Duration,
-    backoff_until: Instant,
     /// Allocations plus frees at the previous sample, and when: the first sample (in a forked
     /// child, the parent's lifetime counts) only sets this.
     last: Option<(u64, Instant)>,
@@ -42,6 +52,18 @@ pub struct Policy {
     skipped_small: u64,
     skipped_backoff: u64,
     held: HeldBack,
+}
+
+/// Retained bytes and the fragmentation they make, as `heap` measures them.
+fn retained(s: &Stats, heap: Heap) -> (u64, f64) {
+    match heap {
+        Heap::Purgeable(bytes) => (bytes, s.frag_ratio()),
+        Heap::Resident { resident, live } => {
+            let r = resident.saturating_sub(live);
+            (r, r as f64 / resident.max(1) as f64)
+        }
+        Heap::Mallinfo => (s.retained_bytes, s.frag_ratio()),
+    }
 }
 
 impl Policy {
@@ -55,11 +77,10 @@ impl Policy {
                 }
                 None
             }),
-            floor: None,
+            cost: CostModel::new(cfg),
+            floor: 0,
             fresh: 0,
             next_allowed: now,
-            backoff: Duration::ZERO,
-            backoff_until: now,
             last: None,
             rate: 0.0,
             busy_rate: 0.0,
@@ -71,10 +92,10 @@ impl Policy {
         }
     }
 
-    /// The reason to release now, if any; `purgeable` is what the allocator itself knows a
-    /// release would return, where it knows (jemalloc).
-    pub fn decide(&mut self, s: &Stats, purgeable: Option<u64>, now: Instant) -> Option<Reason> {
+    /// The reason to release now and the kind of release, if any.
+    pub fn decide(&mut self, s: &Stats, heap: Heap, glibc: bool, now: Instant) -> Option<(Reason, ReleaseKind)> {
         self.checks += 1;
+        self.cost.observe(now, s.process_cpu_us);
         let ops = s.allocs.wrapping_add(s.frees);
         let (last_ops, last_at) = self.last.replace((ops, now))?;
         let dt = now.duration_since(last_at).as_secs_f64().max(1e-3);
@@ -85,24 +106,18 @@ impl Policy {
         } else {
             self.quiet_since = None;
         }
-        self.fresh = match (purgeable, self.floor) {
-            (Some(bytes), _) => bytes,
-            (None, None) => s.retained_bytes,
-            (None, Some((rss, live))) => {
-                let unexplained = (s.rss_bytes as i64 - rss as i64) - (s.live_bytes as i64 - live as i64);
-                if unexplained < 0 {
-                    // The host gave memory back by itself: measure from here.
-                    self.floor = Some((s.rss_bytes, s.live_bytes));
-                }
-                unexplained.max(0) as u64
-            }
-        };
+        let (retained, frag) = retained(s, heap);
+        if !matches!(heap, Heap::Purgeable(_)) {
+            // the host took retained memory back into use: measure from here
+            self.floor = self.floor.min(retained);
+        }
+        self.fresh = retained - if matches!(heap, Heap::Purgeable(_)) { 0 } else { self.floor };
 
         let pressure = self.pressure.as_ref().is_some_and(|p| p.fired());
         // Quiet for long enough; again later in the same quiet spell only if new retained memory
         // (below) came since, as a trickle of requests leaves.
         let idle = self.cfg.idle_ms > 0 && self.quiet_since.is_some_and(|q| now.duration_since(q) >= Duration::from_millis(self.cfg.idle_ms));
-        let fragmented = self.cfg.frag_threshold.is_some_and(|t| s.frag_ratio() >= t);
+        let fragmented = self.cfg.frag_threshold.is_some_and(|t| frag >= t);
         let reason = match (pressure, idle, fragmented) {
             (true, _, _) => Reason::Pressure,
             (_, true, _) => Reason::Idle,
@@ -117,23 +132,31 @@ impl Policy {
             self.held = HeldBack::MinRetained;
             return None;
         }
-        if now < self.next_allowed || (reason == Reason::Retained && now < self.backoff_until) {
+        if now < self.next_allowed {
             self.skipped_backoff += 1;
             self.held = HeldBack::Backoff;
             return None;
         }
+        let kind = match reason {
+            Reason::Retained => match self.cost.choose_busy(now, glibc, self.cfg.arena_tops) {
+                Ok(kind) => kind,
+                Err(why) => {
+                    self.held = why;
+                    return None;
+                }
+            },
+            _ => release::full(glibc),
+        };
         self.held = HeldBack::Nothing;
-        Some(reason)
+        Some((reason, kind))
     }
 
-    /// Books a release that ran; `after` is a sample taken just after it.
-    pub fn released(&mut self, out: &Outcome, after: &Stats, now: Instant) {
+    /// Books a release that ran; `heap` and `after` are measured just after it.
+    pub fn released(&mut self, b: Booked, us: u64, after: &Stats, heap: Heap, now: Instant) {
         let interval = Duration::from_millis(self.cfg.interval_ms);
-        self.backoff = if out.released < self.cfg.min_retained / 2 { (self.backoff * 2).clamp(interval * 2, MAX_BACKOFF) } else { Duration::ZERO };
-        let spacing = interval.max(Duration::from_micros(out.us) * 100);
-        self.next_allowed = now + spacing;
-        self.backoff_until = now + self.backoff;
-        self.floor = Some((after.rss_bytes, after.live_bytes));
+        self.next_allowed = now + interval.max(Duration::from_micros(us) * 100);
+        self.cost.charge(now, b);
+        self.floor = if matches!(heap, Heap::Purgeable(_)) { 0 } else { retained(after, heap).0 };
         self.fresh = 0;
         self.held = HeldBack::Nothing;
     }
@@ -152,6 +175,7 @@ impl Policy {
         s.idle_ms = self.cfg.idle_ms;
         s.psi_stall_ms = self.cfg.psi_stall_ms;
         s.psi_armed = self.pressure.is_some() as u64;
+        self.cost.fill(s);
     }
 }
 
@@ -161,56 +185,83 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
-    fn policy() -> Policy {
+    fn policy(set: impl FnOnce(&mut Config)) -> Policy {
         let mut cfg = Config::defaults();
         cfg.psi_stall_ms = 0;
+        cfg.fault_cost_ns = 1000;
+        set(&mut cfg);
         Policy::new(Box::leak(Box::new(cfg)))
     }
 
-    /// A sample: `ops` allocations and frees so far, `retained` of a 100 MiB heap.
-    fn stats(ops: u64, retained: u64) -> Stats {
-        Stats { allocs: ops, heap_bytes: 100 * MIB, retained_bytes: retained, ..Default::default() }
+    /// A sample: `ops` allocations and frees so far, `cpu_s` seconds of the process's CPU.
+    fn stats(ops: u64, cpu_s: u64) -> Stats {
+        Stats { allocs: ops, process_cpu_us: cpu_s * 1_000_000, rss_bytes: 300 * MIB, ..Default::default() }
     }
 
-    fn small_release() -> Outcome {
-        Outcome { released: 0, before: 0, after: 0, us: 10 }
+    /// glibc's heaps: `resident` bytes of which `live` are in use.
+    fn heap(resident: u64, live: u64) -> Heap {
+        Heap::Resident { resident: resident * MIB, live: live * MIB }
     }
 
+    fn booked(kind: ReleaseKind, cpu_us: u64) -> Booked {
+        Booked { kind, busy: true, cpu_us, released: None }
+    }
+
+    /// Busy-time releases held back by the budget do not hold the release of the idle spell
+    /// after them.
     #[test]
-    fn backoff_of_busy_releases_does_not_hold_the_idle_one() {
-        let mut p = policy();
+    fn busy_releases_held_back_do_not_hold_the_idle_one() {
+        let mut p = policy(|c| c.busy_budget = Some(0.001));
         let t = Instant::now();
         let s = |i: u64| t + Duration::from_secs(i);
-        let purgeable = Some(80 * MIB);
-        assert_eq!(p.decide(&stats(0, 80 * MIB), purgeable, s(0)), None, "the first sample only sets the rate");
-        // Busy and fragmented: busy-time releases that return nothing, the back-off doubling
-        // to 16 s by the end.
+        assert_eq!(p.decide(&stats(0, 0), heap(100, 20), true, s(0)), None, "the first sample only sets the rate");
         let mut ops = 0;
+        let mut busy = 0;
         for i in 1..20 {
             ops += 1_000_000;
-            if let Some(r) = p.decide(&stats(ops, 80 * MIB), purgeable, s(i)) {
-                assert_eq!(r, Reason::Retained);
-                p.released(&small_release(), &stats(ops, 80 * MIB), s(i));
+            if let Some((r, kind)) = p.decide(&stats(ops, i), heap(100, 20), true, s(i)) {
+                assert_eq!((r, kind), (Reason::Retained, ReleaseKind::Trim));
+                busy += 1;
+                // 50 ms of CPU, against a budget of 1 ms a second
+                p.released(booked(kind, 50_000), 10, &stats(ops, i), heap(20, 20), s(i));
             }
         }
-        assert!(p.skipped_backoff > 0, "releases that returned nothing back off");
-        // Quiet from here: the idle release comes after MEMTRIM_IDLE_MS, not minutes later.
-        let idle = (20..40).find_map(|i| p.decide(&stats(ops, 80 * MIB), purgeable, s(i)).map(|r| (i, r)));
-        assert_eq!(idle, Some((21, Reason::Idle)));
+        assert_eq!((busy, p.held), (1, HeldBack::Budget), "one release in the window, then the budget holds");
+        let idle = (20..40).find_map(|i| p.decide(&stats(ops, 20), heap(100, 20), true, s(i)).map(|r| (i, r)));
+        assert_eq!(idle, Some((21, (Reason::Idle, ReleaseKind::Trim))), "the idle release comes after MEMTRIM_IDLE_MS");
     }
 
     #[test]
     fn a_quiet_spell_releases_again_after_a_trickle_of_work() {
-        let mut p = policy();
+        let mut p = policy(|_| ());
         let t = Instant::now();
         let s = |i: u64| t + Duration::from_secs(i);
-        p.decide(&stats(10_000_000, 0), Some(0), s(0));
-        assert_eq!(p.decide(&stats(20_000_000, 0), Some(0), s(1)), None, "busy, nothing retained");
-        assert_eq!(p.decide(&stats(20_000_000, 0), Some(20 * MIB), s(2)), None, "quiet for less than MEMTRIM_IDLE_MS");
-        assert_eq!(p.decide(&stats(20_000_000, 0), Some(20 * MIB), s(3)), Some(Reason::Idle));
-        p.released(&Outcome { released: 20 * MIB, before: 0, after: 0, us: 10 }, &stats(20_000_000, 0), s(3));
-        assert_eq!(p.decide(&stats(20_000_000, 0), Some(0), s(4)), None, "nothing new");
+        let je = |mib: u64| Heap::Purgeable(mib * MIB);
+        p.decide(&stats(10_000_000, 0), je(0), false, s(0));
+        assert_eq!(p.decide(&stats(20_000_000, 0), je(0), false, s(1)), None, "busy, nothing retained");
+        assert_eq!(p.decide(&stats(20_000_000, 0), je(20), false, s(2)), None, "quiet for less than MEMTRIM_IDLE_MS");
+        assert_eq!(p.decide(&stats(20_000_000, 0), je(20), false, s(3)), Some((Reason::Idle, ReleaseKind::JePurge)));
+        p.released(booked(ReleaseKind::JePurge, 10), 10, &stats(20_000_000, 0), je(0), s(3));
+        assert_eq!(p.decide(&stats(20_000_000, 0), je(0), false, s(4)), None, "nothing new");
         // A trickle of requests, too little to count as busy, leaves retained memory behind.
-        assert_eq!(p.decide(&stats(20_000_010, 0), Some(5 * MIB), s(5)), Some(Reason::Idle));
+        assert_eq!(p.decide(&stats(20_000_010, 0), je(5), false, s(5)), Some((Reason::Idle, ReleaseKind::JePurge)));
+    }
+
+    /// The process's resident set grows by 50 MiB (CPython's arenas, file pages) while its heaps
+    /// stay as they were after the last release: no new retained memory, no release.
+    #[test]
+    fn growth_outside_the_heaps_is_not_retained_memory() {
+        let mut p = policy(|c| (c.idle_ms, c.frag_threshold) = (0, Some(0.1)));
+        let t = Instant::now();
+        let s = |i: u64| t + Duration::from_secs(i);
+        let busy = |i: u64| Stats { rss_bytes: (300 + 10 * i) * MIB, ..stats(i * 1_000_000, i) };
+        p.decide(&busy(0), heap(100, 20), true, s(0));
+        assert_eq!(p.decide(&busy(1), heap(100, 20), true, s(1)), Some((Reason::Retained, ReleaseKind::Trim)));
+        p.released(booked(ReleaseKind::Trim, 100), 10, &busy(1), heap(30, 20), s(1));
+        for i in 2..7 {
+            assert_eq!(p.decide(&busy(i), heap(30, 20), true, s(i)), None);
+        }
+        assert_eq!((p.fresh, p.held), (0, HeldBack::MinRetained));
+        assert_eq!(p.decide(&busy(7), heap(60, 20), true, s(7)), Some((Reason::Retained, ReleaseKind::Trim)), "30 MiB freed in the heaps");
     }
 }

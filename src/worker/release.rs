@@ -4,9 +4,10 @@ use crate::alloc::{backend, divert};
 use crate::python::pymalloc;
 use crate::sys::{clock, jemalloc_ctl, procfs, stderr};
 use crate::worker::arena_tops;
+use crate::worker::heap_residency::{Heaps, Released, Snapshot};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use memtrim_common::config::{Allocator, Config, LogLevel};
-use memtrim_common::page::{REASONS, Reason};
+use memtrim_common::page::{REASONS, Reason, ReleaseKind};
 use memtrim_common::units::format_size;
 use std::time::Instant;
 
@@ -35,46 +36,71 @@ pub(super) struct Record {
     pub last_after: u64,
 }
 
-/// One release that ran: resident bytes before and after, and its duration.
+/// One release that ran: resident bytes before and after, its duration, the worker's CPU it
+/// took, and the heap pages it made non-resident (glibc, when the caller watches the heaps).
 pub struct Outcome {
     pub released: u64,
     pub before: u64,
     pub after: u64,
     pub us: u64,
+    pub cpu_us: u64,
+    pub pages: Option<Released>,
 }
 
-/// `malloc_trim(0)` on every arena and the thread arenas' tops (glibc), or a purge of every
-/// arena (jemalloc; while the host is busy, only the pages its decay times say are due, since a
-/// busy jemalloc reuses recently freed pages and would fault them in again). A release already
-/// running elsewhere makes this one return `None` at once instead of queueing behind it.
-pub fn release(cfg: &Config, reason: Reason) -> Option<Outcome> {
+/// A release of `kind`: `malloc_trim(0)` on every arena and the thread arenas' tops (glibc's
+/// trim), with the host diverted; the tops alone (no walk of the bins, no divert: each arena is
+/// only tried, never waited for); or, on jemalloc, the pages its decay times say are due (a busy
+/// jemalloc reuses recently freed pages and would fault them in again) or all unused pages. With
+/// `heaps`, the heaps' residency is read just before and after, while the host is still diverted,
+/// so that the pages the release made non-resident are exactly known. A release already running
+/// elsewhere makes this one return `None` at once instead of queueing behind it.
+pub fn release(cfg: &Config, reason: Reason, kind: ReleaseKind, heaps: Option<&mut Heaps>) -> Option<Outcome> {
     if BUSY.swap(true, Acquire) {
         return None;
     }
     let t0 = Instant::now();
+    let cpu0 = clock::thread_cpu_us();
     // CPython's empty pools go back at the interpreter's next safe point (pymalloc.rs), while
     // the allocator's release runs; the resident set after waits for them a little. Not while
     // the host is busy: it takes empty pools again soon, and each would fault its pages back in.
     let asked = clock::unix_ms();
     pymalloc::request(reason != Reason::Retained);
     let before = procfs::rss_bytes();
-    match backend::active() {
-        Allocator::Glibc => {
-            let arenas = if cfg.arena_tops { arena_tops::find(cfg) } else { Vec::new() };
-            divert::run(|| {
-                // SAFETY: malloc_trim may be called from any thread at any time.
-                unsafe { libc::malloc_trim(0) };
-                arena_tops::release(&arenas);
-            });
+    let mut snap = heaps.and_then(Heaps::snapshot);
+    let mut watched = |run: &dyn Fn()| {
+        if let Some(s) = snap.as_mut() {
+            s.take(false);
         }
-        Allocator::Jemalloc if reason == Reason::Retained => jemalloc_ctl::decay(),
-        Allocator::Jemalloc => jemalloc_ctl::purge(),
+        run();
+        if let Some(s) = snap.as_mut() {
+            s.take(true);
+        }
+    };
+    match kind {
+        ReleaseKind::Trim | ReleaseKind::Tops if backend::active() == Allocator::Glibc => {
+            let arenas = if cfg.arena_tops { arena_tops::find(cfg) } else { Vec::new() };
+            if kind == ReleaseKind::Tops {
+                watched(&|| arena_tops::release(&arenas));
+            } else {
+                divert::run(|| {
+                    watched(&|| {
+                        // SAFETY: malloc_trim may be called from any thread at any time.
+                        unsafe { libc::malloc_trim(0) };
+                        arena_tops::release(&arenas);
+                    })
+                });
+            }
+        }
+        ReleaseKind::JeDecay => jemalloc_ctl::decay(),
+        _ => jemalloc_ctl::purge(),
     }
+    let cpu_us = clock::thread_cpu_us().saturating_sub(cpu0);
     // the allocator's part alone: the interpreter's steps stall no thread of the host's
     let us = t0.elapsed().as_micros() as u64;
     pymalloc::wait_for_walk(asked, PYTHON_WAIT);
     let after = procfs::rss_bytes();
-    let out = Outcome { released: before.saturating_sub(after), before, after, us };
+    let pages = snap.map(Snapshot::released);
+    let out = Outcome { released: before.saturating_sub(after), before, after, us, cpu_us, pages };
     BY_REASON[reason as usize].fetch_add(1, Relaxed);
     RELEASED.fetch_add(out.released, Relaxed);
     LAST_US.store(out.us, Relaxed);
@@ -86,9 +112,10 @@ pub fn release(cfg: &Config, reason: Reason) -> Option<Outcome> {
     BUSY.store(false, Release);
     if cfg.log >= LogLevel::Info {
         stderr::line(&format!(
-            "memtrim: pid {} release ({}): rss {} -> {} ({} released) in {:.1} ms",
+            "memtrim: pid {} release ({}, {}): rss {} -> {} ({} released) in {:.1} ms",
             std::process::id(),
             reason.name(),
+            kind.name(),
             format_size(out.before),
             format_size(out.after),
             format_size(out.released),
@@ -96,6 +123,11 @@ pub fn release(cfg: &Config, reason: Reason) -> Option<Outcome> {
         ));
     }
     Some(out)
+}
+
+/// The release for every reason but a busy process's fragmentation: all the allocator can give.
+pub fn full(glibc: bool) -> ReleaseKind {
+    if glibc { ReleaseKind::Trim } else { ReleaseKind::JePurge }
 }
 
 pub(super) fn record() -> Record {

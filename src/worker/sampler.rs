@@ -1,7 +1,9 @@
 //! One sample of everything the page shows, taken on the worker thread.
 use crate::alloc::{accounting, backend};
-use crate::sys::{clock, procfs};
+use crate::sys::{clock, jemalloc_ctl, procfs, rusage};
+use crate::worker::heap_residency::Heaps;
 use crate::worker::heap_stats::HeapStats;
+use crate::worker::policy::Heap;
 use crate::worker::release;
 use memtrim_common::config::{Allocator, Config};
 use memtrim_common::page::{ALLOCATOR_GLIBC, ALLOCATOR_JEMALLOC, Stats};
@@ -13,6 +15,9 @@ pub struct Sampler {
     start_ticks: u64,
     uid: u32,
     heap: HeapStats,
+    heaps: Heaps,
+    /// The last sample's view of the allocator's retained memory, for the policy.
+    retained: Heap,
     smaps: Option<procfs::Smaps>,
     smaps_every_sample: bool,
     smaps_at_ms: u64,
@@ -30,6 +35,8 @@ impl Sampler {
             // SAFETY: getuid has no preconditions.
             uid: unsafe { libc::getuid() },
             heap: HeapStats::new(),
+            heaps: Heaps::new(),
+            retained: Heap::Mallinfo,
             smaps: None,
             smaps_every_sample,
             smaps_at_ms: 0,
@@ -49,6 +56,15 @@ impl Sampler {
         }
         let t = accounting::totals();
         let heap_bytes = self.heap.heap_bytes(interval, fresh, t.live);
+        let glibc = backend::active() == Allocator::Glibc;
+        let resident = if glibc { self.heaps.resident(t0) } else { Some(heap_bytes) };
+        self.retained = match resident {
+            _ if !glibc => Heap::Purgeable(jemalloc_ctl::purgeable()),
+            Some(resident) => Heap::Resident { resident, live: t.live.saturating_sub(self.heap.mmapped()) },
+            None => Heap::Mallinfo,
+        };
+        let usage = rusage::process();
+        let worker_cpu_us = clock::thread_cpu_us();
         let r = release::record();
         let (ppid, _) = procfs::ppid_and_start();
         let smaps = self.smaps.as_ref();
@@ -82,7 +98,10 @@ impl Sampler {
             max_trim_us: r.max_us,
             last_trim_at_ms: r.last_at_ms,
             sample_cost_us: t0.elapsed().as_micros() as u64,
-            worker_cpu_us: clock::thread_cpu_us(),
+            worker_cpu_us,
+            process_cpu_us: usage.cpu_us.saturating_sub(worker_cpu_us),
+            minor_faults: usage.minor_faults,
+            heap_resident_bytes: resident.unwrap_or(0),
             interval_ms: self.cfg.interval_ms,
             smaps_interval_ms: self.cfg.smaps_interval_ms,
             releases_by_reason: r.by_reason,
@@ -91,5 +110,15 @@ impl Sampler {
             last_rss_after: r.last_after,
             ..Default::default()
         }
+    }
+
+    /// The last sample's view of the allocator's retained memory.
+    pub fn retained(&self) -> Heap {
+        self.retained
+    }
+
+    /// The heaps the sampler watches, for a release to watch too.
+    pub fn heaps(&mut self) -> Option<&mut Heaps> {
+        (backend::active() == Allocator::Glibc).then_some(&mut self.heaps)
     }
 }

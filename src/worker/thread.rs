@@ -4,7 +4,8 @@
 //! host); holds nothing the allocation path needs (docs/DESIGN.md, trap 8).
 use crate::alloc::{accounting, backend, divert, lazy_start};
 use crate::python::pymalloc;
-use crate::sys::{jemalloc_ctl, procfs, stderr};
+use crate::sys::{procfs, stderr};
+use crate::worker::cost_model::Booked;
 use crate::worker::limits::{self, LimitWatch};
 use crate::worker::page_file::{self, PageFile};
 use crate::worker::policy::Policy;
@@ -13,7 +14,7 @@ use crate::worker::sampler::Sampler;
 use core::sync::atomic::{AtomicBool, Ordering::*};
 use memtrim_common::config::{Allocator, Config};
 use memtrim_common::futex;
-use memtrim_common::page::{Page, Reason, Stats};
+use memtrim_common::page::{Page, Reason, ReleaseKind, Stats};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -121,19 +122,20 @@ fn run() {
         served = requested;
         let mut stats = sampler.sample(false);
         let now = Instant::now();
-        let purgeable = (backend::active() == Allocator::Jemalloc).then(jemalloc_ctl::purgeable);
-        let decided = policy.decide(&stats, purgeable, now);
-        let mut release_for = |reason: Reason, stats: &mut Stats| {
-            if let Some(out) = release::release(cfg, reason) {
+        let glibc = backend::active() == Allocator::Glibc;
+        let decided = policy.decide(&stats, sampler.retained(), glibc, now);
+        let mut release_for = |reason: Reason, kind: ReleaseKind, stats: &mut Stats| {
+            if let Some(out) = release::release(cfg, reason, kind, sampler.heaps()) {
                 *stats = sampler.sample(true);
-                policy.released(&out, stats, now);
+                let booked = Booked { kind, busy: reason == Reason::Retained, cpu_us: out.cpu_us, released: out.pages };
+                policy.released(booked, out.us, stats, sampler.retained(), now);
             }
         };
-        if let Some(reason) = if asked { Some(Reason::Request) } else { decided } {
-            release_for(reason, &mut stats);
+        if let Some((reason, kind)) = if asked { Some((Reason::Request, release::full(glibc))) } else { decided } {
+            release_for(reason, kind, &mut stats);
         }
         if let limits::Action::Release = limit.check(&stats, now) {
-            release_for(Reason::Limit, &mut stats);
+            release_for(Reason::Limit, release::full(glibc), &mut stats);
             limit.check(&stats, now);
         }
         policy.fill(&mut stats);

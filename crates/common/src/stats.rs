@@ -147,7 +147,7 @@ stats_fields! {
         py_max_hold_us: u64, Us, Gauge, "Longest time one of memtrim's steps held CPython's interpreter lock.", metric "memtrim_python_lock_hold_max_seconds", when py_stepped;
     }
     "policy" {
-        release_skip_reason: u64, None, State(|c| HeldBack::ALL.get(c as usize).map(|h| h.name())), "Why the last sample did not release: none (it released, or nothing was decided yet), no_trigger (no trigger held), min_retained (too little new retained memory), backoff (the spacing after the last release, or the back-off).";
+        release_skip_reason: u64, None, State(|c| HeldBack::ALL.get(c as usize).map(|h| h.name())), "Why the last sample did not release: none (it released, or nothing was decided yet), no_trigger (no trigger held), min_retained (too little new retained memory), backoff (the spacing after the last release, or the back-off), budget (a busy-time release would overrun MEMTRIM_BUSY_BUDGET), refaults (the pages of busy-time releases came straight back: tried again later), pending (the last release's pages are not looked at again yet).";
     }
     "limits" {
         limit_dry_runs: u64, Count, Counter, "Signals the soft limit would have sent under MEMTRIM_LIMIT_ACTION=log (a dry run: none was sent).";
@@ -156,6 +156,47 @@ stats_fields! {
         budget_rank: u64, Count, Gauge, "Under a cgroup budget (MEMTRIM_LIMIT=cgroup:…, limit_bytes the budget, limit_value the cgroup's usage): this process's place among the cgroup's memtrim processes by retained memory (1: the most, which releases first).", when is_budget;
         budget_members: u64, Count, Gauge, "Under a cgroup budget: the cgroup's memtrim processes that share it (this one included).", when is_budget;
         budget_largest: u64, None, Flag, "Under a cgroup budget: 1 when this process has the largest USS of them, the only one that may be recycled for the budget.", when is_budget;
+    }
+    "cost" {
+        process_cpu_us: u64, Us, Counter, "CPU time of the process (getrusage), memtrim's worker thread excluded: what MEMTRIM_BUSY_BUDGET is a share of.", json "process_cpu_ms";
+        minor_faults: u64, Count, Counter, "Minor page faults of the process (ru_minflt).";
+        heap_resident_bytes: u64, Bytes, Gauge, "Resident bytes of the allocator's own heaps (glibc: mincore over the main heap and the thread heaps; jemalloc: stats.resident), which neither interpreter arenas nor file pages move.";
+        busy_budget_permille: u64, Permille, Gauge, "Share of the process's CPU that busy-time releases, and the faults of the pages that come back, may take (MEMTRIM_BUSY_BUDGET); absent when off.", json "busy_budget", metric "memtrim_busy_budget_ratio", when |s| s.busy_budget_permille != u64::MAX;
+        budget_used_permille: u64, Permille, Gauge, "What releases and the faults of their pages took of the process's CPU over the last MEMTRIM_BUDGET_WINDOW_MS.", json "budget_used", metric "memtrim_budget_used_ratio";
+        release_cpu_us: u64, Us, Counter, "CPU time memtrim's releases took (worker thread).", json "release_cpu_ms";
+        last_release_kind: u64, None, State(release_kind_name), "What the last release did: trim (malloc_trim and the thread arenas' tops), tops (the tops alone), je_decay (jemalloc's due pages), je_purge (all of jemalloc's unused pages).", when released;
+        last_release_pages: u64, Count, Gauge, "Heap pages the last release made non-resident (mincore before and after; glibc).", when released;
+        last_refault_pages: u64, Count, Gauge, "Of those, pages resident again MEMTRIM_REFAULT_CHECK_MS later; absent until looked at.", when |s| s.last_refault_pages != u64::MAX;
+        released_pages: u64, Count, Counter, "Heap pages made non-resident by every release (glibc).";
+        refault_pages: u64, Count, Counter, "Released pages found resident again at their check, all releases.";
+        fault_cost_ns: u64, Count, Gauge, "CPU cost of one page fault in ns, charged per page that comes back (MEMTRIM_FAULT_COST_NS, or measured at the worker's start).";
+        survival_trim_permille: u64, Permille, Gauge, "Share of the pages busy-time trims released that stayed released until their check (moving average); absent until measured.", json "survival_trim", metric "memtrim_survival_trim_ratio", when |s| s.survival_trim_permille != u64::MAX;
+        survival_tops_permille: u64, Permille, Gauge, "The same for busy-time releases of the thread arenas' tops alone.", json "survival_tops", metric "memtrim_survival_tops_ratio", when |s| s.survival_tops_permille != u64::MAX;
+    }
+}
+
+fn release_kind_name(code: u64) -> Option<&'static str> {
+    ReleaseKind::ALL.get(code as usize).map(|k| k.name())
+}
+
+/// What a release did (the page's `last_release_kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ReleaseKind {
+    None,
+    /// malloc_trim(0) and the thread arenas' top chunks, with the host diverted.
+    Trim,
+    /// The thread arenas' top chunks alone: cheap, and used only at the working set's high-water mark.
+    Tops,
+    JeDecay,
+    JePurge,
+}
+
+impl ReleaseKind {
+    pub const ALL: [ReleaseKind; 5] = [ReleaseKind::None, ReleaseKind::Trim, ReleaseKind::Tops, ReleaseKind::JeDecay, ReleaseKind::JePurge];
+
+    pub fn name(self) -> &'static str {
+        ["none", "trim", "tops", "je_decay", "je_purge"][self as usize]
     }
 }
 
@@ -167,13 +208,20 @@ pub enum HeldBack {
     NoTrigger,
     MinRetained,
     Backoff,
+    /// The release would take the busy-time budget over MEMTRIM_BUSY_BUDGET.
+    Budget,
+    /// The pages of this kind of release came straight back; it is tried again later.
+    Refaults,
+    /// The last release's pages are not looked at again yet (MEMTRIM_REFAULT_CHECK_MS).
+    Pending,
 }
 
 impl HeldBack {
-    const ALL: [HeldBack; 4] = [HeldBack::Nothing, HeldBack::NoTrigger, HeldBack::MinRetained, HeldBack::Backoff];
+    const ALL: [HeldBack; 7] =
+        [HeldBack::Nothing, HeldBack::NoTrigger, HeldBack::MinRetained, HeldBack::Backoff, HeldBack::Budget, HeldBack::Refaults, HeldBack::Pending];
 
     pub fn name(self) -> &'static str {
-        ["none", "no_trigger", "min_retained", "backoff"][self as usize]
+        ["none", "no_trigger", "min_retained", "backoff", "budget", "refaults", "pending"][self as usize]
     }
 }
 

@@ -7,8 +7,8 @@
 use super::heaps::{self, Placed};
 use super::malloc_info::{self, MallocInfo};
 use super::mmapped_probe::{self, Found, PROBE_BUDGET, PROBE_LIMIT};
-use super::residency::Residency;
 use crate::sys::glibc_heaps::{HEAP_MAX, Heap, find_heaps, read_maps};
+use crate::worker::residency::Residency;
 use memtrim_common::json::Writer;
 use std::time::Instant;
 

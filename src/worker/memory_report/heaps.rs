@@ -18,8 +18,8 @@
 //! arena's through malloc_trim's sbrk, the thread arenas' through arena_tops.rs (malloc_trim
 //! leaves those).
 use super::malloc_info::{Arena, Bin};
-use super::residency::Residency;
 use crate::sys::glibc_heaps::{Heap, Vma};
+use crate::worker::residency::Residency;
 
 /// Bytes before the first page glibc's malloc_trim may release inside a free chunk
 /// (sizeof(struct malloc_chunk)).

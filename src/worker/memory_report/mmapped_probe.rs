@@ -6,9 +6,9 @@
 //! read through a pipe (writev from the probed addresses: EFAULT, never a fault, for an address
 //! unmapped meanwhile; about 0.25 µs a probe, a quarter of process_vm_readv's). Stops when
 //! glibc's count is found, or at [`PROBE_LIMIT`] probes or [`PROBE_BUDGET`].
-use super::residency::Residency;
 use crate::sys::glibc::{FLAGS, IS_MMAPPED};
 use crate::sys::glibc_heaps::{Vma, peek_words};
+use crate::worker::residency::Residency;
 use core::ffi::{c_int, c_void};
 use std::time::{Duration, Instant};
 

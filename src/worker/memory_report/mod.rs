@@ -14,15 +14,14 @@ mod jemalloc;
 mod malloc_info;
 mod mmapped_probe;
 mod python;
-mod residency;
 
 use crate::alloc::{accounting, backend, side_pool};
 use crate::python::pymalloc;
 use crate::sys::{clock, procfs, stderr};
+use crate::worker::residency::Residency;
 use memtrim_common::config::{Allocator, Config, LogLevel};
 use memtrim_common::json::Writer;
 use memtrim_common::{atomic_file, page, report};
-use residency::Residency;
 use std::path::Path;
 use std::time::Instant;
 

@@ -1,9 +1,9 @@
 //! The python section of the report: CPython's object arenas, the last walk of their pools (a
 //! fresh one if the interpreter runs one within WALK_WAIT), and their address ranges with
 //! resident bytes, read without the interpreter's lock (mincore reads no memory).
-use super::residency::Residency;
 use crate::python::{arenas, pymalloc};
 use crate::sys::clock;
+use crate::worker::residency::Residency;
 use memtrim_common::json::Writer;
 use memtrim_common::page::Stats;
 use std::time::Duration;

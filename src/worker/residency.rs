@@ -1,5 +1,6 @@
 //! Which pages of an address range of this process are resident (mincore(2): reads no memory,
-//! and answers ENOMEM rather than faulting where nothing is mapped).
+//! and answers ENOMEM rather than faulting where nothing is mapped). For the report and for the
+//! heaps' residency the release policy watches.
 use core::ffi::c_void;
 
 pub struct Residency {
@@ -22,6 +23,17 @@ impl Residency {
         self.calls += 1;
         // SAFETY: vec holds one byte per page of [start, end); start is page-aligned.
         (unsafe { libc::mincore(start as *mut c_void, len, self.vec.as_mut_ptr()) } == 0).then_some(&self.vec[..])
+    }
+
+    /// Fills `out` with one byte per page of [start, end) (`start` page-aligned, `out` that long),
+    /// bit 0 set where resident; all 0 where part of the range is not mapped. Allocates nothing:
+    /// it runs while the host's allocations are diverted.
+    pub fn fill(start: usize, out: &mut [u8]) {
+        let page = crate::sys::procfs::page_size();
+        // SAFETY: out holds one byte per page of the range.
+        if unsafe { libc::mincore(start as *mut c_void, out.len() * page, out.as_mut_ptr()) } != 0 {
+            out.fill(0);
+        }
     }
 
     /// Resident bytes in [start, end) (page-rounded; 0 where nothing is mapped).
