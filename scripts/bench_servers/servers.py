@@ -18,7 +18,9 @@ from bench_servers.procs import children
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 MEMTRIM = os.path.join(ROOT, "target", "release", "memtrim")
 WORKERS, THREADS = 3, 4
-MEMTRIM_CONFIGS = ("trim-ref", "memtrim", "memtrim-nopy", "memtrim-je")
+MEMTRIM_CONFIGS = ("trim-ref", "memtrim", "memtrim-nopy", "memtrim-je", "memtrim-passive")
+# every automatic release trigger off: the library counts and publishes, and never releases
+NO_TRIGGERS = {"MEMTRIM_IDLE_MS": "0", "MEMTRIM_FRAG_THRESHOLD": "off", "MEMTRIM_PSI_STALL_MS": "0"}
 ALL_SERVERS = ["gunicorn", "puma", "datasette"]
 PYTHON_SERVERS = ("gunicorn", "datasette")
 REQUIREMENTS = os.path.join(ROOT, "scripts", "requirements-bench.txt")
@@ -83,7 +85,9 @@ def config_env(config, base, shm):
         prefix = [MEMTRIM, "run", "--"]
         env["MEMTRIM_SHM_DIR"] = shm
         if config == "trim-ref":
-            env.update(MEMTRIM_IDLE_MS="0", MEMTRIM_FRAG_THRESHOLD="off", MEMTRIM_PSI_STALL_MS="0", MEMTRIM_ARENA_TOPS="0")
+            env.update(NO_TRIGGERS, MEMTRIM_ARENA_TOPS="0")
+        elif config == "memtrim-passive":
+            env.update(NO_TRIGGERS)
         elif config == "memtrim-je":
             env["MEMTRIM_ALLOCATOR"] = "jemalloc"
         elif config == "memtrim-nopy":

@@ -9,6 +9,7 @@ STYLE = {
     "jemalloc": ("#ff7f0e", "", 1.6),
     "trim-ref": ("#2ca02c", "6,4", 2.0),
     "memtrim": ("#d62728", "", 2.6),
+    "memtrim-passive": ("#d62728", "1,3", 1.8),
     "memtrim-1m": ("#9467bd", "2,2", 1.8),
     "memtrim-nopy": ("#9467bd", "5,3", 2.0),
     "jemalloc-bg": ("#ff7f0e", "2,2", 1.8),

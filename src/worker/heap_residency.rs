@@ -4,7 +4,7 @@
 //! thread heaps (glibc_heaps.rs); CPython's arenas, file pages, stacks and large mmapped blocks
 //! lie outside them, so their growth is not taken for retained memory, and a page a release gave
 //! back reads as non-resident until the host touches it again (mincore: no page-table entry).
-use crate::sys::glibc_heaps::{find_heaps, read_maps};
+use crate::sys::glibc_heaps::{HEAP_MAX, find_heaps, read_maps};
 use crate::sys::procfs::page_size;
 use crate::worker::residency::Residency;
 use std::time::{Duration, Instant};
@@ -16,23 +16,31 @@ const REFRESH: Duration = Duration::from_secs(10);
 const MAX_PAGES: usize = 1 << 22;
 
 pub struct Heaps {
-    ranges: Vec<(usize, usize)>,
+    /// Where the main heap starts (`[heap]`); it ends at the break, read at every use.
+    main: Option<usize>,
+    /// Thread heaps, each its whole HEAP_MAX mapping (what lies past its size is not resident).
+    threads: Vec<usize>,
     next_refresh: Instant,
     res: Residency,
 }
 
 impl Heaps {
     pub fn new() -> Heaps {
-        Heaps { ranges: Vec::new(), next_refresh: Instant::now(), res: Residency::new(page_size()) }
+        Heaps { main: None, threads: Vec::new(), next_refresh: Instant::now(), res: Residency::new(page_size()) }
     }
 
     fn refresh(&mut self, now: Instant) {
         let maps = read_maps();
-        let page = page_size();
-        self.ranges.clear();
-        self.ranges.extend(maps.iter().filter(|m| m.path == "[heap]").map(|m| (m.start, m.end)));
-        self.ranges.extend(find_heaps(&maps, page).iter().map(|h| (h.base, h.base + h.size.next_multiple_of(page))));
+        self.main = maps.iter().find(|m| m.path == "[heap]").map(|m| m.start);
+        self.threads = find_heaps(&maps, page_size()).iter().map(|h| h.base).collect();
         self.next_refresh = now + REFRESH;
+    }
+
+    fn ranges(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        // SAFETY: sbrk(0) only reads the current break.
+        let brk = unsafe { libc::sbrk(0) } as usize;
+        let main = self.main.filter(|&start| brk > start).map(|start| (start, brk.next_multiple_of(page_size())));
+        main.into_iter().chain(self.threads.iter().map(|&base| (base, base + HEAP_MAX)))
     }
 
     /// Resident bytes of the heaps; None where no heap is known (the policy then goes by glibc's
@@ -41,18 +49,16 @@ impl Heaps {
         if now >= self.next_refresh {
             self.refresh(now);
         }
-        if self.ranges.is_empty() {
-            return None;
-        }
-        Some(self.ranges.iter().map(|&(a, b)| self.res.bytes(a, b)).sum())
+        let ranges: Vec<_> = self.ranges().collect();
+        (!ranges.is_empty()).then(|| ranges.iter().map(|&(a, b)| self.res.bytes(a, b)).sum())
     }
 
     /// Buffers for the snapshots around a release, over the heaps as they are now.
     pub fn snapshot(&mut self) -> Option<Snapshot> {
         self.refresh(Instant::now());
-        let page = page_size();
-        let pages: usize = self.ranges.iter().map(|&(a, b)| (b - a) / page).sum();
-        (pages > 0 && pages <= MAX_PAGES).then(|| Snapshot { ranges: self.ranges.clone(), before: vec![0; pages], after: vec![0; pages] })
+        let ranges: Vec<_> = self.ranges().collect();
+        let pages: usize = ranges.iter().map(|&(a, b)| (b - a) / page_size()).sum();
+        (pages > 0 && pages <= MAX_PAGES).then(|| Snapshot { ranges, before: vec![0; pages], after: vec![0; pages] })
     }
 }
 

@@ -112,10 +112,9 @@ pub fn release(cfg: &Config, reason: Reason, kind: ReleaseKind, heaps: Option<&m
     BUSY.store(false, Release);
     if cfg.log >= LogLevel::Info {
         stderr::line(&format!(
-            "memtrim: pid {} release ({}, {}): rss {} -> {} ({} released) in {:.1} ms",
+            "memtrim: pid {} release ({}): rss {} -> {} ({} released) in {:.1} ms",
             std::process::id(),
             reason.name(),
-            kind.name(),
             format_size(out.before),
             format_size(out.after),
             format_size(out.released),

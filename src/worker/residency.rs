@@ -25,14 +25,21 @@ impl Residency {
         (unsafe { libc::mincore(start as *mut c_void, len, self.vec.as_mut_ptr()) } == 0).then_some(&self.vec[..])
     }
 
-    /// Fills `out` with one byte per page of [start, end) (`start` page-aligned, `out` that long),
-    /// bit 0 set where resident; all 0 where part of the range is not mapped. Allocates nothing:
-    /// it runs while the host's allocations are diverted.
+    /// Fills `out` with one byte per page from `start` (page-aligned), bit 0 set where resident;
+    /// where part of the range is not mapped (a heap that shrank), piece by piece of 64 pages,
+    /// 0 for a piece not wholly mapped. Allocates nothing: it runs while the host's allocations
+    /// are diverted.
     pub fn fill(start: usize, out: &mut [u8]) {
         let page = crate::sys::procfs::page_size();
         // SAFETY: out holds one byte per page of the range.
-        if unsafe { libc::mincore(start as *mut c_void, out.len() * page, out.as_mut_ptr()) } != 0 {
-            out.fill(0);
+        if unsafe { libc::mincore(start as *mut c_void, out.len() * page, out.as_mut_ptr()) } == 0 {
+            return;
+        }
+        for (i, piece) in out.chunks_mut(64).enumerate() {
+            // SAFETY: piece holds one byte per page of its part of the range.
+            if unsafe { libc::mincore((start + i * 64 * page) as *mut c_void, piece.len() * page, piece.as_mut_ptr()) } != 0 {
+                piece.fill(0);
+            }
         }
     }
 
