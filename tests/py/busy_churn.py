@@ -4,6 +4,9 @@ serve without pause, each a loop of requests: bytearrays of 600 B to 60 KiB (abo
 then freed. Commands put memory of other lifetimes into the same threads' arenas, while they
 serve.
 
+The main thread only waits for commands on stdin, as a server's main thread waits in accept or
+join: between commands it runs no Python code (nor calls the interpreter has pending).
+
 Prints `ready PID` once, then answers each command with one line: `frag`, `drop` and `exit` of
 host_common.py, and
 
