@@ -181,7 +181,7 @@ fn memory_that_stays_returned_is_released_while_busy() {
     // the arenas grow to the requests' working size, and the budget's window gathers some of
     // the process's CPU (the first release of a window always fits: on a window of little CPU
     // it alone would be most of the budget)
-    let mut v = watch(&h, Duration::from_secs(6), |_| false);
+    let mut v = watch(&h, Duration::from_secs(10), |_| false);
     let base = v.last().unwrap().n("heap_resident_bytes");
     let served = requests(&mut h);
     h.ask("hold 60 32768");
