@@ -69,7 +69,7 @@ options! {
     MEMTRIM_START_MS start_ms: Millis = Millis { min: 10, max: HOUR, zero: Some("at the first allocation") }, "1000", "the worker thread starts on the first allocation this long after the process (or a fork child) starts; one that execs, unshares or exits sooner never has a second thread (0: the first allocation)";
     MEMTRIM_SMAPS_INTERVAL_MS smaps_interval_ms: Millis = Millis { min: 100, max: HOUR, zero: None }, "5000", "how often PSS, USS and swap are read from smaps_rollup (costs ms on big processes)";
     MEMTRIM_MIN_RETAINED min_retained: Size = Size, "1MiB", "no automatic release unless this much memory was retained since the last one";
-    MEMTRIM_FRAG_THRESHOLD frag_threshold: FractionOrOff = FractionOrOff, "0.5", "while busy, release when the heap's resident bytes that live blocks do not use reach this fraction of them (off: only when idle)";
+    MEMTRIM_FRAG_THRESHOLD frag_threshold: FractionOrOff = FractionOrOff, "0.25", "while busy, release when the heap's resident bytes that live blocks do not use reach this fraction of them (off: only when idle)";
     MEMTRIM_BUSY_BUDGET busy_budget: FractionOrOff = FractionOrOff, "0.01", "while busy, releases and the page faults their pages cause when they come back stay within this share of the process's CPU (off: no budget)";
     MEMTRIM_BUDGET_WINDOW_MS budget_window_ms: Millis = Millis { min: 1000, max: HOUR, zero: None }, "60s", "the window over which MEMTRIM_BUSY_BUDGET is counted";
     MEMTRIM_REFAULT_CHECK_MS refault_check_ms: Millis = Millis { min: 100, max: 600_000, zero: None }, "5s", "how long after a release its pages are looked at again: those resident again came straight back";
