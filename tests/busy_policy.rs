@@ -240,8 +240,8 @@ fn waves(tag: &str, extra: &[(&str, &str)]) -> Option<(u64, Vec<Sample>, Instant
 /// Memory that comes straight back: once the first busy-time releases find their pages resident
 /// again at their checks, the page says `refaults`, and 20 s of waves see at most 4 busy-time
 /// releases (the trim, the tops alone, a probe) under the default MEMTRIM_MIN_SURVIVAL; with
-/// MEMTRIM_MIN_SURVIVAL=off the same waves are released at least twice as often, and at least 6
-/// times (one release per refault check would be about 20).
+/// MEMTRIM_MIN_SURVIVAL=off the same waves are released at least 3 times as often, and at least 10
+/// times (one release per refault check, the most the policy allows, is about 20).
 #[test]
 fn memory_that_comes_straight_back_is_held_for_its_refaults() {
     let _one = serial();
@@ -256,7 +256,7 @@ fn memory_that_comes_straight_back_is_held_for_its_refaults() {
     eprintln!("busy-time releases in 20 s: {gated} held for refaults, {free} with MEMTRIM_MIN_SURVIVAL=off");
     assert!(!v.iter().any(|s| s.skip() == "refaults"), "release_skip_reason read refaults with MEMTRIM_MIN_SURVIVAL=off:\n{}", timeline(&v, t0));
     assert!(
-        free >= 6 && free >= 2 * gated,
+        free >= 10 && free >= 3 * gated,
         "{free} busy-time releases with MEMTRIM_MIN_SURVIVAL=off, {gated} with the default; the reads of the former said release_skip_reason {:?}",
         reasons(&v)
     );
