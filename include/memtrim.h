@@ -169,8 +169,10 @@ struct memtrim_page_stats {
   uint64_t fault_cost_ns;          /* CPU cost of one page fault in ns, charged per page that comes back (MEMTRIM_FAULT_COST_NS, or measured at the worker's start). */
   uint64_t survival_trim_permille; /* Share of the pages busy-time trims released that stayed released until their check (moving average); absent until measured. */
   uint64_t survival_tops_permille; /* The same for busy-time releases of the thread arenas' tops alone. */
+  /* process */
+  uint64_t stats_bytes;            /* Bytes of stats the process's memtrim publishes (set by the reader from the page's header): fields past them, added by a newer memtrim, are absent. */
 };
-MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page_stats) == 744, "memtrim_page_stats size");
+MEMTRIM_STATIC_ASSERT(sizeof(struct memtrim_page_stats) == 752, "memtrim_page_stats size");
 /* END generated */
 
 struct memtrim_page {

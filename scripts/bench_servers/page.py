@@ -25,8 +25,7 @@ def _layout():
     global _LAYOUT
     if _LAYOUT is None:
         d = json.loads(subprocess.run([CLI, "fields", "--json"], check=True, capture_output=True, text=True).stdout)
-        table = max(f["offset"] + f["size"] for f in d["fields"])
-        _LAYOUT = (d["layout_version"], {f["name"]: f for f in d["fields"]}, table)
+        _LAYOUT = (d["layout_version"], {f["name"]: f for f in d["fields"]}, d["first_stats_bytes"])
     return _LAYOUT
 
 
@@ -70,7 +69,7 @@ def _value(f, stats):
 def _stats(path):
     """The writer's stats as bytes, consistent and checked, or None (gone, not a page of this
     layout, or never settled)."""
-    version, _, table = _layout()
+    version, _, least = _layout()
     for _ in range(200):
         try:
             with open(path, "rb") as f:
@@ -83,8 +82,8 @@ def _stats(path):
             return None
         magic, layout, _, seq1, off, size = struct.unpack_from("<QIIQII", raw, 0)
         # As the CLI's reader (page.rs): past the header and the control block, whole words,
-        # at least the table's stats, within the file.
-        if magic != MAGIC or layout != version or off < STATS_OFFSET or off % 8 or size % 8 or size < table or off + size > len(raw):
+        # at least the first writer's stats of this version, within the file.
+        if magic != MAGIC or layout != version or off < STATS_OFFSET or off % 8 or size % 8 or size < least or off + size > len(raw):
             return None
         stats = raw[off:off + size]
         words = struct.unpack(f"<{size // 8}Q", stats)
@@ -95,11 +94,12 @@ def _stats(path):
 
 
 def read(path):
-    """A dict of the page's fields by their names in the table, or None."""
+    """A dict of the page's fields by their names in the table, or None; a field an older
+    writer does not have is left out."""
     stats = _stats(path)
     if stats is None:
         return None
-    return {name: _value(f, stats) for name, f in _layout()[1].items()}
+    return {name: _value(f, stats) for name, f in _layout()[1].items() if f["offset"] + f["size"] <= len(stats)}
 
 
 class Words:
@@ -109,9 +109,9 @@ class Words:
         self.path = path
 
     def get(self, *names):
-        """The named fields' values, or None."""
+        """The named fields' values (None for one an older writer does not have), or None."""
         stats = _stats(self.path)
         if stats is None:
             return None
         fields = _layout()[1]
-        return [_value(fields[n], stats) for n in names]
+        return [_value(fields[n], stats) if fields[n]["offset"] + fields[n]["size"] <= len(stats) else None for n in names]

@@ -3,7 +3,7 @@
 //! (a C program has include/memtrim.h) takes the layout from here, not from a copy of it.
 use crate::output::print_or_quiet;
 use memtrim_common::fields::{Kind, Type, Unit};
-use memtrim_common::page::{FIELDS, LAYOUT_VERSION};
+use memtrim_common::page::{FIELDS, FIRST_STATS_BYTES, LAYOUT_VERSION};
 use serde_json::json;
 
 #[derive(clap::Args)]
@@ -62,7 +62,7 @@ pub fn main(o: Opts) -> i32 {
                         "counters": labels, "help": f.help })
             })
             .collect();
-        return print_or_quiet(&json!({ "layout_version": LAYOUT_VERSION, "fields": fields }).to_string());
+        return print_or_quiet(&json!({ "layout_version": LAYOUT_VERSION, "first_stats_bytes": FIRST_STATS_BYTES, "fields": fields }).to_string());
     }
     let rows: Vec<String> = FIELDS.iter().map(|f| format!("{:5} {:9} {:<24} {}", f.offset, type_name(f.ty), f.json, f.help)).collect();
     print_or_quiet(&rows.join("\n"))

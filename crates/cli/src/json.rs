@@ -39,11 +39,13 @@ pub fn ms_from_us(us: u64) -> String {
 /// A field's JSON value, by its kind and unit: a state by its name (null when it has none or
 /// does not apply), a flag as a boolean, per-label counters as an object, a ratio in
 /// thousandths as a number (null when off), microseconds as milliseconds where the JSON name
-/// says `_ms`; numbers otherwise, whether or not they apply yet.
+/// says `_ms`; numbers otherwise, whether or not they apply yet; null for a field the page's
+/// writer, an older memtrim, does not have.
 fn value(f: &Field, s: &Stats) -> Option<Out> {
     let n = f.number(s);
     Some(Out::Value(match (f.kind, f.ty, f.unit) {
         (Kind::Check, ..) => return None,
+        _ if !f.written(s) => Value::Null,
         (Kind::Counters(_, names), ..) => return Some(Out::PerLabel(names, f.numbers(s))),
         (_, Type::Text(_), _) => json!(f.text(s)),
         (Kind::State(_), ..) => f.state(s).map_or(Value::Null, |name| json!(name)),

@@ -153,9 +153,15 @@ impl Field {
         String::from_utf8_lossy(&b[..end]).into_owned()
     }
 
+    /// Whether the page's writer wrote this field: an older memtrim's page is shorter
+    /// (`stats_bytes` itself is the reader's).
+    pub fn written(&self, s: &Stats) -> bool {
+        s.stats_bytes == 0 || self.offset + self.ty.size() <= s.stats_bytes as usize || self.offset == core::mem::offset_of!(Stats, stats_bytes)
+    }
+
     /// Whether the value means something now (see `when`).
     pub fn applies(&self, s: &Stats) -> bool {
-        self.when.is_none_or(|w| w(s))
+        self.written(s) && self.when.is_none_or(|w| w(s))
     }
 
     /// The name of a State field's value, if it has one and applies.

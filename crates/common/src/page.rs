@@ -4,8 +4,9 @@
 //! Versioned as perf_event_mmap_page is: the header says the compatible version of the layout
 //! (`layout_version`) and where the writer's stats are and how long (`stats_offset`,
 //! `stats_size`). Stats fields are only appended (stats.rs), so a reader accepts a page of a
-//! version it knows whose stats are at least as long as the ones it knows, and reads that
-//! prefix (the check word covers every word the writer wrote). The control block (requests from
+//! version it knows whose stats are longer than the ones it knows, and reads that prefix (the
+//! check word covers every word the writer wrote); or shorter (an older writer), and reads the
+//! fields that are there, the others absent. The control block (requests from
 //! outside, at fixed offsets) grows into its reserved words; once they are used up, a writer
 //! moves the stats further (`stats_offset`), which readers of this version follow. Only a
 //! change that readers cannot follow (a field reordered or resized) takes a new version.
@@ -20,6 +21,9 @@ pub const FILE_BYTES: usize = 4096;
 /// Where this writer puts the stats: after the header (32 bytes) and the control block.
 pub const STATS_OFFSET: usize = 96;
 pub const FILE_PREFIX: &str = "memtrim.";
+/// The stats of the first writer of this layout version: a reader takes a page whose stats are
+/// at least this long, the fields past the writer's absent (`stats_bytes`).
+pub const FIRST_STATS_BYTES: usize = 632;
 
 /// `memtrim.PID.START`: the start time (clock ticks after boot) tells a reused pid apart.
 pub fn file_name(pid: u32, start_ticks: u64) -> String {
@@ -140,6 +144,7 @@ impl Page {
 
     /// Publishes `s` (sealed here). Only one thread may write a page.
     pub fn publish(&self, mut s: Stats) {
+        s.stats_bytes = core::mem::size_of::<Stats>() as u64;
         s.seal();
         let seq = self.seq.load(Relaxed);
         self.seq.store(seq.wrapping_add(1), Relaxed);
@@ -155,7 +160,7 @@ impl Page {
     fn writer_stats(&self) -> Result<&[AtomicU64], ReadError> {
         let (offset, size) = (self.stats_offset, self.stats_size);
         let (at, len) = (offset as usize, size as usize);
-        let fits = at >= STATS_OFFSET && at % 8 == 0 && len % 8 == 0 && len >= core::mem::size_of::<Stats>() && at.saturating_add(len) <= FILE_BYTES;
+        let fits = at >= STATS_OFFSET && at % 8 == 0 && len % 8 == 0 && len >= FIRST_STATS_BYTES && at.saturating_add(len) <= FILE_BYTES;
         if !fits {
             return Err(ReadError::BadSize { offset, size });
         }
@@ -185,8 +190,14 @@ impl Page {
             }
             fence(Acquire);
             if self.seq.load(Relaxed) == s1 {
-                let known = copy.get(..WORDS).and_then(|k| k.try_into().ok()).ok_or(ReadError::Torn)?;
-                return if copy[0] == checksum(copy) { Ok(Stats::from_words(known)) } else { Err(ReadError::Torn) };
+                if copy[0] != checksum(copy) {
+                    return Err(ReadError::Torn);
+                }
+                let mut known = [0u64; WORDS];
+                known.iter_mut().zip(copy.iter()).for_each(|(k, c)| *k = *c);
+                let mut s = Stats::from_words(&known);
+                s.stats_bytes = (copy.len() * 8) as u64;
+                return Ok(s);
             }
         }
         Err(ReadError::Torn)
@@ -261,14 +272,39 @@ mod tests {
         assert_eq!(page.read(), Err(ReadError::Torn));
     }
 
-    /// Stats the header places outside the page, shorter than the reader's, or off a word
-    /// boundary are not read.
+    /// A writer of the same version that knows fewer fields (an older memtrim still running
+    /// after an upgrade): the reader reads what it wrote, and the fields past it are absent.
+    #[test]
+    fn a_page_with_fewer_fields_of_the_same_version_is_read() {
+        let mut page = page(Stats { pid: 7, live_bytes: 1 << 20, budget_used_permille: 5, ..Default::default() });
+        let short = FIRST_STATS_BYTES / 8;
+        let mut words: Vec<u64> = page.stats[..short].iter().map(|w| w.load(Relaxed)).collect();
+        words[0] = checksum(&words);
+        page.stats[0].store(words[0], Relaxed);
+        page.stats_size = FIRST_STATS_BYTES as u32;
+        let got = page.read().expect("a shorter page of the same version");
+        assert_eq!((got.pid, got.live_bytes, got.stats_bytes), (7, 1 << 20, FIRST_STATS_BYTES as u64));
+        let field = |name: &str| crate::stats::FIELDS.iter().find(|f| f.name == name).unwrap();
+        assert!(field("live_bytes").applies(&got));
+        assert!(!field("budget_used_permille").applies(&got), "a field the writer did not have is absent");
+        assert_eq!(got.budget_used_permille, 0);
+    }
+
+    /// Stats the header places outside the page, shorter than the first writer's of this
+    /// version, or off a word boundary are not read.
     #[test]
     fn bad_sizes_are_refused() {
         let known = core::mem::size_of::<Stats>() as u32;
-        for (offset, size) in
-            [(96, known - 8), (96, known + 4), (100, known), (0, known), (8, known), (FILE_BYTES as u32 - 8, known), (96, u32::MAX), (u32::MAX - 7, 16)]
-        {
+        for (offset, size) in [
+            (96, FIRST_STATS_BYTES as u32 - 8),
+            (96, known + 4),
+            (100, known),
+            (0, known),
+            (8, known),
+            (FILE_BYTES as u32 - 8, known),
+            (96, u32::MAX),
+            (u32::MAX - 7, 16),
+        ] {
             let mut p = page(Stats { pid: 7, ..Default::default() });
             (p.stats_offset, p.stats_size) = (offset, size);
             assert_eq!(p.read(), Err(ReadError::BadSize { offset, size }), "offset {offset}, size {size}");

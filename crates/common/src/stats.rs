@@ -169,9 +169,12 @@ stats_fields! {
         last_refault_pages: u64, Count, Gauge, "Of those, pages resident again MEMTRIM_REFAULT_CHECK_MS later; absent until looked at.", when |s| s.last_refault_pages != u64::MAX;
         released_pages: u64, Count, Counter, "Heap pages made non-resident by every release (glibc).";
         refault_pages: u64, Count, Counter, "Released pages found resident again at their check, all releases.";
-        fault_cost_ns: u64, Count, Gauge, "CPU cost of one page fault in ns, charged per page that comes back (MEMTRIM_FAULT_COST_NS, or measured at the worker's start).";
+        fault_cost_ns: u64, Count, Gauge, "CPU cost of one page fault in ns, charged per page that comes back (MEMTRIM_FAULT_COST_NS, or measured at the worker's start).", metric none;
         survival_trim_permille: u64, Permille, Gauge, "Share of the pages busy-time trims released that stayed released until their check (moving average); absent until measured.", json "survival_trim", metric "memtrim_survival_trim_ratio", when |s| s.survival_trim_permille != u64::MAX;
         survival_tops_permille: u64, Permille, Gauge, "The same for busy-time releases of the thread arenas' tops alone.", json "survival_tops", metric "memtrim_survival_tops_ratio", when |s| s.survival_tops_permille != u64::MAX;
+    }
+    "process" {
+        stats_bytes: u64, Bytes, Gauge, "Bytes of stats the process's memtrim publishes (set by the reader from the page's header): fields past them, added by a newer memtrim, are absent.", metric none;
     }
 }
 

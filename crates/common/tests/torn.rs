@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 const WORDS: usize = core::mem::size_of::<Stats>() / 8;
 
 /// The publication number `n`: every word of Stats a different function of n (whatever fields
-/// the layout has), live_bytes n itself, so that a mix of two publications cannot look like one.
+/// the layout has) but stats_bytes, live_bytes n itself, so that a mix of two publications cannot
+/// look like one.
 fn stats_of(n: u64) -> Stats {
     let mut s = Stats::default();
     let live = core::mem::offset_of!(Stats, live_bytes) / 8;
@@ -28,6 +29,8 @@ fn stats_of(n: u64) -> Stats {
             _ => n.wrapping_mul(0x9e37_79b9_7f4a_7c15 ^ k).rotate_left((k % 61) as u32),
         };
     }
+    // what the writer and the reader set: the length of the writer's stats
+    s.stats_bytes = core::mem::size_of::<Stats>() as u64;
     s
 }
 
