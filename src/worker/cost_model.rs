@@ -328,6 +328,48 @@ mod tests {
         check_survival_rises(&mut m, now);
     }
 
+    /// A probe of a held kind whose check finds nothing to judge by (it made no page
+    /// non-resident, or a release for another reason replaced it before its check) still leaves
+    /// a next probe: the kind is never held for good.
+    #[test]
+    fn a_probe_without_a_verdict_is_probed_again() {
+        let mut held = Vec::new();
+        for case in ["no pages", "replaced by an idle release", "no snapshot"] {
+            let mut m = model(|_| ());
+            let t = Instant::now();
+            let s = |m: &mut CostModel, secs: u64| {
+                let now = t + Duration::from_secs(secs);
+                m.observe(now, secs * 1_000_000);
+                now
+            };
+            let now = s(&mut m, 0);
+            m.charge(now, booked(ReleaseKind::Trim, 100, 1000));
+            check(&mut m, 900, t + Duration::from_secs(5));
+            let now = s(&mut m, 35);
+            assert_eq!(m.choose_busy(now, true, false), Ok(ReleaseKind::Trim), "the first probe");
+            match case {
+                "no pages" => {
+                    m.charge(now, booked(ReleaseKind::Trim, 100, 0));
+                    check(&mut m, 0, t + Duration::from_secs(40));
+                }
+                "replaced by an idle release" => {
+                    m.charge(now, booked(ReleaseKind::Trim, 100, 1000));
+                    m.charge(now, Booked { kind: ReleaseKind::Trim, busy: false, cpu_us: 100, released: Some(Released::counted(1000)) });
+                    check(&mut m, 0, t + Duration::from_secs(40));
+                }
+                _ => m.charge(now, Booked { kind: ReleaseKind::Trim, busy: true, cpu_us: 100, released: None }),
+            }
+            let probed = (41..3600).find(|&i| {
+                let now = s(&mut m, i);
+                m.choose_busy(now, true, false) == Ok(ReleaseKind::Trim)
+            });
+            if probed.is_none() {
+                held.push(case);
+            }
+        }
+        assert!(held.is_empty(), "trims held for an hour after a probe with {held:?}");
+    }
+
     fn check_survival_rises(m: &mut CostModel, now: Instant) {
         // 0.1, 0.1, then 1.0: the moving average passes 0.5 after a few good checks
         for i in 0..3 {
