@@ -1,0 +1,43 @@
+//! The figures the release policy counts glibc's retained memory in, against real processes:
+//! what a release would give back is what the policy sees, whatever else the heaps hold.
+
+mod common;
+
+use common::{Driven, JsonExt, TempDir, stat_json, wait_for};
+use std::process::Command;
+use std::time::Duration;
+
+const MIB: i64 = 1 << 20;
+
+/// Live blocks whose pages were never touched (tests/c/sparse_live.c: 192 MiB calloc'd from
+/// fresh heap memory) beside 94 MiB of resident free memory: the idle release comes and gives
+/// the free memory back, as it does when the live blocks are resident.
+#[test]
+fn untouched_live_blocks_do_not_hide_resident_free_memory() {
+    if common::allocator() != "glibc" {
+        return;
+    }
+    let bin = common::compile("sparse_live.c", &[]);
+    let dir = TempDir::new("sparse-live");
+    let mut c = Command::new(bin);
+    common::under_library(c.arg("30"), dir.path(), 200).env("MEMTRIM_ALLOCATOR", "glibc").env("MEMTRIM_IDLE_MS", "500").env("MEMTRIM_PSI_STALL_MS", "0");
+    let h = Driven::spawn(&mut c);
+    assert_eq!(h.line(Duration::from_secs(30), String::new), "built");
+    let released = wait_for("an idle release", Duration::from_secs(10), || {
+        let j = stat_json(dir.path(), h.pid())?;
+        let idle = j.field("releases_by_reason").int("idle");
+        if idle >= 1 {
+            Ok(j.int("released_bytes"))
+        } else {
+            Err(format!(
+                "no idle release: new_retained {} B, heap_resident_bytes {} B, live_bytes {} B, retained_bytes {} B, release_skip_reason {}",
+                j.int("new_retained"),
+                j.int("heap_resident_bytes"),
+                j.int("live_bytes"),
+                j.int("retained_bytes"),
+                j.str("release_skip_reason")
+            ))
+        }
+    });
+    assert!(released >= 64 * MIB, "the idle release gave back {released} B of about 94 MiB free");
+}
