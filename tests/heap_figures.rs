@@ -1,9 +1,10 @@
 //! The figures the release policy counts glibc's retained memory in, against real processes:
-//! what a release would give back is what the policy sees, whatever else the heaps hold.
+//! what a release would give back is what the policy sees, whatever else the heaps hold; and
+//! every release, whoever asks for it, is booked by the cost model.
 
 mod common;
 
-use common::{Driven, JsonExt, TempDir, stat_json, wait_for};
+use common::{Driven, Json, JsonExt, PyHost, TempDir, python, stat_json, wait_for};
 use std::process::Command;
 use std::time::Duration;
 
@@ -40,4 +41,27 @@ fn untouched_live_blocks_do_not_hide_resident_free_memory() {
         }
     });
     assert!(released >= 64 * MIB, "the idle release gave back {released} B of about 94 MiB free");
+}
+
+/// A release through `memtrim_trim()` is charged to the budget as every other one is (its CPU,
+/// its kind, its pages): the page shows it as the last release.
+#[test]
+fn api_releases_are_booked_by_the_cost_model() {
+    let Some(py) = python() else { return };
+    let env = [("MEMTRIM_IDLE_MS", "0"), ("MEMTRIM_FRAG_THRESHOLD", "off"), ("MEMTRIM_PSI_STALL_MS", "0"), ("MEMTRIM_INTERVAL_MS", "200ms")];
+    let mut h = PyHost::start(py, "release_host.py", "api-booked", &env);
+    h.page();
+    h.ask("frag 20000 16000 16");
+    let answer = h.ask("apitrim");
+    assert!(answer.starts_with("released "), "apitrim answered {answer:?}");
+    let want = if common::allocator() == "glibc" { "trim" } else { "je_purge" };
+    wait_for("the API release booked on the page", Duration::from_secs(5), || {
+        let j = stat_json(&h.dir.0, h.pid)?;
+        let kind = match j.field("last_release_kind") {
+            Json::String(k) => k.clone(),
+            _ => "absent".to_string(),
+        };
+        let booked = (j.field("releases_by_reason").int("api"), kind);
+        if booked == (1, want.to_string()) { Ok(()) } else { Err(format!("api releases and last_release_kind {booked:?}: {j:?}")) }
+    });
 }
