@@ -370,6 +370,38 @@ mod tests {
         assert!(held.is_empty(), "trims held for an hour after a probe with {held:?}");
     }
 
+    /// A budget window shorter than the refault check (1 s against the default 5 s), refaults
+    /// counted only by the budget (MEMTRIM_MIN_SURVIVAL=off): releases whose every page comes
+    /// back, a CPU second of faults each, still stay near the budget over two minutes.
+    #[test]
+    fn refaults_count_whatever_the_window() {
+        let mut m = model(|c| (c.budget_window_ms, c.min_survival) = (1000, None));
+        let t = Instant::now();
+        let check = Duration::from_millis(m.cfg.refault_check_ms);
+        let (mut runs, mut cost_us) = (0u64, 0u64);
+        for i in 0..1200u64 {
+            let now = t + Duration::from_millis(100 * i);
+            // one CPU second a second; the check finds every released page resident again
+            if m.pending.as_ref().is_some_and(|p| now.duration_since(p.at) >= check) {
+                check_all_back(&mut m, now);
+            }
+            m.observe(now, i * 100_000);
+            if let Ok(kind) = m.choose_busy(now, true, false) {
+                m.charge(now, booked(kind, 1000, 1_000_000));
+                runs += 1;
+                cost_us += 1000 + 1_000_000;
+            }
+        }
+        // 1 % of 120 CPU seconds, and one release's worth of slack
+        assert!(cost_us <= 1_200_000 + 1_001_000, "{runs} releases took {} ms of 1200 ms", cost_us / 1000);
+    }
+
+    fn check_all_back(m: &mut CostModel, now: Instant) {
+        let p = m.pending.take().expect("a release awaits its check");
+        let back = p.released.pages;
+        m.looked_at(p, back, now);
+    }
+
     fn check_survival_rises(m: &mut CostModel, now: Instant) {
         // 0.1, 0.1, then 1.0: the moving average passes 0.5 after a few good checks
         for i in 0..3 {
