@@ -159,4 +159,13 @@ mod tests {
         let o: Value = serde_json::from_str(&object(&Entry { path: PathBuf::new(), state: State::Gone, stats: none }, 0)).unwrap();
         assert_eq!((&o["frag_threshold"], &o["last_reason"]), (&Value::Null, &Value::Null));
     }
+
+    /// A count the page marks absent (u64::MAX: no release looked at again yet) is null, not
+    /// the marker as a number.
+    #[test]
+    fn an_absent_count_is_null() {
+        let s = Stats { last_release_pages: 12, last_refault_pages: u64::MAX, ..Default::default() };
+        let o: Value = serde_json::from_str(&object(&Entry { path: PathBuf::new(), state: State::Live, stats: s }, 0)).unwrap();
+        assert_eq!((&o["last_release_pages"], &o["last_refault_pages"]), (&Value::from(12), &Value::Null));
+    }
 }
