@@ -1,10 +1,11 @@
 //! The figures the release policy counts glibc's retained memory in, against real processes:
 //! what a release would give back is what the policy sees, whatever else the heaps hold; and
-//! every release, whoever asks for it, is booked by the cost model.
+//! every release, whoever asks for it, is booked by the cost model, against the process CPU the
+//! budget is a share of.
 
 mod common;
 
-use common::{Driven, Json, JsonExt, PyHost, TempDir, python, stat_json, wait_for};
+use common::{Driven, Json, JsonExt, Proc, PyHost, TempDir, python, read_page, stat_json, wait_for};
 use std::process::Command;
 use std::time::Duration;
 
@@ -64,4 +65,24 @@ fn api_releases_are_booked_by_the_cost_model() {
         let booked = (j.field("releases_by_reason").int("api"), kind);
         if booked == (1, want.to_string()) { Ok(()) } else { Err(format!("api releases and last_release_kind {booked:?}: {j:?}")) }
     });
+}
+
+/// The process's CPU (memtrim's worker excluded), a counter, never goes back: sampled every
+/// 20 ms in a process that idles, over 3 s.
+#[test]
+fn process_cpu_never_goes_back() {
+    let dir = TempDir::new("process-cpu");
+    let mut c = Command::new(common::idle_sleep());
+    common::under_library(c.arg("600"), dir.path(), 20).env("MEMTRIM_ALLOCATOR", common::allocator());
+    let h = Proc(c.stdin(std::process::Stdio::null()).spawn().unwrap());
+    wait_for("the page", Duration::from_secs(10), || read_page(dir.path(), h.pid()).ok_or(String::new()));
+    let mut seen = Vec::new();
+    for _ in 0..300 {
+        if let Some(s) = read_page(dir.path(), h.pid()) {
+            seen.push(s.process_cpu_us);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let back: Vec<_> = seen.windows(2).filter(|w| w[1] < w[0]).map(|w| (w[0], w[1])).collect();
+    assert!(back.is_empty(), "process_cpu_us went back {} times of {} reads, e.g. {:?}", back.len(), seen.len(), &back[..back.len().min(3)]);
 }
