@@ -113,9 +113,9 @@ struct memtrim_page_stats {
   uint64_t skipped_backoff;        /* Samples in which a release trigger held but the spacing after the last release, or the back-off, held it back. */
   uint64_t alloc_rate;             /* Allocations plus frees per second over the last interval. */
   uint64_t idle;                   /* 1 while the release policy sees the process as idle. */
-  uint64_t new_retained;           /* Retained memory new since the last release (resident growth that live growth does not explain); automatic releases wait for MEMTRIM_MIN_RETAINED of it. */
+  uint64_t new_retained;           /* Retained memory new since the last release (glibc: growth of the heaps' resident bytes that live growth does not explain; jemalloc: its unused dirty and muzzy pages); automatic releases wait for MEMTRIM_MIN_RETAINED of it. */
   uint64_t min_retained;           /* New retained bytes worth a release (MEMTRIM_MIN_RETAINED). */
-  uint64_t frag_threshold_permille; /* Fragmentation (retained / heap) that triggers a release while busy (MEMTRIM_FRAG_THRESHOLD); absent when off. */
+  uint64_t frag_threshold_permille; /* Share of the heaps' resident bytes that live blocks do not use that triggers a release while busy (MEMTRIM_FRAG_THRESHOLD); absent when off. */
   uint64_t idle_ms;                /* Quiet time that triggers a release (MEMTRIM_IDLE_MS). */
   uint64_t psi_stall_ms;           /* Memory-pressure stall per second that triggers a release (MEMTRIM_PSI_STALL_MS). */
   uint64_t psi_armed;              /* 1 when a memory-pressure (PSI) trigger is armed. */

@@ -77,10 +77,9 @@ impl Sample {
         self.j.field(key).as_u64().unwrap_or_else(|| panic!("{key} is not a count: {}", self.j))
     }
 
-    /// The last release's pages resident again at its check, once looked at (the page holds
-    /// u64::MAX until then).
+    /// The last release's pages resident again at its check, once looked at (null until then).
     fn refaulted(&self) -> Option<u64> {
-        Some(self.n("last_refault_pages")).filter(|&n| n != u64::MAX)
+        self.j.field("last_refault_pages").as_u64()
     }
 
     /// Busy-time releases so far.

@@ -94,7 +94,9 @@ fn drain_uncached() {
     }
 }
 
-fn address_space_limited() -> bool {
+/// A finite RLIMIT_AS: no mapping may be added that the host did not ask for, since it could
+/// make a host allocation fail that would succeed without memtrim.
+pub fn address_space_limited() -> bool {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: a valid out-pointer.
     unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) != 0 || lim.rlim_cur != libc::RLIM_INFINITY }

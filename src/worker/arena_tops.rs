@@ -140,20 +140,33 @@ pub fn release(arenas: &[usize]) {
     }
 }
 
+/// At most this much is given back per hold of an arena's lock: a host thread allocating from
+/// the arena waits for one madvise (a busy-time release of the tops runs undiverted).
+const PIECE: usize = 1 << 20;
+
 fn release_one(arena: usize, page: usize) {
     // SAFETY: `arena` is a checked malloc_state in the first page of a heap that glibc never
     // unmaps; its first word is the arena's lock.
     let lock = unsafe { &*(arena as *const AtomicI32) };
-    if lock.compare_exchange(0, 1, Acquire, Relaxed).is_err() {
-        return;
-    }
-    if let Some((start, end)) = top_pages(arena, page) {
-        // SAFETY: whole pages of the top chunk, which no block overlaps while the lock is held.
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
-    }
-    if lock.swap(0, Release) == 2 {
-        // SAFETY: a private futex wake on the lock word, as glibc's lll_unlock does.
-        unsafe { libc::syscall(libc::SYS_futex, lock.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1) };
+    let mut from = 0;
+    loop {
+        if lock.compare_exchange(0, 1, Acquire, Relaxed).is_err() {
+            return;
+        }
+        // the top is read again under each hold: the host may have moved it meanwhile
+        let piece = top_pages(arena, page).map(|(start, end)| (start.max(from), end)).filter(|(a, end)| a < end);
+        if let Some((a, end)) = piece {
+            from = (a + PIECE).min(end);
+            // SAFETY: whole pages of the top chunk, which no block overlaps while the lock is held.
+            unsafe { libc::madvise(a as *mut libc::c_void, from - a, libc::MADV_DONTNEED) };
+        }
+        if lock.swap(0, Release) == 2 {
+            // SAFETY: a private futex wake on the lock word, as glibc's lll_unlock does.
+            unsafe { libc::syscall(libc::SYS_futex, lock.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1) };
+        }
+        if piece.is_none() {
+            return;
+        }
     }
 }
 

@@ -7,8 +7,8 @@
 //! at the measured fault cost to the window of the release, and they make its kind's survival.
 //!
 //! While busy, a release runs only if it fits in MEMTRIM_BUSY_BUDGET of the process's CPU over
-//! MEMTRIM_BUDGET_WINDOW_MS (the first one of a window always fits: a process that spends little
-//! is still probed), as Go's scavenger keeps to 1 %; and only a kind whose pages survive
+//! MEMTRIM_BUDGET_WINDOW_MS, counted at what the last release of its kind cost (a kind not tried
+//! yet costs nothing: it is tried once), as Go's scavenger keeps to 1 %; and only a kind whose pages survive
 //! (MEMTRIM_MIN_SURVIVAL): trim first, else the tops alone. A kind that falls short is tried again
 //! 30 s later, then at doubling intervals up to 10 min while it stays short, so a workload that
 //! changes is noticed. One release is looked at a time: busy releases wait for the check of the
@@ -125,8 +125,11 @@ impl CostModel {
         self.refault_pages += back;
         self.last_refaults = Some(back);
         let cost = back * self.fault_cost_ns / 1000;
-        if let Some(s) = self.spends.iter_mut().find(|s| s.id == p.id) {
-            s.cost_us += cost;
+        match self.spends.iter_mut().find(|s| s.id == p.id) {
+            Some(s) => s.cost_us += cost,
+            // the release's window has passed (a window shorter than the check): the faults
+            // count in this one
+            None => self.spends.push_back(Spend { at: now, id: p.id, cost_us: cost }),
         }
         let min = self.cfg.min_survival;
         let Some(k) = self.kind_mut(p.kind) else { return };
@@ -173,8 +176,8 @@ impl CostModel {
                 HeldBack::Budget
             } else {
                 if let Some(k) = self.kind_mut(kind).filter(|k| k.probe_at.is_some_and(|t| now >= t)) {
-                    // one probe; the check says when the next is
-                    k.probe_at = None;
+                    // one probe; a check with a verdict brings the next forward or clears it
+                    k.probe_at = Some(now + k.probe_every);
                 }
                 return Ok(kind);
             };
@@ -200,8 +203,7 @@ impl CostModel {
 
     fn affordable(&self, k: &Kind) -> bool {
         let Some(budget) = self.cfg.busy_budget else { return true };
-        let spent = self.spent();
-        spent == 0 || (spent + k.cost_us) as f64 <= budget * self.window_cpu() as f64
+        (self.spent() + k.cost_us) as f64 <= budget * self.window_cpu() as f64
     }
 
     fn spent(&self) -> u64 {
@@ -432,7 +434,8 @@ mod tests {
         assert_eq!(s.survival_trim_permille, 200);
     }
 
-    /// A process that spent no CPU in the window: no division by zero, one release allowed.
+    /// A process that spent no CPU in the window: no division by zero, one release of a kind
+    /// not tried yet.
     #[test]
     fn no_cpu_allows_one_release() {
         let mut m = model(|_| ());

@@ -1,7 +1,8 @@
 //! What one page fault costs on this machine: a page a release gave back and the host touches
 //! again costs the host a fault (kernel entry, a zeroed page, the page-table update), which the
 //! busy-time budget charges to the release. Measured once, at the worker's start, on 256 pages
-//! of a mapping of its own: under a millisecond.
+//! of a mapping of its own (under a millisecond); not under a finite RLIMIT_AS.
+use crate::alloc::divert;
 use crate::sys::clock::thread_cpu_ns;
 
 const PAGES: usize = 256;
@@ -10,6 +11,9 @@ const PAGES: usize = 256;
 /// measured: a common figure for a 4 KiB zero-fill fault).
 pub fn measure() -> u64 {
     const FALLBACK: u64 = 1000;
+    if divert::address_space_limited() {
+        return FALLBACK;
+    }
     let page = crate::sys::procfs::page_size();
     let len = PAGES * page;
     // SAFETY: a fresh private anonymous mapping, unmapped below.

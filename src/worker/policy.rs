@@ -38,8 +38,9 @@ pub struct Policy {
     cfg: &'static Config,
     pressure: Option<Pressure>,
     cost: CostModel,
-    /// Retained bytes just after the last release: what it could not give back.
-    floor: u64,
+    /// The heaps' resident and live bytes just after the last release (glibc), or glibc's own
+    /// retained bytes then (no heap found).
+    floor: Option<(u64, u64)>,
     fresh: u64,
     next_allowed: Instant,
     /// Allocations plus frees at the previous sample, and when: the first sample (in a forked
@@ -54,12 +55,14 @@ pub struct Policy {
     held: HeldBack,
 }
 
-/// Retained bytes and the fragmentation they make, as `heap` measures them.
+/// Retained bytes as `heap` measures them, and the fragmentation they make: for glibc's heaps,
+/// at most what glibc itself counts (live blocks never touched, as calloc's of fresh heap memory,
+/// are not resident).
 fn retained(s: &Stats, heap: Heap) -> (u64, f64) {
     match heap {
         Heap::Purgeable(bytes) => (bytes, s.frag_ratio()),
         Heap::Resident { resident, live } => {
-            let r = resident.saturating_sub(live);
+            let r = resident.saturating_sub(live).min(s.retained_bytes);
             (r, r as f64 / resident.max(1) as f64)
         }
         Heap::Mallinfo => (s.retained_bytes, s.frag_ratio()),
@@ -78,7 +81,7 @@ impl Policy {
                 None
             }),
             cost: CostModel::new(cfg),
-            floor: 0,
+            floor: None,
             fresh: 0,
             next_allowed: now,
             last: None,
@@ -107,11 +110,16 @@ impl Policy {
             self.quiet_since = None;
         }
         let (retained, frag) = retained(s, heap);
-        if !matches!(heap, Heap::Purgeable(_)) {
-            // the host took retained memory back into use: measure from here
-            self.floor = self.floor.min(retained);
-        }
-        self.fresh = retained - if matches!(heap, Heap::Purgeable(_)) { 0 } else { self.floor };
+        self.fresh = match (heap, self.floor) {
+            // before the first release, all glibc retains that is resident (live blocks never
+            // touched would hide it from resident minus live)
+            (Heap::Resident { resident, .. }, None) => s.retained_bytes.min(resident),
+            (Heap::Purgeable(_), _) | (_, None) => retained,
+            // growth of the heaps' resident bytes that live growth does not explain: blocks that
+            // stay live and untouched do not move it
+            (Heap::Resident { resident, live }, Some((r0, l0))) => self.grown((resident, live), r0 as i64 - l0 as i64),
+            (Heap::Mallinfo, Some((r0, _))) => self.grown((retained, 0), r0 as i64),
+        };
 
         let pressure = self.pressure.as_ref().is_some_and(|p| p.fired());
         // Quiet for long enough; again later in the same quiet spell only if new retained memory
@@ -156,9 +164,28 @@ impl Policy {
         let interval = Duration::from_millis(self.cfg.interval_ms);
         self.next_allowed = now + interval.max(Duration::from_micros(us) * 100);
         self.cost.charge(now, b);
-        self.floor = if matches!(heap, Heap::Purgeable(_)) { 0 } else { retained(after, heap).0 };
+        self.floor = match heap {
+            Heap::Purgeable(_) => None,
+            Heap::Resident { resident, live } => Some((resident, live)),
+            Heap::Mallinfo => Some((after.retained_bytes, 0)),
+        };
         self.fresh = 0;
         self.held = HeldBack::Nothing;
+    }
+
+    /// Books a release the host made itself (memtrim_trim()).
+    pub fn book(&mut self, now: Instant, b: Booked) {
+        self.cost.charge(now, b);
+    }
+
+    /// New retained bytes: `now`'s resident minus live over what the last release left; the
+    /// host took retained memory back into use when it is less, and the floor moves there.
+    fn grown(&mut self, now: (u64, u64), floor: i64) -> u64 {
+        let unexplained = (now.0 as i64 - now.1 as i64) - floor;
+        if unexplained < 0 {
+            self.floor = Some(now);
+        }
+        unexplained.max(0) as u64
     }
 
     /// The policy's state, for the page.
@@ -195,7 +222,7 @@ mod tests {
 
     /// A sample: `ops` allocations and frees so far, `cpu_s` seconds of the process's CPU.
     fn stats(ops: u64, cpu_s: u64) -> Stats {
-        Stats { allocs: ops, process_cpu_us: cpu_s * 1_000_000, rss_bytes: 300 * MIB, ..Default::default() }
+        Stats { allocs: ops, process_cpu_us: cpu_s * 1_000_000, rss_bytes: 300 * MIB, retained_bytes: 100 * MIB, ..Default::default() }
     }
 
     /// glibc's heaps: `resident` bytes of which `live` are in use.

@@ -23,6 +23,10 @@ static LAST_AT_MS: AtomicU64 = AtomicU64::new(0);
 static LAST_REASON: AtomicU64 = AtomicU64::new(0);
 static LAST_BEFORE: AtomicU64 = AtomicU64::new(0);
 static LAST_AFTER: AtomicU64 = AtomicU64::new(0);
+/// A release from the host's own thread (memtrim_trim()) for the worker to book: kind + 1 (0:
+/// none), and its CPU.
+static UNBOOKED_KIND: AtomicU64 = AtomicU64::new(0);
+static UNBOOKED_CPU_US: AtomicU64 = AtomicU64::new(0);
 
 /// Every release so far, for the page.
 pub(super) struct Record {
@@ -97,7 +101,10 @@ pub fn release(cfg: &Config, reason: Reason, kind: ReleaseKind, heaps: Option<&m
     let cpu_us = clock::thread_cpu_us().saturating_sub(cpu0);
     // the allocator's part alone: the interpreter's steps stall no thread of the host's
     let us = t0.elapsed().as_micros() as u64;
-    pymalloc::wait_for_walk(asked, PYTHON_WAIT);
+    if reason != Reason::Retained {
+        // a busy release asks for no pools: the sample after it must not come late
+        pymalloc::wait_for_walk(asked, PYTHON_WAIT);
+    }
     let after = procfs::rss_bytes();
     let pages = snap.map(Snapshot::released);
     let out = Outcome { released: before.saturating_sub(after), before, after, us, cpu_us, pages };
@@ -109,6 +116,10 @@ pub fn release(cfg: &Config, reason: Reason, kind: ReleaseKind, heaps: Option<&m
     LAST_REASON.store(reason as u64, Relaxed);
     LAST_BEFORE.store(before, Relaxed);
     LAST_AFTER.store(after, Relaxed);
+    if reason == Reason::Api {
+        UNBOOKED_CPU_US.fetch_add(cpu_us, Relaxed);
+        UNBOOKED_KIND.store(kind as u64 + 1, Release);
+    }
     BUSY.store(false, Release);
     if cfg.log >= LogLevel::Info {
         stderr::line(&format!(
@@ -127,6 +138,13 @@ pub fn release(cfg: &Config, reason: Reason, kind: ReleaseKind, heaps: Option<&m
 /// The release for every reason but a busy process's fragmentation: all the allocator can give.
 pub fn full(glibc: bool) -> ReleaseKind {
     if glibc { ReleaseKind::Trim } else { ReleaseKind::JePurge }
+}
+
+/// The releases the host made itself since the last call (memtrim_trim()): their last kind and
+/// their CPU, for the cost model.
+pub(super) fn take_unbooked() -> Option<(ReleaseKind, u64)> {
+    let kind = UNBOOKED_KIND.swap(0, Acquire).checked_sub(1)?;
+    Some((ReleaseKind::ALL.get(kind as usize).copied()?, UNBOOKED_CPU_US.swap(0, Relaxed)))
 }
 
 pub(super) fn record() -> Record {

@@ -23,6 +23,7 @@ pub struct Sampler {
     smaps_at_ms: u64,
     next_smaps: Instant,
     samples: u64,
+    process_cpu_us: u64,
 }
 
 impl Sampler {
@@ -42,6 +43,7 @@ impl Sampler {
             smaps_at_ms: 0,
             next_smaps: Instant::now(),
             samples: 0,
+            process_cpu_us: 0,
         }
     }
 
@@ -65,6 +67,8 @@ impl Sampler {
         };
         let usage = rusage::process();
         let worker_cpu_us = clock::thread_cpu_us();
+        // a counter: the worker's own CPU, read after the process's, can make the difference dip
+        self.process_cpu_us = self.process_cpu_us.max(usage.cpu_us.saturating_sub(worker_cpu_us));
         let r = release::record();
         let (ppid, _) = procfs::ppid_and_start();
         let smaps = self.smaps.as_ref();
@@ -99,7 +103,7 @@ impl Sampler {
             last_trim_at_ms: r.last_at_ms,
             sample_cost_us: t0.elapsed().as_micros() as u64,
             worker_cpu_us,
-            process_cpu_us: usage.cpu_us.saturating_sub(worker_cpu_us),
+            process_cpu_us: self.process_cpu_us,
             minor_faults: usage.minor_faults,
             heap_resident_bytes: resident.unwrap_or(0),
             interval_ms: self.cfg.interval_ms,

@@ -39,13 +39,15 @@ pub fn ms_from_us(us: u64) -> String {
 /// A field's JSON value, by its kind and unit: a state by its name (null when it has none or
 /// does not apply), a flag as a boolean, per-label counters as an object, a ratio in
 /// thousandths as a number (null when off), microseconds as milliseconds where the JSON name
-/// says `_ms`; numbers otherwise, whether or not they apply yet; null for a field the page's
-/// writer, an older memtrim, does not have.
+/// says `_ms`; numbers otherwise, whether or not they apply yet, but null for a field the page's
+/// writer (an older memtrim) does not have and for a count the page marks as not measured yet.
 fn value(f: &Field, s: &Stats) -> Option<Out> {
     let n = f.number(s);
     Some(Out::Value(match (f.kind, f.ty, f.unit) {
         (Kind::Check, ..) => return None,
         _ if !f.written(s) => Value::Null,
+        // the page's marker of a count not measured yet
+        (_, Type::U64, _) if n == u64::MAX && !f.applies(s) => Value::Null,
         (Kind::Counters(_, names), ..) => return Some(Out::PerLabel(names, f.numbers(s))),
         (_, Type::Text(_), _) => json!(f.text(s)),
         (Kind::State(_), ..) => f.state(s).map_or(Value::Null, |name| json!(name)),

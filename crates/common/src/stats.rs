@@ -111,9 +111,9 @@ stats_fields! {
         skipped_backoff: u64, Count, Counter, "Samples in which a release trigger held but the spacing after the last release, or the back-off, held it back.";
         alloc_rate: u64, PerSec, Gauge, "Allocations plus frees per second over the last interval.";
         idle: u64, None, Flag, "1 while the release policy sees the process as idle.";
-        new_retained: u64, Bytes, Gauge, "Retained memory new since the last release (resident growth that live growth does not explain); automatic releases wait for MEMTRIM_MIN_RETAINED of it.";
+        new_retained: u64, Bytes, Gauge, "Retained memory new since the last release (glibc: growth of the heaps' resident bytes that live growth does not explain; jemalloc: its unused dirty and muzzy pages); automatic releases wait for MEMTRIM_MIN_RETAINED of it.";
         min_retained: u64, Bytes, Gauge, "New retained bytes worth a release (MEMTRIM_MIN_RETAINED).";
-        frag_threshold_permille: u64, Permille, Gauge, "Fragmentation (retained / heap) that triggers a release while busy (MEMTRIM_FRAG_THRESHOLD); absent when off.", json "frag_threshold", metric "memtrim_frag_threshold_ratio", when |s| s.frag_threshold_permille != u64::MAX;
+        frag_threshold_permille: u64, Permille, Gauge, "Share of the heaps' resident bytes that live blocks do not use that triggers a release while busy (MEMTRIM_FRAG_THRESHOLD); absent when off.", json "frag_threshold", metric "memtrim_frag_threshold_ratio", when |s| s.frag_threshold_permille != u64::MAX;
         idle_ms: u64, Ms, Gauge, "Quiet time that triggers a release (MEMTRIM_IDLE_MS).";
         psi_stall_ms: u64, Ms, Gauge, "Memory-pressure stall per second that triggers a release (MEMTRIM_PSI_STALL_MS).";
         psi_armed: u64, None, Flag, "1 when a memory-pressure (PSI) trigger is armed.";
