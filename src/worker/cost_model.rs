@@ -265,6 +265,13 @@ mod tests {
         Booked { kind, busy: true, cpu_us, released: Some(Released::counted(pages)) }
     }
 
+    /// `secs` after `t`, observed by `m` as one CPU second a second.
+    fn at(m: &mut CostModel, t: Instant, secs: u64) -> Instant {
+        let now = t + Duration::from_secs(secs);
+        m.observe(now, secs * 1_000_000);
+        now
+    }
+
     /// The last release's check, as if `back` of its pages were resident again.
     fn check(m: &mut CostModel, back: u64, now: Instant) {
         let p = m.pending.take().expect("a release awaits its check");
@@ -300,12 +307,7 @@ mod tests {
     fn refaulting_trims_are_held_and_probed_later() {
         let mut m = model(|_| ());
         let t = Instant::now();
-        // one CPU second a second
-        let s = |m: &mut CostModel, secs: u64| {
-            let now = t + Duration::from_secs(secs);
-            m.observe(now, secs * 1_000_000);
-            now
-        };
+        let s = |m: &mut CostModel, secs: u64| at(m, t, secs);
         let now = s(&mut m, 0);
         assert_eq!(m.choose_busy(now, true, true), Ok(ReleaseKind::Trim));
         m.charge(now, booked(ReleaseKind::Trim, 100, 1000));
@@ -339,11 +341,7 @@ mod tests {
         for case in ["no pages", "replaced by an idle release", "no snapshot"] {
             let mut m = model(|_| ());
             let t = Instant::now();
-            let s = |m: &mut CostModel, secs: u64| {
-                let now = t + Duration::from_secs(secs);
-                m.observe(now, secs * 1_000_000);
-                now
-            };
+            let s = |m: &mut CostModel, secs: u64| at(m, t, secs);
             let now = s(&mut m, 0);
             m.charge(now, booked(ReleaseKind::Trim, 100, 1000));
             check(&mut m, 900, t + Duration::from_secs(5));
