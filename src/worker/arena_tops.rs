@@ -140,8 +140,9 @@ pub fn release(arenas: &[usize]) {
     }
 }
 
-/// At most this much is given back per hold of an arena's lock: a host thread allocating from
-/// the arena waits for one madvise (a busy-time release of the tops runs undiverted).
+/// At most this much is given back per hold of an arena's lock, and none after a hold a host
+/// thread waited on: it waits for one madvise at most (a busy-time release of the tops runs
+/// undiverted).
 const PIECE: usize = 1 << 20;
 
 fn release_one(arena: usize, page: usize) {
@@ -163,6 +164,9 @@ fn release_one(arena: usize, page: usize) {
         if lock.swap(0, Release) == 2 {
             // SAFETY: a private futex wake on the lock word, as glibc's lll_unlock does.
             unsafe { libc::syscall(libc::SYS_futex, lock.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1) };
+            // a host thread waits for the arena: taking the lock again at once would make it
+            // wait for every piece; the rest is for the next release
+            return;
         }
         if piece.is_none() {
             return;

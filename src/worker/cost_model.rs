@@ -217,21 +217,23 @@ impl CostModel {
         }
     }
 
-    /// Books a release that ran, for any reason; its pages are looked at again later (one
-    /// release at a time: a newer one replaces the one not looked at yet).
+    /// Books a release that ran, for any reason; its pages, where known, are looked at again
+    /// later (one release at a time: a newer one replaces the one not looked at yet).
     pub fn charge(&mut self, now: Instant, b: Booked) {
         self.ids += 1;
         let id = self.ids;
         self.spends.push_back(Spend { at: now, id, cost_us: b.cpu_us });
         self.release_cpu_us += b.cpu_us;
         self.last_kind = b.kind;
-        self.last_refaults = None;
         if let Some(k) = self.kind_mut(b.kind) {
             k.cost_us = b.cpu_us;
         }
-        self.last_pages = b.released.as_ref().map_or(0, |r| r.pages);
-        self.released_pages += self.last_pages;
-        self.pending = b.released.map(|released| Pending { at: now, id, kind: b.kind, busy: b.busy, released });
+        // a release whose pages are not known (jemalloc, memtrim_trim()) leaves the last check
+        if let Some(released) = b.released {
+            (self.last_pages, self.last_refaults) = (released.pages, None);
+            self.released_pages += released.pages;
+            self.pending = Some(Pending { at: now, id, kind: b.kind, busy: b.busy, released });
+        }
     }
 
     pub fn fill(&self, s: &mut Stats) {
@@ -412,6 +414,20 @@ mod tests {
             check(m, 0, now + Duration::from_secs(i));
         }
         assert!(m.trim.survival.is_some_and(|s| s >= 0.5), "survival {:?}", m.trim.survival);
+    }
+
+    /// A release whose pages are not known (memtrim_trim() from the host, jemalloc) is charged
+    /// but leaves the busy release before it to its check.
+    #[test]
+    fn a_release_without_pages_keeps_the_last_check() {
+        let mut m = model(|_| ());
+        let t = Instant::now();
+        m.observe(t, 0);
+        m.charge(t, booked(ReleaseKind::Trim, 100, 1000));
+        m.charge(t, Booked { kind: ReleaseKind::Trim, busy: false, cpu_us: 50, released: None });
+        check(&mut m, 900, t + Duration::from_secs(5));
+        assert!(m.trim.survival.is_some_and(|s| s < 0.5), "survival {:?}", m.trim.survival);
+        assert_eq!((m.release_cpu_us, m.last_pages, m.last_refaults), (150, 1000, Some(900)));
     }
 
     /// Pages that come back are charged to the window of the release that gave them back.

@@ -23,10 +23,11 @@ static LAST_AT_MS: AtomicU64 = AtomicU64::new(0);
 static LAST_REASON: AtomicU64 = AtomicU64::new(0);
 static LAST_BEFORE: AtomicU64 = AtomicU64::new(0);
 static LAST_AFTER: AtomicU64 = AtomicU64::new(0);
-/// A release from the host's own thread (memtrim_trim()) for the worker to book: kind + 1 (0:
-/// none), and its CPU.
-static UNBOOKED_KIND: AtomicU64 = AtomicU64::new(0);
-static UNBOOKED_CPU_US: AtomicU64 = AtomicU64::new(0);
+/// Releases from the host's own threads (memtrim_trim()) for the worker to book, in one word so
+/// that a release is booked whole: the last one's kind + 1 in the top byte (0: none), their CPU
+/// (µs) below.
+static UNBOOKED: AtomicU64 = AtomicU64::new(0);
+const CPU_BITS: u64 = (1 << 56) - 1;
 
 /// Every release so far, for the page.
 pub(super) struct Record {
@@ -117,8 +118,8 @@ pub fn release(cfg: &Config, reason: Reason, kind: ReleaseKind, heaps: Option<&m
     LAST_BEFORE.store(before, Relaxed);
     LAST_AFTER.store(after, Relaxed);
     if reason == Reason::Api {
-        UNBOOKED_CPU_US.fetch_add(cpu_us, Relaxed);
-        UNBOOKED_KIND.store(kind as u64 + 1, Release);
+        let add = |old: u64| Some((kind as u64 + 1) << 56 | ((old & CPU_BITS) + cpu_us).min(CPU_BITS));
+        let _ = UNBOOKED.fetch_update(AcqRel, Relaxed, add);
     }
     BUSY.store(false, Release);
     if cfg.log >= LogLevel::Info {
@@ -143,8 +144,9 @@ pub fn full(glibc: bool) -> ReleaseKind {
 /// The releases the host made itself since the last call (memtrim_trim()): their last kind and
 /// their CPU, for the cost model.
 pub(super) fn take_unbooked() -> Option<(ReleaseKind, u64)> {
-    let kind = UNBOOKED_KIND.swap(0, Acquire).checked_sub(1)?;
-    Some((ReleaseKind::ALL.get(kind as usize).copied()?, UNBOOKED_CPU_US.swap(0, Relaxed)))
+    let word = UNBOOKED.swap(0, AcqRel);
+    let kind = (word >> 56).checked_sub(1)?;
+    Some((ReleaseKind::ALL.get(kind as usize).copied()?, word & CPU_BITS))
 }
 
 pub(super) fn record() -> Record {
@@ -163,4 +165,5 @@ pub(super) fn record() -> Record {
 /// A release that was running in the parent does not run in the child.
 pub fn after_fork_in_child() {
     BUSY.store(false, Relaxed);
+    UNBOOKED.store(0, Relaxed);
 }

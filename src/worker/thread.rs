@@ -123,10 +123,10 @@ fn run() {
         let mut stats = sampler.sample(false);
         let now = Instant::now();
         let glibc = backend::active() == Allocator::Glibc;
+        let decided = policy.decide(&stats, sampler.retained(), glibc, now);
         if let Some((kind, cpu_us)) = release::take_unbooked() {
             policy.book(now, Booked { kind, busy: false, cpu_us, released: None });
         }
-        let decided = policy.decide(&stats, sampler.retained(), glibc, now);
         let mut release_for = |reason: Reason, kind: ReleaseKind, stats: &mut Stats| {
             if let Some(out) = release::release(cfg, reason, kind, sampler.heaps()) {
                 *stats = sampler.sample(true);

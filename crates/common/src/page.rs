@@ -23,7 +23,7 @@ pub const STATS_OFFSET: usize = 96;
 pub const FILE_PREFIX: &str = "memtrim.";
 /// The stats of the first writer of this layout version: a reader takes a page whose stats are
 /// at least this long, the fields past the writer's absent (`stats_bytes`).
-pub const FIRST_STATS_BYTES: usize = 632;
+pub const FIRST_STATS_BYTES: usize = 576;
 
 /// `memtrim.PID.START`: the start time (clock ticks after boot) tells a reused pid apart.
 pub fn file_name(pid: u32, start_ticks: u64) -> String {
