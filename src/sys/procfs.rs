@@ -8,33 +8,60 @@ pub fn page_size() -> usize {
 
 /// Resident bytes, from /proc/self/statm (cheap: no page-table walk).
 pub fn rss_bytes() -> u64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/statm") else { return 0 };
-    s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * page_size() as u64
+    let mut buf = [0u8; 256];
+    let Some(s) = read_small("/proc/self/statm", &mut buf) else { return 0 };
+    field(s, 1) * page_size() as u64
 }
 
-/// (ppid, start time in clock ticks after boot) from /proc/self/stat.
-pub fn ppid_and_start() -> (u32, u64) {
-    stat_ppid_and_start("/proc/self/stat")
+/// Start time (clock ticks after boot) from /proc/self/stat.
+pub fn start_ticks() -> u64 {
+    start_ticks_of_path("/proc/self/stat")
 }
 
 /// The start time (clock ticks after boot) of process `pid`, 0 if it cannot be read.
 pub fn start_ticks_of(pid: u32) -> u64 {
-    stat_ppid_and_start(&format!("/proc/{pid}/stat")).1
+    start_ticks_of_path(&format!("/proc/{pid}/stat"))
 }
 
-fn stat_ppid_and_start(path: &str) -> (u32, u64) {
-    let Ok(s) = std::fs::read_to_string(path) else { return (0, 0) };
-    // Fields after the command, which is in parentheses and may itself hold spaces.
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (field(4) as u32, field(22))
+fn start_ticks_of_path(path: &str) -> u64 {
+    let mut buf = [0u8; 1024];
+    read_small(path, &mut buf).map_or(0, |s| field(after_comm(s), 22 - 3))
+}
+
+/// The fields of a stat line after the command, which is in parentheses and may itself hold
+/// spaces (field 3, the state, comes first).
+fn after_comm(stat: &[u8]) -> &[u8] {
+    stat.iter().rposition(|&b| b == b')').map_or(&[], |i| &stat[i + 1..])
+}
+
+/// Whitespace-separated field `n` (from 0) of `s` as a number, 0 if absent.
+fn field(s: &[u8], n: usize) -> u64 {
+    let w = s.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()).nth(n).unwrap_or(b"");
+    core::str::from_utf8(w).ok().and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// A small /proc file whole, in one read into `buf` (std's read_to_string probes with 32-byte
+/// reads first: a dozen system calls for each file the worker reads every second).
+fn read_small<'a>(path: &str, buf: &'a mut [u8]) -> Option<&'a [u8]> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(&buf[..n])
 }
 
 pub fn comm() -> [u8; 16] {
     let mut out = [0u8; 16];
-    if let Ok(s) = std::fs::read("/proc/self/comm") {
-        let s = s.strip_suffix(b"\n").unwrap_or(&s);
+    let mut buf = [0u8; 64];
+    if let Some(s) = read_small("/proc/self/comm", &mut buf) {
+        let s = s.strip_suffix(b"\n").unwrap_or(s);
         let n = s.len().min(15);
         out[..n].copy_from_slice(&s[..n]);
     }
@@ -63,7 +90,8 @@ pub struct Smaps {
 /// PSS, USS (private clean + dirty) and swap from /proc/self/smaps_rollup. Walks the page
 /// tables: milliseconds on a big process, so it runs on its own, slower cadence.
 pub fn smaps_rollup() -> Option<Smaps> {
-    let s = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let mut buf = [0u8; 4096];
+    let s = core::str::from_utf8(read_small("/proc/self/smaps_rollup", &mut buf)?).ok()?;
     let mut m = Smaps { pss: 0, uss: 0, swap: 0 };
     for line in s.lines() {
         let mut it = line.split_whitespace();
@@ -80,21 +108,13 @@ pub fn smaps_rollup() -> Option<Smaps> {
 
 /// Whether every thread but the caller has exited. A process whose last host thread called
 /// pthread_exit lives on while any thread does; glibc would have called exit(0) in that last
-/// thread had the worker not been counted. Cheap unless at most two threads remain.
+/// thread had the worker not been counted. The main thread stays in the count, a zombie, until
+/// the whole group has gone, so the caller (never the main thread) is alone when the count is
+/// two and the main thread's state, which /proc/self/stat shows, is zombie: one small read.
 pub fn only_caller_left() -> bool {
-    let threads = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:").and_then(|v| v.trim().parse::<u32>().ok())));
-    if threads.is_none_or(|n| n > 2) {
-        return false;
-    }
-    // SAFETY: gettid has no preconditions (the syscall: glibc's wrapper is 2.30's).
-    let me = unsafe { libc::syscall(libc::SYS_gettid) }.to_string();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return false };
-    tasks.flatten().all(|t| {
-        t.file_name().to_str() == Some(me.as_str())
-            || std::fs::read_to_string(t.path().join("stat"))
-                .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with(['Z', 'X'])))
-                .unwrap_or(true)
-    })
+    let mut buf = [0u8; 1024];
+    let Some(s) = read_small("/proc/self/stat", &mut buf) else { return false };
+    let rest = after_comm(s);
+    let state = rest.iter().copied().find(|b| !b.is_ascii_whitespace());
+    field(rest, 20 - 3) <= 2 && matches!(state, Some(b'Z' | b'X'))
 }

@@ -22,11 +22,13 @@ pub struct Heaps {
     threads: Vec<usize>,
     next_refresh: Instant,
     res: Residency,
+    /// The host's allocations and frees at the last figure, and that figure.
+    last: Option<(u64, Option<u64>)>,
 }
 
 impl Heaps {
     pub fn new() -> Heaps {
-        Heaps { main: None, threads: Vec::new(), next_refresh: Instant::now(), res: Residency::new(page_size()) }
+        Heaps { main: None, threads: Vec::new(), next_refresh: Instant::now(), res: Residency::new(page_size()), last: None }
     }
 
     fn refresh(&mut self, now: Instant) {
@@ -44,13 +46,20 @@ impl Heaps {
     }
 
     /// Resident bytes of the heaps; None where no heap is known (the policy then goes by glibc's
-    /// own figures).
-    pub fn resident(&mut self, now: Instant) -> Option<u64> {
+    /// own figures). `ops`, the host's allocations and frees so far (None after a release): while
+    /// they stand still (an idle host) the heaps cannot have moved, and the last figure stands
+    /// until the next refresh of the list, which spares an idle host a walk of its page tables
+    /// every sample.
+    pub fn resident(&mut self, now: Instant, ops: Option<u64>) -> Option<u64> {
         if now >= self.next_refresh {
             self.refresh(now);
+        } else if let Some((_, bytes)) = self.last.filter(|&(at, _)| Some(at) == ops) {
+            return bytes;
         }
         let ranges: Vec<_> = self.ranges().collect();
-        (!ranges.is_empty()).then(|| ranges.iter().map(|&(a, b)| self.res.bytes(a, b)).sum())
+        let bytes = (!ranges.is_empty()).then(|| ranges.iter().map(|&(a, b)| self.res.bytes(a, b)).sum());
+        self.last = ops.map(|ops| (ops, bytes));
+        bytes
     }
 
     /// Buffers for the snapshots around a release, over the heaps as they are now.

@@ -19,9 +19,10 @@ pub struct Sampler {
     /// The last sample's view of the allocator's retained memory, for the policy.
     retained: Heap,
     smaps: Option<procfs::Smaps>,
-    smaps_every_sample: bool,
+    smaps_cadence: SmapsCadence,
     smaps_at_ms: u64,
-    next_smaps: Instant,
+    /// The command name, re-read with smaps_rollup (a host renames itself rarely).
+    comm: [u8; 16],
     samples: u64,
     process_cpu_us: u64,
 }
@@ -39,9 +40,9 @@ impl Sampler {
             heaps: Heaps::new(),
             retained: Heap::Mallinfo,
             smaps: None,
-            smaps_every_sample,
+            smaps_cadence: SmapsCadence::new(Duration::from_millis(cfg.smaps_interval_ms), smaps_every_sample),
             smaps_at_ms: 0,
-            next_smaps: Instant::now(),
+            comm: procfs::comm(),
             samples: 0,
             process_cpu_us: 0,
         }
@@ -51,15 +52,16 @@ impl Sampler {
     pub fn sample(&mut self, fresh: bool) -> Stats {
         let t0 = Instant::now();
         let interval = Duration::from_millis(self.cfg.interval_ms);
-        if t0 >= self.next_smaps || self.smaps_every_sample {
+        let rss = procfs::rss_bytes();
+        if self.smaps_cadence.due(t0, rss) {
             self.smaps = procfs::smaps_rollup();
             self.smaps_at_ms = clock::unix_ms();
-            self.next_smaps = t0 + Duration::from_millis(self.cfg.smaps_interval_ms);
+            self.comm = procfs::comm();
         }
         let t = accounting::totals();
         let heap_bytes = self.heap.heap_bytes(interval, fresh, t.live);
         let glibc = backend::active() == Allocator::Glibc;
-        let resident = if glibc { self.heaps.resident(t0) } else { Some(heap_bytes) };
+        let resident = if glibc { self.heaps.resident(t0, (!fresh).then(|| t.allocs.wrapping_add(t.frees))) } else { Some(heap_bytes) };
         self.retained = match resident {
             _ if !glibc => Heap::Purgeable(jemalloc_ctl::purgeable()),
             Some(resident) => Heap::Resident { resident, live: t.live.saturating_sub(self.heap.mmapped()) },
@@ -70,19 +72,19 @@ impl Sampler {
         // a counter: the worker's own CPU, read after the process's, can make the difference dip
         self.process_cpu_us = self.process_cpu_us.max(usage.cpu_us.saturating_sub(worker_cpu_us));
         let r = release::record();
-        let (ppid, _) = procfs::ppid_and_start();
         let smaps = self.smaps.as_ref();
         self.samples += 1;
         Stats {
             pid: self.pid,
-            ppid,
+            // SAFETY: getppid has no preconditions.
+            ppid: unsafe { libc::getppid() } as u32,
             uid: self.uid,
             allocator: match backend::active() {
                 Allocator::Glibc => ALLOCATOR_GLIBC,
                 Allocator::Jemalloc => ALLOCATOR_JEMALLOC,
             },
             start_ticks: self.start_ticks,
-            comm: procfs::comm(),
+            comm: self.comm,
             updated_at_ms: clock::unix_ms(),
             samples: self.samples,
             live_bytes: t.live,
@@ -91,7 +93,7 @@ impl Sampler {
             frees: t.frees,
             heap_bytes,
             retained_bytes: heap_bytes.saturating_sub(t.live),
-            rss_bytes: procfs::rss_bytes(),
+            rss_bytes: rss,
             pss_bytes: smaps.map_or(0, |s| s.pss),
             uss_bytes: smaps.map_or(0, |s| s.uss),
             swap_bytes: smaps.map_or(0, |s| s.swap),
@@ -124,5 +126,65 @@ impl Sampler {
     /// The heaps the sampler watches, for a release to watch too.
     pub fn heaps(&mut self) -> Option<&mut Heaps> {
         (backend::active() == Allocator::Glibc).then_some(&mut self.heaps)
+    }
+}
+
+/// When to read smaps_rollup. It walks the page tables (milliseconds per 100 MiB resident, the
+/// largest part of the worker's own CPU), so a read due every MEMTRIM_SMAPS_INTERVAL_MS is
+/// skipped while RSS has not moved by 1/32 since the last one, up to SKIPS times in a row: a
+/// steady process's PSS is then at most SKIPS + 1 intervals old. A limit on PSS, USS or the
+/// cgroup reads it every sample.
+struct SmapsCadence {
+    interval: Duration,
+    every_sample: bool,
+    next: Option<Instant>,
+    /// RSS at the last read, and the due reads skipped since.
+    rss: u64,
+    skipped: u32,
+}
+
+impl SmapsCadence {
+    const SKIPS: u32 = 5;
+
+    fn new(interval: Duration, every_sample: bool) -> SmapsCadence {
+        SmapsCadence { interval, every_sample, next: None, rss: 0, skipped: 0 }
+    }
+
+    fn due(&mut self, now: Instant, rss: u64) -> bool {
+        if self.next.is_some_and(|next| now < next) && !self.every_sample {
+            return false;
+        }
+        let first = self.next.is_none();
+        self.next = Some(now + self.interval);
+        if first || self.every_sample || rss.abs_diff(self.rss) > self.rss / 32 || self.skipped >= Self::SKIPS {
+            (self.rss, self.skipped) = (rss, 0);
+            return true;
+        }
+        self.skipped += 1;
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_steady_rss_skips_reads_up_to_the_bound_and_a_move_reads_at_once() {
+        const MIB: u64 = 1 << 20;
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut c = SmapsCadence::new(5 * s, false);
+        let reads = |c: &mut SmapsCadence, from: u64, to: u64, rss: u64| (from..to).filter(|&i| c.due(t0 + s * i as u32, rss)).collect::<Vec<_>>();
+        // first sample reads; then due every 5 s, skipped 5 times while RSS holds: one read in 30 s
+        assert_eq!(reads(&mut c, 0, 60, 100 * MIB), [0, 30]);
+        // 2 MiB of 100 is within 1/32: still held
+        assert_eq!(reads(&mut c, 60, 65, 102 * MIB), [60]);
+        // 4 MiB more is not: the next due read happens
+        assert_eq!(reads(&mut c, 65, 71, 106 * MIB), [65]);
+        // and a fall counts as a move too
+        assert_eq!(reads(&mut c, 71, 76, 90 * MIB), [75]);
+        let mut every = SmapsCadence::new(5 * s, true);
+        assert_eq!(reads(&mut every, 0, 4, 100 * MIB), [0, 1, 2, 3]);
     }
 }

@@ -98,7 +98,7 @@ fn run() {
         return;
     }
     let pid = std::process::id();
-    let (_, start_ticks) = procfs::ppid_and_start();
+    let start_ticks = procfs::start_ticks();
     let page = match PageFile::create(&cfg.shm_dir, pid, start_ticks) {
         Ok(p) => p.page(),
         Err(e) => {
