@@ -67,7 +67,7 @@ options! {
     MEMTRIM_SHM_DIR shm_dir: AbsoluteDir = AbsoluteDir, "/dev/shm", "directory of the per-process stats pages";
     MEMTRIM_INTERVAL_MS interval_ms: Millis = Millis { min: 10, max: HOUR, zero: None }, "1000", "how often the worker samples and publishes";
     MEMTRIM_START_MS start_ms: Millis = Millis { min: 10, max: HOUR, zero: Some("at the first allocation") }, "1000", "the worker thread starts on the first allocation this long after the process (or a fork child) starts; one that execs, unshares or exits sooner never has a second thread (0: the first allocation)";
-    MEMTRIM_SMAPS_INTERVAL_MS smaps_interval_ms: Millis = Millis { min: 100, max: HOUR, zero: None }, "5000", "how often PSS, USS and swap are read from smaps_rollup (costs ms on big processes)";
+    MEMTRIM_SMAPS_INTERVAL_MS smaps_interval_ms: Millis = Millis { min: 100, max: HOUR, zero: None }, "5000", "how often PSS, USS and swap are read from smaps_rollup (costs ms on big processes); a read is skipped while RSS holds within 1/32 of the last one, at most 5 times in a row";
     MEMTRIM_MIN_RETAINED min_retained: Size = Size, "1MiB", "no automatic release unless this much memory was retained since the last one";
     MEMTRIM_FRAG_THRESHOLD frag_threshold: FractionOrOff = FractionOrOff, "0.25", "while busy, release when the heap's resident bytes that live blocks do not use reach this fraction of them (off: only when idle)";
     MEMTRIM_BUSY_BUDGET busy_budget: FractionOrOff = FractionOrOff, "0.01", "while busy, releases and the page faults their pages cause when they come back stay within this share of the process's CPU (off: no budget)";
