@@ -86,3 +86,38 @@ fn process_cpu_never_goes_back() {
     let back: Vec<_> = seen.windows(2).filter(|w| w[1] < w[0]).map(|w| (w[0], w[1])).collect();
     assert!(back.is_empty(), "process_cpu_us went back {} times of {} reads, e.g. {:?}", back.len(), seen.len(), &back[..back.len().min(3)]);
 }
+
+/// A heap that grows by 48 MiB of free memory while its live bytes stay put (tests/c/
+/// churned_heap.c), in a process whose mallinfo2 takes milliseconds: the page's heap bytes show
+/// the growth within seconds, as the resident bytes of the heaps do, not minutes later.
+#[test]
+fn heap_growth_at_steady_live_bytes_shows_within_seconds() {
+    if common::allocator() != "glibc" {
+        return;
+    }
+    let bin = common::compile("churned_heap.c", &[]);
+    let dir = TempDir::new("churned-heap");
+    let mut c = Command::new(bin);
+    common::under_library(&mut c, dir.path(), 200)
+        .env("MEMTRIM_ALLOCATOR", "glibc")
+        .env("MEMTRIM_IDLE_MS", "0")
+        .env("MEMTRIM_FRAG_THRESHOLD", "off")
+        .env("MEMTRIM_PSI_STALL_MS", "0");
+    let mut h = Driven::spawn(&mut c);
+    assert_eq!(h.line(Duration::from_secs(30), String::new), "built");
+    let before = wait_for("a few samples", Duration::from_secs(10), || {
+        let j = stat_json(dir.path(), h.pid())?;
+        if j.int("samples") >= 5 { Ok(j.int("heap_bytes")) } else { Err(format!("{} samples", j.int("samples"))) }
+    });
+    assert_eq!(h.ask("grow", String::new), "grown");
+    wait_for("the heap's growth on the page", Duration::from_secs(15), || {
+        let j = stat_json(dir.path(), h.pid())?;
+        let (heap, resident) = (j.int("heap_bytes"), j.int("heap_resident_bytes"));
+        if heap >= before + 40 * MIB {
+            Ok(())
+        } else {
+            Err(format!("heap_bytes {heap} B, {before} B before 48 MiB more; heap_resident_bytes {resident} B, live_bytes {} B", j.int("live_bytes")))
+        }
+    });
+    h.end();
+}

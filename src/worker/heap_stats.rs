@@ -2,7 +2,8 @@
 //! locks each arena in turn and walks its free lists, so its cost grows with fragmentation
 //! (0.2 ms on a 100 MiB Ruby heap, the largest part of an idle worker's CPU): each call is timed
 //! and the next one spaced out so that routine refreshes take at most 1/20000 of the time (50 µs
-//! a second), and refreshes for a big move of the live bytes at most 1/1000.
+//! a second), and refreshes for a big move of the live bytes, or of the heaps' resident bytes (a
+//! heap that grows or shrinks while live bytes hold), at most 1/1000.
 use crate::alloc::backend;
 use crate::sys::{glibc_late, jemalloc_ctl};
 use memtrim_common::config::Allocator;
@@ -14,23 +15,26 @@ pub struct HeapStats {
     mmapped: u64,
     next: Instant,
     next_if_moved: Instant,
-    /// Live bytes at the last refresh: a big move since makes the figure stale.
+    /// Live bytes and the heaps' resident bytes at the last refresh: a big move of either since
+    /// makes the figure stale.
     live_then: u64,
+    resident_then: u64,
 }
 
 impl HeapStats {
     pub fn new() -> HeapStats {
-        HeapStats { bytes: 0, mmapped: 0, next: Instant::now(), next_if_moved: Instant::now(), live_then: 0 }
+        HeapStats { bytes: 0, mmapped: 0, next: Instant::now(), next_if_moved: Instant::now(), live_then: 0, resident_then: 0 }
     }
 
     /// glibc: arena bytes plus mmapped blocks; jemalloc: resident bytes. Refreshed when due,
-    /// when `fresh` is asked for (after a release), or when live bytes moved by more than an
-    /// eighth (or a MiB) since the last refresh.
-    pub fn heap_bytes(&mut self, interval: Duration, fresh: bool, live: u64) -> u64 {
+    /// when `fresh` is asked for (after a release), or when live bytes or the heaps' `resident`
+    /// bytes (glibc; 0 where unknown) moved by more than an eighth (or a MiB) since the last one.
+    pub fn heap_bytes(&mut self, interval: Duration, fresh: bool, live: u64, resident: u64) -> u64 {
         let now = Instant::now();
-        let moved = live.abs_diff(self.live_then) > (self.live_then / 8).max(1 << 20);
+        let far = |now: u64, then: u64| now.abs_diff(then) > (then / 8).max(1 << 20);
+        let moved = far(live, self.live_then) || far(resident, self.resident_then);
         if fresh || now >= self.next || (moved && now >= self.next_if_moved) {
-            self.live_then = live;
+            (self.live_then, self.resident_then) = (live, resident);
             (self.bytes, self.mmapped) = match backend::active() {
                 Allocator::Glibc => glibc_late::heap_bytes(live),
                 Allocator::Jemalloc => (jemalloc_ctl::resident(), 0),

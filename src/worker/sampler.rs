@@ -59,9 +59,10 @@ impl Sampler {
             self.comm = procfs::comm();
         }
         let t = accounting::totals();
-        let heap_bytes = self.heap.heap_bytes(interval, fresh, t.live);
         let glibc = backend::active() == Allocator::Glibc;
-        let resident = if glibc { self.heaps.resident(t0, (!fresh).then(|| t.allocs.wrapping_add(t.frees))) } else { Some(heap_bytes) };
+        let heaps = if glibc { self.heaps.resident(t0, (!fresh).then(|| t.allocs.wrapping_add(t.frees))) } else { None };
+        let heap_bytes = self.heap.heap_bytes(interval, fresh, t.live, heaps.unwrap_or(0));
+        let resident = if glibc { heaps } else { Some(heap_bytes) };
         self.retained = match resident {
             _ if !glibc => Heap::Purgeable(jemalloc_ctl::purgeable()),
             Some(resident) => Heap::Resident { resident, live: t.live.saturating_sub(self.heap.mmapped()) },
