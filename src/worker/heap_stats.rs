@@ -31,7 +31,7 @@ impl HeapStats {
     /// bytes (glibc; 0 where unknown) moved by more than an eighth (or a MiB) since the last one.
     pub fn heap_bytes(&mut self, interval: Duration, fresh: bool, live: u64, resident: u64) -> u64 {
         let now = Instant::now();
-        let far = |now: u64, then: u64| now.abs_diff(then) > (then / 8).max(1 << 20);
+        let far = |v: u64, then: u64| v.abs_diff(then) > (then / 8).max(1 << 20);
         let moved = far(live, self.live_then) || far(resident, self.resident_then);
         if fresh || moved || now >= self.next {
             (self.live_then, self.resident_then) = (live, resident);

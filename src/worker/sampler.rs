@@ -178,13 +178,13 @@ mod tests {
         let mut c = SmapsCadence::new(5 * s, false);
         let reads = |c: &mut SmapsCadence, from: u64, to: u64, rss: u64| (from..to).filter(|&i| c.due(t0 + s * i as u32, rss)).collect::<Vec<_>>();
         // first sample reads; then due every 5 s, skipped 5 times while RSS holds: one read in 30 s
-        assert_eq!(reads(&mut c, 0, 60, 100 * MIB), [0, 30]);
-        // 2 MiB of 100 is within 1/32: still held
-        assert_eq!(reads(&mut c, 60, 65, 102 * MIB), [60]);
-        // 4 MiB more is not: the next due read happens
-        assert_eq!(reads(&mut c, 65, 71, 106 * MIB), [65]);
+        assert_eq!(reads(&mut c, 0, 35, 100 * MIB), [0, 30]);
+        // 2 MiB of 100 is within 1/32: the read due at 35 is skipped
+        assert_eq!(reads(&mut c, 35, 40, 102 * MIB), []);
+        // 6 MiB is not: the one due at 40 happens
+        assert_eq!(reads(&mut c, 40, 45, 106 * MIB), [40]);
         // and a fall counts as a move too
-        assert_eq!(reads(&mut c, 71, 76, 90 * MIB), [75]);
+        assert_eq!(reads(&mut c, 45, 50, 90 * MIB), [45]);
         let mut every = SmapsCadence::new(5 * s, true);
         assert_eq!(reads(&mut every, 0, 4, 100 * MIB), [0, 1, 2, 3]);
     }
