@@ -695,20 +695,26 @@ impl Cgroup {
     }
 }
 
-/// `signal TERM` lines from `hosts` within `limit`, as (index, when); any other line fails.
-fn signals_of(hosts: &mut [Host], limit: Duration) -> Vec<(usize, Instant)> {
+/// The lines of `hosts` as they come (read every 10 ms), as (index, line, when read), until
+/// `done` holds for those read so far or `limit` has passed.
+fn lines_from(hosts: &mut [Host], limit: Duration, done: impl Fn(&[(usize, String, Instant)]) -> bool) -> Vec<(usize, String, Instant)> {
     let end = Instant::now() + limit;
     let mut v = Vec::new();
-    while Instant::now() < end {
+    while Instant::now() < end && !done(&v) {
         for (i, h) in hosts.iter_mut().enumerate() {
-            if let Ok(l) = h.lines.try_recv() {
-                assert!(l == "signal TERM", "unexpected line {l:?} from host {i}");
-                v.push((i, Instant::now()));
+            while let Ok(l) = h.lines.try_recv() {
+                v.push((i, l, Instant::now()));
             }
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     v
+}
+
+/// `signal TERM` lines from `hosts` within `limit`, as (index, when); any other line fails.
+fn signals_of(hosts: &mut [Host], limit: Duration) -> Vec<(usize, Instant)> {
+    let lines = lines_from(hosts, limit, |_| false);
+    lines.into_iter().map(|(i, l, t)| if l == "signal TERM" { (i, t) } else { panic!("unexpected line {l:?} from host {i}") }).collect()
 }
 
 /// MEMTRIM_LIMIT=cgroup:20%: a budget on the usage of a child cgroup with a 2 GiB limit (≈ 410
@@ -777,12 +783,25 @@ fn cgroup_budget_releases_first_then_recycles_the_largest_one_at_a_time() {
     let ranks: BTreeSet<u64> = json.iter().map(|j| json_u64(j, "budget_rank")).collect();
     assert_eq!(ranks, BTreeSet::from([1, 2, 3]), "ranks by retained memory");
 
+    // Usage crosses the budget while the second host leaks: on a loaded machine the first signal
+    // can come before the last leak is answered. Every host's lines are read while each leak
+    // runs, so that a signal is timed when it comes (read only after the last answer, it would
+    // seem to come later, within the stagger window of the second); a signal answers a leak.
     let t0 = Instant::now();
-    for (h, mb) in hosts.iter_mut().zip([200, 300, 250]) {
-        h.ask(&format!("leak {mb}"));
+    let mut lines = Vec::new();
+    for (i, mb) in [200, 300, 250].into_iter().enumerate() {
+        let h = &mut hosts[i];
+        writeln!(h.stdin, "leak {mb}").and_then(|_| h.stdin.flush()).unwrap_or_else(|e| panic!("leak {mb}: host {i} is gone ({e})"));
+        let answered = |v: &[(usize, String, Instant)]| v.iter().any(|(j, l, _)| *j == i && (l == "ok" || l == "signal TERM"));
+        let got = lines_from(&mut hosts, Duration::from_secs(60), answered);
+        assert!(answered(&got), "no answer to leak {mb} from host {i} in 60 s\n{}", log(&hosts));
+        lines.extend(got);
     }
-    let sig = signals_of(&mut hosts, Duration::from_secs(12));
-    let order: Vec<(usize, u128)> = sig.iter().map(|(i, t)| (*i, t.duration_since(t0).as_millis())).collect();
+    lines.extend(lines_from(&mut hosts, Duration::from_secs(12), |_| false));
+    for (i, l, _) in &lines {
+        assert!(l == "ok" || l == "signal TERM", "unexpected line {l:?} from host {i}");
+    }
+    let order: Vec<(usize, u128)> = lines.iter().filter(|(_, l, _)| l == "signal TERM").map(|(i, _, t)| (*i, t.duration_since(t0).as_millis())).collect();
     eprintln!("signals (host, ms after the leaks): {order:?}\n{}", log(&hosts));
     assert!(!order.is_empty(), "no signal with live memory over the budget: usage {:.1} MiB\n{}", mib(cg.usage()), log(&hosts));
     assert_eq!(order[0].0, 1, "the first recycled is not the one with the largest USS: {order:?}");
