@@ -1,10 +1,12 @@
 //! The memtrim processes that share this process's cgroup budget (MEMTRIM_LIMIT=cgroup:…): the
 //! live pages of the same user in the same page directory whose process's /proc/PID/cgroup is
 //! this process's. Each page is checked as the CLI checks one (a private regular file of ours,
-//! opened without following links, read whole with pread into a buffer, then `Page::read`).
+//! opened without following links, read whole with pread into a buffer, then `Page::read`; a copy
+//! caught mid-write is taken again).
 use crate::sys::{cgroup, procfs};
 use crate::worker::page_file::{Fd, euid, open_user_dir, user_dir};
-use memtrim_common::page::{self, Page};
+use core::sync::atomic::Ordering::Relaxed;
+use memtrim_common::page::{self, Page, ReadError};
 use std::ffi::CString;
 
 /// What the budget needs of a sibling.
@@ -51,13 +53,93 @@ fn read_page(dfd: &Fd, name: &str) -> Option<page::Stats> {
     {
         return None;
     }
+    let len = core::mem::size_of::<Page>();
+    consistent(|p| {
+        // SAFETY: the buffer is the Box's, len bytes long; fd is open.
+        unsafe { libc::pread(fd.0, p as *mut Page as *mut libc::c_void, len, 0) == len as isize }
+    })
+}
+
+/// Copies of a page taken while its writer was mid-update (a few microseconds) are taken again:
+/// a sibling left out of a sample could make this process take itself for the largest of fewer.
+const COPIES: usize = 20;
+
+/// The stats of the first consistent copy `copy` makes into a buffer, of up to COPIES; none if a
+/// copy cannot be made, the page was never published or is not one this reader knows.
+fn consistent(mut copy: impl FnMut(&mut Page) -> bool) -> Option<page::Stats> {
     // SAFETY: Page is plain data (integers and atomics), valid all-zero.
     let mut p: Box<Page> = Box::new(unsafe { core::mem::zeroed() });
-    let len = core::mem::size_of::<Page>();
-    // SAFETY: the buffer is the Box's, len bytes long.
-    let n = unsafe { libc::pread(fd.0, &mut *p as *mut Page as *mut libc::c_void, len, 0) };
-    if n != len as isize {
-        return None;
+    for _ in 0..COPIES {
+        if !copy(&mut p) {
+            return None;
+        }
+        match p.seq.load(Relaxed) {
+            0 => return None,
+            // the copy does not change: its reader would wait on it in vain
+            seq if seq & 1 == 1 => std::thread::yield_now(),
+            _ => match p.read() {
+                Err(ReadError::Torn) => std::thread::yield_now(),
+                r => return r.ok(),
+            },
+        }
     }
-    p.read().ok()
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memtrim_common::page::Stats;
+
+    fn published(pid: u32) -> Box<Page> {
+        // SAFETY: as in `consistent`.
+        let mut p: Box<Page> = Box::new(unsafe { core::mem::zeroed() });
+        p.init();
+        p.publish(Stats { pid, retained_bytes: 5 << 20, ..Default::default() });
+        p
+    }
+
+    /// A copy caught mid-write (odd sequence, half-written words) is followed by another.
+    #[test]
+    fn a_copy_taken_mid_write_is_taken_again() {
+        let good = published(42);
+        let mut copies = 0;
+        let got = consistent(|p| {
+            copies += 1;
+            // SAFETY: both are plain data of the same type.
+            unsafe { core::ptr::copy_nonoverlapping(&*good, p, 1) };
+            if copies == 1 {
+                p.seq.fetch_add(1, Relaxed);
+                p.stats[3].fetch_add(1, Relaxed);
+            }
+            true
+        });
+        assert_eq!(got.map(|s| (s.pid, s.retained_bytes)), Some((42, 5 << 20)), "after {copies} copies");
+        assert_eq!(copies, 2);
+    }
+
+    /// A page never published, or one that stays mid-write, gives none, after at most COPIES.
+    #[test]
+    fn an_unpublished_or_stuck_page_gives_none() {
+        let mut copies = 0;
+        assert!(
+            consistent(|_| {
+                copies += 1;
+                true
+            })
+            .is_none()
+        );
+        assert_eq!(copies, 1, "an unpublished page is not copied again");
+        let stuck = published(7);
+        stuck.seq.fetch_add(1, Relaxed);
+        copies = 0;
+        let got = consistent(|p| {
+            copies += 1;
+            // SAFETY: as above.
+            unsafe { core::ptr::copy_nonoverlapping(&*stuck, p, 1) };
+            true
+        });
+        assert!(got.is_none());
+        assert_eq!(copies, COPIES);
+    }
 }
