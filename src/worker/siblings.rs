@@ -99,23 +99,26 @@ mod tests {
         p
     }
 
-    /// A copy caught mid-write (odd sequence, half-written words) is followed by another.
+    /// A copy caught mid-write is followed by another: one whose sequence is odd, and one whose
+    /// sequence was copied even before the writer began, so that only the check word disagrees.
     #[test]
     fn a_copy_taken_mid_write_is_taken_again() {
         let good = published(42);
-        let mut copies = 0;
-        let got = consistent(|p| {
-            copies += 1;
-            // SAFETY: both are plain data of the same type.
-            unsafe { core::ptr::copy_nonoverlapping(&*good, p, 1) };
-            if copies == 1 {
-                p.seq.fetch_add(1, Relaxed);
-                p.stats[3].fetch_add(1, Relaxed);
-            }
-            true
-        });
-        assert_eq!(got.map(|s| (s.pid, s.retained_bytes)), Some((42, 5 << 20)), "after {copies} copies");
-        assert_eq!(copies, 2);
+        for odd in [1, 0] {
+            let mut copies = 0;
+            let got = consistent(|p| {
+                copies += 1;
+                // SAFETY: both are plain data of the same type.
+                unsafe { core::ptr::copy_nonoverlapping(&*good, p, 1) };
+                if copies == 1 {
+                    p.seq.fetch_add(odd, Relaxed);
+                    p.stats[3].fetch_add(1, Relaxed);
+                }
+                true
+            });
+            assert_eq!(got.map(|s| (s.pid, s.retained_bytes)), Some((42, 5 << 20)), "odd sequence {odd}, after {copies} copies");
+            assert_eq!(copies, 2, "odd sequence {odd}");
+        }
     }
 
     /// A page never published, or one that stays mid-write, gives none, after at most COPIES.
