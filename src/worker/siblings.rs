@@ -65,10 +65,11 @@ fn read_page(dfd: &Fd, name: &str) -> Option<page::Stats> {
 const COPIES: usize = 20;
 
 /// The stats of the first consistent copy `copy` makes into a buffer, of up to COPIES; none if a
-/// copy cannot be made, the page was never published or is not one this reader knows.
+/// copy cannot be made, the page was never published, is corrupt or is not one this reader knows.
 fn consistent(mut copy: impl FnMut(&mut Page) -> bool) -> Option<page::Stats> {
     // SAFETY: Page is plain data (integers and atomics), valid all-zero.
     let mut p: Box<Page> = Box::new(unsafe { core::mem::zeroed() });
+    let mut torn_at = 0;
     for _ in 0..COPIES {
         if !copy(&mut p) {
             return None;
@@ -77,8 +78,13 @@ fn consistent(mut copy: impl FnMut(&mut Page) -> bool) -> Option<page::Stats> {
             0 => return None,
             // the copy does not change: its reader would wait on it in vain
             seq if seq & 1 == 1 => std::thread::yield_now(),
-            _ => match p.read() {
-                Err(ReadError::Torn) => std::thread::yield_now(),
+            // torn twice under the same even sequence: the bytes are corrupt, not being written
+            seq => match p.read() {
+                Err(ReadError::Torn) if seq == torn_at => return None,
+                Err(ReadError::Torn) => {
+                    torn_at = seq;
+                    std::thread::yield_now()
+                }
                 r => return r.ok(),
             },
         }
@@ -144,5 +150,22 @@ mod tests {
         });
         assert!(got.is_none());
         assert_eq!(copies, COPIES);
+    }
+
+    /// A page whose check word disagrees under the same even sequence in two copies is corrupt,
+    /// not mid-write (a writer makes the sequence odd first): it is not copied a third time.
+    #[test]
+    fn a_corrupt_page_is_given_up_at_the_second_copy() {
+        let corrupt = published(7);
+        corrupt.stats[3].fetch_add(1, Relaxed);
+        let mut copies = 0;
+        let got = consistent(|p| {
+            copies += 1;
+            // SAFETY: as above.
+            unsafe { core::ptr::copy_nonoverlapping(&*corrupt, p, 1) };
+            true
+        });
+        assert!(got.is_none());
+        assert_eq!(copies, 2, "a corrupt page was copied {copies} times");
     }
 }
